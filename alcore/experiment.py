@@ -1,0 +1,232 @@
+"""The experiment's stages as pure functions over plain arrays.
+
+Every function here is deterministic given its inputs (JAX on the CPU is), takes
+keyword hyperparameters, and returns numpy arrays or floats, so results pickle
+compactly and compare exactly. ``tasks/`` wraps each stage as a Prefect task.
+
+A round r = 1..R is: acquire (the uncertainty map of the current model over the grid
+and the chosen point), label (the oracle), retrain (epochs over the grown set with the
+optimizer state carried over), evaluate (grid accuracy). The tutorial computes the
+first acquisition before its loop and one unused acquisition after it; the points,
+models and accuracies are the same.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from alcore import calibration, laplace, laplax_path, problem, training
+from alcore.model import forward, init_params
+
+CAPACITY_CHUNK = 128  # labelled-set arrays are padded to a multiple of this
+
+
+class Data(NamedTuple):
+    """Everything drawn from the seed before training."""
+
+    x_initial: np.ndarray
+    y_initial: np.ndarray
+    x_calibration: np.ndarray
+    y_calibration: np.ndarray
+    x_passive: np.ndarray
+    y_passive: np.ndarray
+    grid: np.ndarray
+    grid_labels: np.ndarray
+    sampling_key: np.ndarray  # raw key data of the sampling key
+
+
+class ModelState(NamedTuple):
+    """Parameters and Adam state (nested dicts / optax states of numpy arrays)."""
+
+    params: dict
+    opt_state: tuple
+
+
+def capacity(n_points: int) -> int:
+    """Padded size of the labelled set: fixed shapes, so no recompilation per round."""
+    return CAPACITY_CHUNK * -(-n_points // CAPACITY_CHUNK)
+
+
+def to_numpy(tree):
+    """A pytree of JAX arrays as numpy arrays (compact, exact pickles)."""
+    return jax.tree.map(np.asarray, tree)
+
+
+def generate_data(*, seed: int, n_initial: int, n_calibration: int, n_passive: int, grid_size: int) -> Data:
+    """Draw the tutorial's data sets and the evaluation grid."""
+    keys = problem.split_keys(seed)
+    x0 = problem.uniform_points(keys.initial, n_initial)
+    xc = problem.uniform_points(keys.calibration, n_calibration)
+    xp = problem.uniform_points(keys.passive, n_passive)
+    grid = problem.grid_points(grid_size)
+    return Data(
+        *to_numpy(
+            (
+                x0,
+                problem.true_labels(x0),
+                xc,
+                problem.true_labels(xc),
+                xp,
+                problem.true_labels(xp),
+                grid,
+                problem.true_labels(grid),
+            )
+        ),
+        sampling_key=np.asarray(jax.random.key_data(keys.sampling)),
+    )
+
+
+def train_from_scratch(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    seed: int,
+    hidden_channels: int,
+    learning_rate: float,
+    epochs: int,
+    batch_size: int,
+) -> tuple[ModelState, np.ndarray]:
+    """Initialise the MLP from ``seed`` and train it; returns the state and per-epoch losses."""
+    params = init_params(seed=seed, hidden=hidden_channels)
+    tx = training.make_optimizer(learning_rate=learning_rate)
+    schedule = training.epoch_batches(n_points=len(x), n_epochs=epochs, batch_size=batch_size)
+    params, opt_state, losses = training.train(params, tx.init(params), jnp.asarray(x), jnp.asarray(y), schedule, tx=tx)
+    return ModelState(to_numpy(params), to_numpy(opt_state)), training.last_losses(losses)
+
+
+def calibrate_prior_precision(
+    params: dict,
+    x_cal: np.ndarray,
+    y_cal: np.ndarray,
+    *,
+    curvature: str,
+    log_min: float,
+    log_max: float,
+    size: int,
+    mc_samples: int,
+) -> tuple[float, np.ndarray, np.ndarray | None]:
+    """The tutorial's calibration: the GGN and the ECE are both the calibration set's.
+
+    Returns the prior precision, the grid, and the ECE curve (None on laplax's path).
+    """
+    if curvature == "full":
+        tau, grid, curve = calibration.calibrate(
+            params,
+            jnp.asarray(x_cal),
+            jnp.ones(len(x_cal)),
+            jnp.asarray(x_cal),
+            jnp.asarray(y_cal),
+            log_min=log_min,
+            log_max=log_max,
+            size=size,
+            num_samples=mc_samples,
+        )
+        return tau, np.asarray(grid), np.asarray(curve)
+    tau = laplax_path.calibrate(
+        params,
+        x_cal,
+        y_cal,
+        x_cal,
+        y_cal,
+        log_prior_prec_min=log_min,
+        log_prior_prec_max=log_max,
+        grid_size=size,
+        curv_type=curvature,
+    )
+    return tau, np.asarray(calibration.prior_prec_grid(log_min=log_min, log_max=log_max, size=size)), None
+
+
+def predict(params: dict, x: np.ndarray) -> np.ndarray:
+    """Predicted class at each input."""
+    return np.asarray(_predict(params, jnp.asarray(x)))
+
+
+@jax.jit
+def _predict(params, x):
+    return jnp.argmax(forward(params, x), axis=-1)
+
+
+def uncertainty_map(
+    params: dict,
+    x_labelled: np.ndarray,
+    y_labelled: np.ndarray,
+    grid: np.ndarray,
+    preds: np.ndarray,
+    *,
+    prior_prec: float,
+    curvature: str,
+) -> np.ndarray:
+    """The tutorial's acquisition score: linearised predictive std of the predicted
+    class ``preds`` at every grid point, shape (G*G,).
+
+    The labelled set is padded to :func:`capacity` so every round reuses one compiled
+    program. Curvatures other than ``full`` go through laplax (all classes, then the
+    predicted one is picked, as the tutorial does).
+    """
+    n = len(x_labelled)
+    if curvature == "full":
+        cap = capacity(n)
+        x_pad = np.zeros((cap, 2), np.float32)
+        x_pad[:n] = x_labelled
+        mask = np.zeros(cap, np.float32)
+        mask[:n] = 1.0
+        post = laplace.fit_posterior(params, jnp.asarray(x_pad), jnp.asarray(mask))
+        var = laplace.predictive_var_of(post, params, jnp.asarray(grid), jnp.asarray(preds), jnp.float32(prior_prec))
+        return np.sqrt(np.asarray(var))
+    std = np.asarray(
+        laplax_path.std_map(
+            params,
+            jnp.asarray(x_labelled),
+            jnp.asarray(y_labelled),
+            jnp.asarray(grid),
+            prior_prec=prior_prec,
+            curv_type=curvature,
+            batch_size=2500,
+        )
+    )
+    return std[np.arange(len(preds)), preds]
+
+
+def round_key(sampling_key: np.ndarray, round_index: int) -> jax.Array:
+    """Key of round r (1-based): ``split(sampling_key, R)[r - 1]`` for any R >= r."""
+    key = jax.random.wrap_key_data(jnp.asarray(sampling_key))
+    return jax.random.split(key, round_index)[round_index - 1]
+
+
+def choose(scores: np.ndarray, *, rule: str, key: jax.Array | None = None) -> int:
+    """Index of the next grid point: argmax of the scores, or sampled with them as logits."""
+    if rule == "max_std":
+        return int(np.argmax(scores))
+    if rule == "sampled":
+        return int(jax.random.categorical(key, jnp.asarray(scores)))
+    raise ValueError(f"unknown acquisition rule {rule!r}; expected 'max_std' or 'sampled'")
+
+
+def retrain(
+    state: ModelState,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    learning_rate: float,
+    epochs: int,
+    batch_size: int,
+) -> tuple[ModelState, np.ndarray]:
+    """Continue training on the grown set with a fresh loader, the optimizer state kept."""
+    n = len(x)
+    cap = capacity(n)
+    x_pad = np.zeros((cap, 2), np.float32)
+    y_pad = np.zeros(cap, np.int32)
+    x_pad[:n], y_pad[:n] = x, y
+    tx = training.make_optimizer(learning_rate=learning_rate)
+    schedule = training.epoch_batches(n_points=n, n_epochs=epochs, batch_size=batch_size, max_points=cap)
+    params, opt_state, losses = training.train(
+        state.params, state.opt_state, jnp.asarray(x_pad), jnp.asarray(y_pad), schedule, tx=tx
+    )
+    return ModelState(to_numpy(params), to_numpy(opt_state)), training.last_losses(losses)
+
+
+def accuracy(preds: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of grid points classified correctly."""
+    return float(np.mean(np.asarray(preds) == np.asarray(labels)))

@@ -1,0 +1,62 @@
+"""The tutorial's MLP (2-32-32-32-3, tanh) and its pure functional form."""
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Params = dict  # nested {"linear1": {"kernel": ..., "bias": ...}, ...}
+N_LAYERS = 4
+
+
+class MLP(nnx.Module):
+    """Four linear layers with tanh between them, as in the tutorial's helper."""
+
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, *, rngs: nnx.Rngs):
+        self.linear1 = nnx.Linear(in_channels, hidden_channels, rngs=rngs)
+        self.linear2 = nnx.Linear(hidden_channels, hidden_channels, rngs=rngs)
+        self.linear3 = nnx.Linear(hidden_channels, hidden_channels, rngs=rngs)
+        self.linear4 = nnx.Linear(hidden_channels, out_channels, rngs=rngs)
+
+    def __call__(self, x):
+        x = nnx.tanh(self.linear1(x))
+        x = nnx.tanh(self.linear2(x))
+        x = nnx.tanh(self.linear3(x))
+        return self.linear4(x)
+
+
+def init_params(*, seed: int, hidden: int = 32, in_dim: int = 2, n_classes: int = 3) -> Params:
+    """Initial parameters exactly as ``Model(..., rngs=nnx.Rngs(seed))`` draws them.
+
+    Returns a plain nested dict of arrays (layer -> {"kernel", "bias"}), so the rest
+    of the code is pure JAX and results pickle without flax graph objects.
+    """
+    model = MLP(in_dim, hidden, n_classes, rngs=nnx.Rngs(seed))
+    state = nnx.state(model, nnx.Param)
+    return jax.tree.map(lambda v: v, nnx.to_pure_dict(state))
+
+
+def forward(params: Params, x: jax.Array) -> jax.Array:
+    """Logits for inputs ``x`` of shape (..., 2): same math as ``MLP.__call__``."""
+    h = x
+    for i in range(1, N_LAYERS + 1):
+        layer = params[f"linear{i}"]
+        h = h @ layer["kernel"] + layer["bias"]
+        if i < N_LAYERS:
+            h = jnp.tanh(h)
+    return h
+
+
+def laplax_model_fn() -> Callable:
+    """``model_fn(input, params)`` in laplax's calling convention."""
+
+    def model_fn(input, params):  # noqa: A002 - laplax's keyword name
+        return forward(params, input)
+
+    return model_fn
+
+
+def n_params(params: Params) -> int:
+    """Number of scalar parameters."""
+    return sum(int(p.size) for p in jax.tree.leaves(params))

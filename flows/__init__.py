@@ -1,0 +1,1 @@
+"""Prefect flows: orchestration only (the loop, the parallel baseline, the report)."""

@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers around ``alcore`` adding persistence, logs and artifacts."""

@@ -1,0 +1,144 @@
+"""Figures of an experiment (matplotlib, Agg; no Prefect). Each returns a PNG path."""
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap, to_rgba  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from alcore.problem import boundary_curves  # noqa: E402
+
+CLASS_COLORS = ["#4C72B0", "#DD8452", "#55A868"]
+CMAP = ListedColormap(CLASS_COLORS)
+EXTENT = (0.0, 1.0, 0.0, 1.0)
+
+
+def _boundaries(ax):
+    xs = np.linspace(0, 1, 200)
+    f1, f2 = boundary_curves(xs)
+    ax.plot(xs, np.asarray(f1), "k--", lw=1.2, label="true boundaries")
+    ax.plot(xs, np.asarray(f2), "k--", lw=1.2)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+
+
+def _points(ax, x, y, **kw):
+    ax.scatter(x[:, 0], x[:, 1], c=[CLASS_COLORS[int(i)] for i in y], edgecolors="k", s=28, zorder=3, **kw)
+
+
+def _class_image(preds, grid_size, alpha=None):
+    rgba = np.array([to_rgba(c) for c in CLASS_COLORS])[np.asarray(preds).astype(int)]
+    rgba[:, 3] = 0.45 if alpha is None else 0.1 + 0.8 * alpha
+    return rgba.reshape(grid_size, grid_size, 4)
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def data_plot(path: Path, x, y, x_cal=None, y_cal=None) -> Path:
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    _boundaries(ax)
+    _points(ax, x, y, label="initial points")
+    if x_cal is not None:
+        ax.scatter(
+            x_cal[:, 0],
+            x_cal[:, 1],
+            c=[CLASS_COLORS[int(i)] for i in y_cal],
+            marker="s",
+            s=18,
+            edgecolors="grey",
+            alpha=0.6,
+            label="calibration points",
+        )
+    ax.set_title("Data and true decision boundaries")
+    ax.legend(loc="lower left", fontsize=7)
+    return _save(fig, path)
+
+
+def prediction_plot(path: Path, preds, grid_size, x, y, n_initial, title) -> Path:
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.imshow(_class_image(preds, grid_size), origin="lower", extent=EXTENT)
+    _boundaries(ax)
+    _points(ax, x[:n_initial], y[:n_initial], marker="o")
+    if len(x) > n_initial:
+        _points(ax, x[n_initial:], y[n_initial:], marker="^")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def uncertainty_plot(path: Path, preds, scores, grid_size, x, y, next_point, title) -> Path:
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    _uncertainty_axes(ax, preds, scores, grid_size, x, y, next_point)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def _uncertainty_axes(ax, preds, scores, grid_size, x, y, next_point):
+    alpha = np.asarray(scores) / max(float(np.max(scores)), 1e-12)
+    ax.imshow(_class_image(preds, grid_size, alpha), origin="lower", extent=EXTENT)
+    _boundaries(ax)
+    _points(ax, x, y)
+    ax.scatter([next_point[0]], [next_point[1]], marker="*", s=260, c="red", edgecolors="k", zorder=4)
+
+
+def misclassification_plot(path: Path, active_preds, passive_preds, labels, grid_size, accs) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4.2), sharey=True)
+    for ax, preds, name, acc in zip(axes, (active_preds, passive_preds), ("active", "passive"), accs, strict=True):
+        wrong = (np.asarray(preds) != np.asarray(labels)).reshape(grid_size, grid_size)
+        ax.imshow(wrong, origin="lower", extent=EXTENT, cmap=ListedColormap(["#f4f4f4", "#c0392b"]), vmin=0, vmax=1)
+        _boundaries(ax)
+        ax.set_title(f"{name} model: {100 * (1 - wrong.mean()):.1f}% correct" if acc is not None else name)
+    fig.suptitle("Misclassified grid points (red)")
+    return _save(fig, path)
+
+
+def accuracy_plot(path: Path, accuracies, passive_accuracy) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    rounds = np.arange(1, len(accuracies) + 1)
+    ax.plot(rounds, 100 * np.asarray(accuracies), marker=".", label="active learning")
+    if passive_accuracy is not None:
+        ax.axhline(100 * passive_accuracy, ls="--", c="k", label="passive baseline (same budget)")
+    ax.set_xlabel("active learning round")
+    ax.set_ylabel("grid accuracy [%]")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def calibration_plot(path: Path, grid, ece, chosen) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.semilogx(grid, ece, marker=".")
+    ax.axvline(chosen, c="red", ls=":", label=f"chosen: {chosen:.4g}")
+    ax.set_xlabel("prior precision")
+    ax.set_ylabel("ECE (calibration set)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def rounds_gif(path: Path, frames, grid_size, ms_per_frame: int = 350) -> Path:
+    """Animate the rounds: each frame is (preds, scores, x, y, next_point, title)."""
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    images = []
+    for preds, scores, x, y, next_point, title in frames:
+        ax.clear()
+        _uncertainty_axes(ax, preds, scores, grid_size, x, y, next_point)
+        ax.set_title(title, fontsize=9)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=70)
+        images.append(Image.open(io.BytesIO(buf.getvalue())).convert("P", palette=Image.Palette.ADAPTIVE))
+    plt.close(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if images:
+        images[0].save(path, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
+    return path

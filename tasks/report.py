@@ -1,0 +1,195 @@
+"""The experiment's report: results.json, plots, the rounds GIF and UI artifacts."""
+
+import base64
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from prefect import task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from alcore.config import ExperimentConfig
+from alcore.experiment import predict
+from tasks import plots, storage
+from tasks.workspace import CODE_VERSION, Workspace
+
+
+def artifact_key(config: ExperimentConfig, what: str) -> str:
+    """Prefect artifact keys: lowercase letters, digits and dashes only."""
+    return f"al-{config.round_hash()[:10]}-{what}"
+
+
+def build_results(
+    config: ExperimentConfig, *, data, initial, calibration, rounds: list[dict], passive: dict | None, run_info: dict
+) -> dict:
+    """The ``results.json`` document. Everything but ``run`` is a pure function of the
+    configuration and code version, so a resumed run writes the same values."""
+    return {
+        "config": config.model_dump(),
+        "config_hash": {"rounds": config.round_hash(), "full": config.full_hash()},
+        "code_version": CODE_VERSION,
+        "prior_precision": calibration["prior_prec"],
+        "active_accuracy": [r["accuracy"] for r in rounds],
+        "final_active_accuracy": rounds[-1]["accuracy"] if rounds else None,
+        "initial_accuracy": initial.get("accuracy"),
+        "passive_accuracy": None if passive is None else passive["accuracy"],
+        "chosen_points": [list(map(float, r["point"])) for r in rounds],
+        "chosen_indices": [int(r["index"]) for r in rounds],
+        "chosen_labels": [int(r["label"]) for r in rounds],
+        "initial_points": np.asarray(data.x_initial).tolist(),
+        "initial_labels": np.asarray(data.y_initial).tolist(),
+        "calibration": {
+            "grid": np.asarray(calibration["grid"]).tolist(),
+            "ece": None if calibration["ece"] is None else np.asarray(calibration["ece"]).tolist(),
+        },
+        "compute_seconds": {
+            "initial_training": initial["seconds"],
+            "calibration": calibration["seconds"],
+            "rounds": [r["seconds"] for r in rounds],
+            "passive": None if passive is None else passive["seconds"],
+        },
+        "run": run_info,
+    }
+
+
+def write_json(path: Path, document: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(document, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+@task(name="report", task_run_name="report/plots-and-artifacts", cache_policy=NO_CACHE)
+def report(
+    config: ExperimentConfig,
+    data,
+    initial: dict,
+    calibration: dict,
+    rounds: list[dict],
+    passive: dict | None,
+    run_info: dict,
+) -> dict:
+    """Write results.json, the PNG plots and the GIF; publish the UI artifacts."""
+    ws = Workspace.for_config(config)
+    g = config.grid_size
+    records = [storage.load(r["file"]) for r in rounds]
+    figures = {
+        "data": plots.data_plot(
+            ws.plots / "data.png", data.x_initial, data.y_initial, data.x_calibration, data.y_calibration
+        )
+    }
+    if calibration["ece"] is not None:
+        figures["calibration"] = plots.calibration_plot(
+            ws.plots / "calibration.png", calibration["grid"], calibration["ece"], calibration["prior_prec"]
+        )
+    if records:
+        last = records[-1]
+        final_preds = predict(last["state"].params, data.grid)
+        figures["prediction"] = plots.prediction_plot(
+            ws.plots / "prediction.png",
+            final_preds,
+            g,
+            last["x_labelled"],
+            last["y_labelled"],
+            config.n_initial,
+            f"Active model after {len(records)} rounds: {100 * last['accuracy']:.1f}%",
+        )
+        figures["uncertainty"] = plots.uncertainty_plot(
+            ws.plots / "uncertainty.png",
+            last["preds"],
+            last["scores"],
+            g,
+            last["x_labelled"][:-1],
+            last["y_labelled"][:-1],
+            last["point"],
+            f"Round {len(records)}: uncertainty and the chosen point",
+        )
+        figures["accuracy"] = plots.accuracy_plot(
+            ws.plots / "accuracy.png", [r["accuracy"] for r in records], passive and passive["accuracy"]
+        )
+        if passive is not None:
+            figures["misclassification"] = plots.misclassification_plot(
+                ws.plots / "misclassification.png",
+                final_preds,
+                passive["preds"],
+                data.grid_labels,
+                g,
+                (last["accuracy"], passive["accuracy"]),
+            )
+        frames = [
+            (
+                r["preds"],
+                r["scores"],
+                r["x_labelled"][:-1],
+                r["y_labelled"][:-1],
+                r["point"],
+                f"round {r['round']}: accuracy after it {100 * r['accuracy']:.1f}%",
+            )
+            for r in records
+        ]
+        figures["animation"] = plots.rounds_gif(ws.plots / "rounds.gif", frames, g)
+    document = build_results(
+        config, data=data, initial=initial, calibration=calibration, rounds=rounds, passive=passive, run_info=run_info
+    )
+    document["files"] = {name: str(p) for name, p in figures.items()}
+    write_json(ws.results_file, document)
+    _publish(config, ws, document, figures, rounds)
+    return document
+
+
+def _publish(config, ws: Workspace, doc: dict, figures: dict, rounds: list[dict]) -> None:
+    final = doc["final_active_accuracy"]
+    passive = doc["passive_accuracy"]
+    fmt = lambda a: "n/a" if a is None else f"{100 * a:.2f} %"  # noqa: E731
+    lines = [
+        f"# Active learning: {len(rounds)} rounds, seed {config.seed}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| prior precision (ECE-calibrated) | {doc['prior_precision']:.4f} |",
+        f"| final active accuracy | {fmt(final)} |",
+        f"| passive baseline accuracy | {fmt(passive)} |",
+        f"| labels used | {config.n_initial} initial + {len(rounds)} acquired |",
+        f"| acquisition / curvature | {config.acquisition} / {config.curvature} |",
+        f"| experiment folder | `{ws.root}` |",
+        "",
+    ]
+    for name in ("accuracy", "misclassification", "uncertainty", "prediction", "calibration", "data"):
+        if name in figures:
+            lines += [f"### {name.capitalize()}", "", f"![{name}]({_data_uri(figures[name])})", ""]
+    create_markdown_artifact(
+        key=artifact_key(config, "summary"), markdown="\n".join(lines), description="Active-learning summary with plots"
+    )
+    table = [
+        {
+            "round": r["round"],
+            "labelled": r["n_labelled"],
+            "x": round(r["point"][0], 4),
+            "y": round(r["point"][1], 4),
+            "label": r["label"],
+            "accuracy_pct": round(100 * r["accuracy"], 2),
+        }
+        for r in rounds
+    ]
+    if table:
+        create_table_artifact(
+            key=artifact_key(config, "round-accuracy"), table=table, description="Grid accuracy after each round"
+        )
+    create_link_artifact(
+        key=artifact_key(config, "results"),
+        link=ws.results_file.as_uri(),
+        link_text="results.json",
+        description="All numbers of this experiment",
+    )
+    if "animation" in figures:
+        create_link_artifact(
+            key=artifact_key(config, "animation"),
+            link=figures["animation"].as_uri(),
+            link_text="rounds.gif",
+            description="The rounds, animated",
+        )

@@ -1,0 +1,242 @@
+"""The experiment's stages as Prefect tasks.
+
+Each task wraps one ``alcore.experiment`` function. Caching: every task is keyed on
+(stage, round, hash of the parameters the stage depends on, code version) through
+``cache_key_fn``, never on its array inputs, and its (small) return value is
+persisted, so a re-run of the same configuration finds finished stages ``Cached``.
+Each stage also writes its full state to a checksummed file in the experiment
+folder (``tasks.storage``), which the flow verifies before it trusts the cache.
+"""
+
+import time
+from typing import Any
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from alcore import experiment as ex
+from alcore.config import ExperimentConfig
+from alcore.problem import true_label
+from tasks import storage
+from tasks.workspace import CODE_VERSION, Workspace
+
+RETRIES = 1  # a transient failure (e.g. a full disk cleared meanwhile) gets one retry
+
+
+def cache_key(stage: str, *, full: bool = False):
+    """``cache_key_fn`` for a stage: (stage, round, config hash, code version)."""
+
+    def key_fn(context, parameters: dict[str, Any]) -> str:
+        config: ExperimentConfig = parameters["config"]
+        digest = config.full_hash() if full else config.round_hash()
+        return f"bal-{stage}-r{parameters.get('round_index', 0):04d}-{digest}-{CODE_VERSION}"
+
+    return key_fn
+
+
+def stage_task(stage: str, name: str, *, full: bool = False):
+    """The task decorator all stages share."""
+    return task(
+        name=stage,
+        task_run_name=name,
+        cache_key_fn=cache_key(stage, full=full),
+        persist_result=True,
+        retries=RETRIES,
+    )
+
+
+@stage_task("data", "data/generate")
+def generate_data(config: ExperimentConfig) -> ex.Data:
+    """Initial, calibration and passive points, the grid and its true labels."""
+    data = ex.generate_data(
+        seed=config.seed,
+        n_initial=config.n_initial,
+        n_calibration=config.n_calibration,
+        n_passive=0,
+        grid_size=config.grid_size,
+    )
+    storage.save(Workspace.for_config(config).stage_file("data"), data._asdict())
+    return data
+
+
+@stage_task("initial", "model/initial-training")
+def initial_training(config: ExperimentConfig, data: ex.Data) -> dict:
+    """Train the MLP from its seeded initialisation on the initial points."""
+    t0 = time.perf_counter()
+    state, losses = ex.train_from_scratch(
+        data.x_initial,
+        data.y_initial,
+        seed=config.seed,
+        hidden_channels=config.hidden_channels,
+        learning_rate=config.learning_rate,
+        epochs=config.initial_epochs,
+        batch_size=config.batch_size,
+    )
+    result = {"state": state, "losses": losses, "seconds": time.perf_counter() - t0}
+    storage.save(Workspace.for_config(config).stage_file("initial"), result)
+    return result
+
+
+@stage_task("calibration", "model/calibrate-prior")
+def calibrate(config: ExperimentConfig, data: ex.Data, initial: dict) -> dict:
+    """Prior precision by ECE grid search on the calibration set (the tutorial's)."""
+    t0 = time.perf_counter()
+    tau, grid, curve = ex.calibrate_prior_precision(
+        initial["state"].params,
+        data.x_calibration,
+        data.y_calibration,
+        curvature=config.curvature,
+        log_min=config.log_prior_prec_min,
+        log_max=config.log_prior_prec_max,
+        size=config.calibration_grid_size,
+        mc_samples=config.mc_samples,
+    )
+    result = {"prior_prec": tau, "grid": grid, "ece": curve, "seconds": time.perf_counter() - t0}
+    storage.save(Workspace.for_config(config).stage_file("calibration"), result)
+    return result
+
+
+@stage_task("acquire", "round-{round_index:02d}/acquire")
+def acquire(
+    config: ExperimentConfig,
+    round_index: int,
+    data: ex.Data,
+    state: ex.ModelState,
+    x_labelled: np.ndarray,
+    y_labelled: np.ndarray,
+    prior_prec: float,
+) -> dict:
+    """Uncertainty of the predicted class over the grid, and the point to label."""
+    t0 = time.perf_counter()
+    preds = ex.predict(state.params, data.grid)
+    scores = ex.uncertainty_map(
+        state.params,
+        x_labelled,
+        y_labelled,
+        data.grid,
+        preds,
+        prior_prec=prior_prec,
+        curvature=config.curvature,
+    )
+    key = ex.round_key(data.sampling_key, round_index) if config.acquisition == "sampled" else None
+    index = ex.choose(scores, rule=config.acquisition, key=key)
+    return {
+        "index": index,
+        "point": np.asarray(data.grid[index]),
+        "scores": scores.astype(np.float32),
+        "preds": preds.astype(np.int8),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+@stage_task("label", "round-{round_index:02d}/label")
+def label(config: ExperimentConfig, round_index: int, point: np.ndarray) -> int:
+    """Ask the oracle (the ground-truth function) for the label of ``point``."""
+    return int(true_label(point))
+
+
+@stage_task("retrain", "round-{round_index:02d}/retrain")
+def retrain(
+    config: ExperimentConfig,
+    round_index: int,
+    state: ex.ModelState,
+    x_labelled: np.ndarray,
+    y_labelled: np.ndarray,
+) -> dict:
+    """Continue training on the grown labelled set, optimizer state carried over."""
+    t0 = time.perf_counter()
+    new_state, losses = ex.retrain(
+        state,
+        x_labelled,
+        y_labelled,
+        learning_rate=config.learning_rate,
+        epochs=config.epochs_per_round,
+        batch_size=config.batch_size,
+    )
+    return {"state": new_state, "losses": losses, "seconds": time.perf_counter() - t0}
+
+
+@stage_task("evaluate", "round-{round_index:02d}/evaluate")
+def evaluate(
+    config: ExperimentConfig,
+    round_index: int,
+    data: ex.Data,
+    acquired: dict,
+    point_label: int,
+    retrained: dict,
+    x_labelled: np.ndarray,
+    y_labelled: np.ndarray,
+) -> dict:
+    """Grid accuracy of the retrained model; writes the round's file (its full state)."""
+    t0 = time.perf_counter()
+    accuracy = ex.accuracy(ex.predict(retrained["state"].params, data.grid), data.grid_labels)
+    seconds = acquired["seconds"] + retrained["seconds"] + time.perf_counter() - t0
+    path = Workspace.for_config(config).round_file(round_index)
+    record = {
+        "round": round_index,
+        "index": acquired["index"],
+        "point": acquired["point"],
+        "label": point_label,
+        "accuracy": accuracy,
+        "scores": acquired["scores"],
+        "preds": acquired["preds"],
+        "x_labelled": x_labelled,
+        "y_labelled": y_labelled,
+        "state": retrained["state"],
+        "losses": retrained["losses"],
+        "sampling_key": data.sampling_key,
+        "seconds": seconds,
+    }
+    digest = storage.save(path, record)
+    return {
+        "round": round_index,
+        "index": acquired["index"],
+        "point": acquired["point"].tolist(),
+        "label": point_label,
+        "accuracy": accuracy,
+        "n_labelled": len(y_labelled),
+        "file": str(path),
+        "sha256": digest,
+        "seconds": seconds,
+    }
+
+
+@stage_task("passive-train", "passive/train", full=True)
+def passive_train(config: ExperimentConfig) -> dict:
+    """The passive baseline: uniform points, the same label and epoch budget."""
+    t0 = time.perf_counter()
+    data = ex.generate_data(
+        seed=config.seed,
+        n_initial=config.n_initial,
+        n_calibration=config.n_calibration,
+        n_passive=config.n_passive,
+        grid_size=config.grid_size,
+    )
+    state, losses = ex.train_from_scratch(
+        data.x_passive,
+        data.y_passive,
+        seed=config.seed,
+        hidden_channels=config.hidden_channels,
+        learning_rate=config.learning_rate,
+        epochs=config.passive_epochs,
+        batch_size=config.batch_size,
+    )
+    preds = ex.predict(state.params, data.grid)
+    result = {
+        "accuracy": ex.accuracy(preds, data.grid_labels),
+        "x": data.x_passive,
+        "y": data.y_passive,
+        "preds": preds.astype(np.int8),
+        "state": state,
+        "losses": losses,
+        "seconds": time.perf_counter() - t0,
+    }
+    storage.save(Workspace.for_config(config).passive_file(config), result)
+    return result
+
+
+@task(name="load-file", cache_policy=NO_CACHE)
+def load_file(path: str) -> Any:
+    """Read a stage file (used by the report)."""
+    return storage.load(path)

@@ -1,0 +1,105 @@
+"""Checksummed, atomic files for stage results (plain Python; no Prefect).
+
+Layout of one file: an 8-byte magic, a 4-byte little-endian format version, the
+32-byte SHA-256 of the payload, then the payload (a joblib pickle of plain Python and
+numpy objects). Writes go to a temporary file in the same folder, are fsynced, then
+renamed over the target, so a kill at any moment leaves either the old file or the
+new one, never a mix. Loads verify all three fields; any mismatch raises
+:class:`DamagedFile` naming the file and what is wrong.
+"""
+
+import hashlib
+import io
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+MAGIC = b"BALSTAT\x00"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct("<8sI32s")
+
+
+class DamagedFile(Exception):
+    """A result file that cannot be trusted (truncated, corrupted, unknown format)."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+def save(path: Path, obj: Any) -> str:
+    """Write ``obj`` to ``path`` atomically; returns the payload's SHA-256 (hex)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    joblib.dump(obj, buf)
+    payload = buf.getvalue()
+    digest = hashlib.sha256(payload).digest()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(_HEADER.pack(MAGIC, FORMAT_VERSION, digest))
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return digest.hex()
+
+
+def load(path: Path) -> Any:
+    """Read a file written by :func:`save`, verifying it; raises :class:`DamagedFile`."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise DamagedFile(path, f"unreadable ({e})") from e
+    if len(data) < _HEADER.size:
+        raise DamagedFile(path, f"truncated: {len(data)} bytes, shorter than the header")
+    magic, version, digest = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise DamagedFile(path, "not a result file (bad magic bytes)")
+    if version != FORMAT_VERSION:
+        raise DamagedFile(path, f"format version {version}, this code reads version {FORMAT_VERSION}")
+    payload = data[_HEADER.size :]
+    if hashlib.sha256(payload).digest() != digest:
+        raise DamagedFile(path, "checksum mismatch (truncated or corrupted payload)")
+    try:
+        return joblib.load(io.BytesIO(payload))
+    except Exception as e:  # a payload that hashes right but does not unpickle
+        raise DamagedFile(path, f"payload does not load ({type(e).__name__}: {e})") from e
+
+
+def verify(path: Path) -> str | None:
+    """None if ``path`` loads cleanly, else the reason it does not (missing included)."""
+    try:
+        load(path)
+    except FileNotFoundError:
+        return "missing"
+    except DamagedFile as e:
+        return e.reason
+    return None
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,126 @@
+"""Where an experiment's files live, and the code version in every cache key.
+
+No Prefect here: the CLI's ``--status`` and the tests read experiments through it.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from alcore.config import ExperimentConfig
+from tasks import storage
+
+_ROOT = Path(__file__).resolve().parent.parent
+# The code a stage's numbers depend on; its hash is part of every cache key, so a
+# change to the math (or to how a stage assembles its result) never reuses results.
+_VERSIONED_SOURCES = sorted((_ROOT / "alcore").glob("*.py")) + [_ROOT / "tasks" / "stages.py"]
+
+
+def code_version() -> str:
+    """Short hash of the core's and the stages' source."""
+    h = hashlib.sha256()
+    for path in _VERSIONED_SOURCES:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+CODE_VERSION = code_version()
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The output folder of one experiment: ``<artifacts_dir>/al-<round hash>/``.
+
+    The folder is named by the hash of the round-relevant parameters, so the same
+    command finds its earlier rounds, a longer run extends a shorter one, and a
+    different configuration never touches another's files.
+    """
+
+    root: Path
+
+    @classmethod
+    def for_config(cls, config: ExperimentConfig) -> "Workspace":
+        return cls(Path(config.artifacts_dir).expanduser().resolve() / f"al-{config.round_hash()}")
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def results_file(self) -> Path:
+        return self.root / "results.json"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    def stage_file(self, stage: str) -> Path:
+        """File of a one-off stage: data, initial, calibration."""
+        return self.root / f"{stage}.joblib"
+
+    def round_file(self, round_index: int) -> Path:
+        return self.root / "rounds" / f"round-{round_index:03d}.joblib"
+
+    def passive_file(self, config: ExperimentConfig) -> Path:
+        """The passive baseline depends on the number of rounds (its label budget)."""
+        return self.root / "passive" / f"passive-{config.full_hash()}.joblib"
+
+    def write_config(self, config: ExperimentConfig) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.config_file.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(config.model_dump(), indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, self.config_file)
+
+    def status(self) -> dict:
+        """What is on disk: finished stages and rounds, their accuracy and size."""
+        rows = []
+        for stage in ("data", "initial", "calibration"):
+            rows.append(_row(stage, self.stage_file(stage)))
+        round_files = sorted((self.root / "rounds").glob("round-*.joblib"))
+        for path in round_files:
+            rows.append(_row(path.stem, path))
+        for path in sorted((self.root / "passive").glob("passive-*.joblib")):
+            rows.append(_row(path.stem, path))
+        return {"folder": str(self.root), "exists": self.root.exists(), "stages": rows}
+
+
+def _row(name: str, path: Path) -> dict:
+    row = {"stage": name, "file": str(path), "bytes": path.stat().st_size if path.exists() else None}
+    try:
+        content = storage.load(path)
+    except FileNotFoundError:
+        row["state"] = "missing"
+        return row
+    except storage.DamagedFile as e:
+        row["state"] = f"damaged: {e.reason}"
+        return row
+    row["state"] = "ok"
+    for key in ("accuracy", "prior_prec", "label", "index"):
+        if isinstance(content, dict) and key in content:
+            value = content[key]
+            row[key] = value.tolist() if hasattr(value, "tolist") else value
+    return row
+
+
+def check_writable(folder: str | Path) -> Path:
+    """Resolve ``folder`` and make sure files can be created in it (before any compute).
+
+    Raises:
+        ValueError: naming the folder and why it cannot be written.
+    """
+    path = Path(folder).expanduser().resolve()
+    probe_dir = path
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise ValueError(f"artifacts_dir {str(folder)!r}: {probe_dir} exists and is not a folder")
+    try:  # a real probe: os.access says yes to root on read-only mounts
+        with tempfile.TemporaryFile(dir=probe_dir):
+            pass
+    except OSError as e:
+        raise ValueError(f"artifacts_dir {str(folder)!r}: cannot create files in {probe_dir} ({e.strerror})") from e
+    return path

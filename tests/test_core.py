@@ -1,0 +1,251 @@
+"""The core's math, without Prefect: checked against independent computations."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from alcore import calibration, experiment, laplace, laplax_path, problem, training
+from alcore.model import MLP, forward, init_params, n_params
+
+# ------------------------------------------------------------------ problem
+
+
+@pytest.mark.parametrize(
+    ("point", "label"),
+    [
+        ((0.5, 0.0), 0),
+        ((0.5, 0.99), 2),
+        ((0.5, 0.6), 1),
+        ((0.5, 0.825), 2),
+        ((0.0, 0.45), 2),
+        ((0.0, 0.1), 0),
+        ((0.0, 0.2), 2),
+        ((1.0, 0.69), 0),
+        ((1.0, 0.71), 2),
+    ],
+)
+def test_true_label_on_known_points(point, label):
+    # f1(0.5) = 0.3625, f2(0.5) = 0.825; f1(0) = 0.5, f2(0) = 0.2; f1(1) = 0.9, f2(1) = 0.7.
+    # Where f2 < f1 (the edges) class 1 is empty: at or above f2 is 2, below is 0.
+    assert int(problem.true_label(jnp.array(point))) == label
+
+
+def test_keys_and_points_follow_the_tutorial():
+    keys = problem.split_keys(7)
+    ref = jax.random.split(jax.random.key(7), 4)
+    for got, want in zip(keys, ref, strict=True):
+        assert (jax.random.key_data(got) == jax.random.key_data(want)).all()
+    pts = problem.uniform_points(keys.initial, 5)
+    k1, k2 = jax.random.split(keys.initial)
+    np.testing.assert_array_equal(pts[:, 0], jax.random.uniform(k1, shape=5))
+    np.testing.assert_array_equal(pts[:, 1], jax.random.uniform(k2, shape=5))
+    grid = problem.grid_points(3)
+    assert grid.shape == (9, 2)
+    np.testing.assert_allclose(grid[1], [0.5, 0.0])  # row-major in x, then y
+
+
+# ------------------------------------------------------------------ model
+
+
+def test_parameter_count_is_the_tutorials():
+    # 2*32+32 + 2*(32*32+32) + 32*3+3 = 2307
+    assert n_params(init_params(seed=0)) == 2307
+
+
+def test_pure_forward_equals_the_nnx_module():
+    model = MLP(2, 32, 3, rngs=nnx.Rngs(11))
+    x = jax.random.uniform(jax.random.key(0), (6, 2))
+    np.testing.assert_allclose(forward(init_params(seed=11), x), model(x), rtol=1e-6, atol=1e-6)
+
+
+# ------------------------------------------------------------------ training
+
+
+class TutorialLoader:
+    """The tutorial helper's DataLoader, reduced to its batching (independent replica)."""
+
+    def __init__(self, n, batch_size):
+        self.indices, self.batch_size = np.arange(n), batch_size
+        self.rng = np.random.default_rng(seed=0)
+
+    def epoch(self):
+        self.rng.shuffle(self.indices)
+        return [self.indices[i : i + self.batch_size].copy() for i in range(0, len(self.indices), self.batch_size)]
+
+
+def test_schedule_replays_the_tutorial_loader():
+    loader = TutorialLoader(23, 10)
+    sched = training.epoch_batches(n_points=23, n_epochs=4, batch_size=10, max_points=45)
+    assert sched.index.shape == (4, 5, 10)
+    for e in range(4):
+        batches = loader.epoch()
+        assert sched.valid[e].tolist() == [True, True, True, False, False]
+        for b, want in enumerate(batches):
+            got = sched.index[e, b][sched.mask[e, b] > 0]
+            np.testing.assert_array_equal(got, want)
+
+
+def test_padded_scan_equals_a_per_batch_loop():
+    x = np.asarray(jax.random.uniform(jax.random.key(1), (13, 2)), np.float32)
+    y = np.asarray(problem.true_labels(jnp.asarray(x)))
+    params = init_params(seed=3, hidden=8)
+    tx = optax.adam(1e-2)
+    # independent reference: the tutorial's loop, one optax step per real batch
+    ref, state = params, tx.init(params)
+    loader = TutorialLoader(13, 5)
+    for _ in range(6):
+        for idx in loader.epoch():
+            grads = jax.grad(
+                lambda p, i=idx: optax.losses.softmax_cross_entropy_with_integer_labels(forward(p, x[i]), y[i]).sum()
+            )(ref)
+            updates, state = tx.update(grads, state, ref)
+            ref = optax.apply_updates(ref, updates)
+    x_pad = np.zeros((40, 2), np.float32)
+    y_pad = np.zeros(40, np.int32)
+    x_pad[:13], y_pad[:13] = x, y
+    sched = training.epoch_batches(n_points=13, n_epochs=6, batch_size=5, max_points=40)
+    got, _, losses = training.train(params, tx.init(params), x_pad, y_pad, sched, tx=tx)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert np.isnan(losses[:, 3:]).all() and not np.isnan(losses[:, :3]).any()
+
+
+def test_optimizer_is_reused_so_training_does_not_recompile():
+    assert training.make_optimizer(learning_rate=0.1) is training.make_optimizer(learning_rate=0.1)
+
+
+# ------------------------------------------------------------------ Laplace
+
+
+@pytest.fixture(params=[0, 1], ids=["net-seed-0", "net-seed-1"])
+def small_problem(request):
+    seed = request.param
+    params = init_params(seed=seed, hidden=8)
+    x = np.asarray(jax.random.uniform(jax.random.key(seed + 10), (7, 2)), np.float32)
+    y = np.asarray(problem.true_labels(jnp.asarray(x)))
+    x_eval = np.asarray(jax.random.uniform(jax.random.key(seed + 20), (25, 2)), np.float32)
+    return params, x, y, x_eval
+
+
+def _padded_posterior(params, x, cap):
+    x_pad = np.zeros((cap, 2), np.float32)
+    x_pad[: len(x)] = x
+    mask = np.zeros(cap, np.float32)
+    mask[: len(x)] = 1
+    return laplace.fit_posterior(params, jnp.asarray(x_pad), jnp.asarray(mask))
+
+
+@pytest.mark.parametrize("prior_prec", [0.05, 0.4132, 30.0])
+def test_predictive_std_equals_laplax(small_problem, prior_prec):
+    params, x, y, x_eval = small_problem
+    want = laplax_path.std_map(params, jnp.asarray(x), jnp.asarray(y), jnp.asarray(x_eval), prior_prec=prior_prec)
+    post = _padded_posterior(params, x, cap=12)  # padding must not change anything
+    got = laplace.predictive_std(post, params, jnp.asarray(x_eval), prior_prec)
+    assert got.shape == want.shape
+    assert (got >= 0).all()
+    assert float(jnp.max(jnp.abs(got - want))) <= 1e-4 * float(jnp.max(want))
+
+
+def test_std_of_selected_class_equals_full_map(small_problem):
+    params, x, _, x_eval = small_problem
+    post = _padded_posterior(params, x, cap=7)
+    classes = jnp.asarray(np.arange(len(x_eval)) % 3)
+    full = laplace.predictive_var(post, params, jnp.asarray(x_eval), jnp.float32(0.7))
+    sel = laplace.predictive_var_of(post, params, jnp.asarray(x_eval), classes, jnp.float32(0.7))
+    np.testing.assert_allclose(sel, full[jnp.arange(len(x_eval)), classes], rtol=1e-5, atol=1e-6)
+
+
+def test_predictive_cov_diagonal_is_the_variance(small_problem):
+    params, x, _, x_eval = small_problem
+    post = _padded_posterior(params, x, cap=9)
+    cov = laplace.predictive_cov(post, params, jnp.asarray(x_eval[:4]), jnp.float32(0.3))
+    var = laplace.predictive_var(post, params, jnp.asarray(x_eval[:4]), jnp.float32(0.3))
+    np.testing.assert_allclose(jnp.einsum("icic->ic", cov), var, rtol=1e-4, atol=1e-5)
+    flat = cov.reshape(12, 12)
+    np.testing.assert_allclose(flat, flat.T, atol=1e-4)
+
+
+def test_hessian_factor_reproduces_the_softmax_hessian():
+    logits = jax.random.normal(jax.random.key(0), (5, 3)) * 3
+    b = laplace.hessian_factor(logits)
+    assert b.shape == (5, 3, 2)
+    p = jax.nn.softmax(logits)
+    want = jax.vmap(jnp.diag)(p) - p[:, :, None] * p[:, None, :]
+    np.testing.assert_allclose(b @ b.transpose(0, 2, 1), want, atol=1e-6)
+
+
+def test_lowrank_cholesky_equals_dense_cholesky():
+    v = jax.random.normal(jax.random.key(0), (70, 6)) * 0.1
+    z = jax.random.normal(jax.random.key(1), (70, 4))
+    dense = jnp.linalg.cholesky(jnp.eye(70) - v @ v.T) @ z
+    np.testing.assert_allclose(calibration._lowrank_cholesky_apply(v, z), dense, rtol=1e-4, atol=1e-5)
+
+
+def test_weight_draws_are_laplax_draws():
+    from jax.flatten_util import ravel_pytree
+    from laplax.util.tree import randn_like
+
+    params = init_params(seed=0, hidden=4)
+    draws = calibration.weight_draws(params, num_samples=3)
+    keys = jax.random.split(jax.random.key(0), 3)
+    np.testing.assert_array_equal(draws[:, 1], ravel_pytree(randn_like(keys[1], params))[0])
+
+
+def test_calibration_picks_laplax_choice(small_problem):
+    params, x, y, _ = small_problem
+    want = laplax_path.calibrate(params, x, y, x, y, log_prior_prec_min=-2.0, log_prior_prec_max=3.0, grid_size=12)
+    got, grid, curve = calibration.calibrate(
+        params, jnp.asarray(x), jnp.ones(len(x)), jnp.asarray(x), jnp.asarray(y), log_min=-2.0, log_max=3.0, size=12
+    )
+    assert grid.shape == curve.shape == (12,)
+    assert got == pytest.approx(want, rel=1e-6)
+
+
+# ------------------------------------------------------------------ acquisition, metrics
+
+
+def test_max_std_rule_picks_the_argmax():
+    scores = np.array([0.1, 0.7, 0.3, 0.7])
+    assert experiment.choose(scores, rule="max_std") == 1  # first of ties, as jnp.argmax
+
+
+def test_sampled_rule_is_deterministic_and_follows_the_scores():
+    scores = np.array([0.0, 0.0, 30.0, 0.0])
+    key = experiment.round_key(np.asarray(jax.random.key_data(jax.random.key(3))), 4)
+    assert experiment.choose(scores, rule="sampled", key=key) == 2
+    wide = np.zeros(50)
+    picks = {experiment.choose(wide, rule="sampled", key=jax.random.key(i)) for i in range(20)}
+    assert len(picks) > 5
+
+
+def test_round_keys_are_the_tutorials_split():
+    raw = np.asarray(jax.random.key_data(jax.random.key(9)))
+    keys = jax.random.split(jax.random.key(9), 50)
+    for r in (1, 17, 50):
+        assert (jax.random.key_data(experiment.round_key(raw, r)) == jax.random.key_data(keys[r - 1])).all()
+
+
+def test_unknown_rule_is_rejected():
+    with pytest.raises(ValueError, match="unknown acquisition rule"):
+        experiment.choose(np.ones(3), rule="entropy")
+
+
+def test_accuracy_metric():
+    assert experiment.accuracy(np.array([0, 1, 2, 2]), np.array([0, 1, 1, 2])) == 0.75
+    assert experiment.capacity(1) == experiment.capacity(128) == 128
+    assert experiment.capacity(129) == 256
+
+
+def test_core_never_imports_prefect():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, alcore.experiment, alcore.calibration, alcore.laplax_path, alcore.config;"
+        "bad = [m for m in sys.modules if m.split('.')[0] == 'prefect'];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -1,0 +1,157 @@
+"""Result files and parameter validation: no Prefect, no compute."""
+
+import json
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from alcore.config import ExperimentConfig
+from flows.active_learning import parse_config
+from tasks import storage
+from tasks.workspace import Workspace, check_writable
+from tests.conftest import ROOT
+
+# ------------------------------------------------------------------ storage
+
+
+def test_roundtrip_and_no_temporary_files_left(tmp_path):
+    obj = {"a": np.arange(5, dtype=np.float32), "b": [1, "x"]}
+    digest = storage.save(tmp_path / "r.joblib", obj)
+    assert len(digest) == 64
+    back = storage.load(tmp_path / "r.joblib")
+    np.testing.assert_array_equal(back["a"], obj["a"])
+    assert back["b"] == [1, "x"]
+    assert [p.name for p in tmp_path.iterdir()] == ["r.joblib"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda b: b[: len(b) // 2], "checksum mismatch"),
+        (lambda b: b[:20], "truncated"),
+        (lambda b: b[:-1] + bytes([b[-1] ^ 0xFF]), "checksum mismatch"),
+        (lambda b: b"NOTMAGIC" + b[8:], "bad magic"),
+        (lambda b: b[:8] + struct.pack("<I", 99) + b[12:], "format version 99"),
+        (lambda b: b"", "truncated"),
+    ],
+    ids=["half", "header-only", "flipped-byte", "magic", "version", "empty"],
+)
+def test_damaged_files_are_detected(tmp_path, damage, reason):
+    path = tmp_path / "r.joblib"
+    storage.save(path, {"x": np.ones(100)})
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(storage.DamagedFile, match=reason) as info:
+        storage.load(path)
+    assert str(path) in str(info.value)
+    assert reason.split()[0] in storage.verify(path)
+
+
+def test_verify_reports_missing(tmp_path):
+    assert storage.verify(tmp_path / "nope.joblib") == "missing"
+
+
+KILL_DURING_WRITE = """
+import sys, numpy as np
+from tasks import storage
+storage.save(sys.argv[1], {"v": 1})
+print("ready", flush=True)
+storage.save(sys.argv[1], {"v": 2, "big": np.random.default_rng(0).random(60_000_000)})
+"""
+
+
+def test_kill_during_write_leaves_the_old_file(tmp_path):
+    """SIGKILL while a ~480 MB payload is being written: the old file stays intact."""
+    path = tmp_path / "state.joblib"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_DURING_WRITE, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "ready"
+    import time
+
+    deadline = time.time() + 60
+    while not list(tmp_path.glob(".state.joblib.*.tmp")) and time.time() < deadline:
+        time.sleep(0.005)
+    tmp_files = list(tmp_path.glob(".state.joblib.*.tmp"))
+    assert tmp_files, "the writer never started its temporary file"
+    proc.kill()
+    proc.wait()
+    assert storage.load(path) == {"v": 1}
+
+
+# ------------------------------------------------------------------ config
+
+
+def test_defaults_are_the_tutorials():
+    c = ExperimentConfig()
+    assert (c.seed, c.rounds, c.n_initial, c.n_calibration, c.grid_size) == (2392386, 50, 20, 30, 100)
+    assert (c.learning_rate, c.batch_size, c.initial_epochs, c.epochs_per_round) == (1e-3, 10, 1000, 35)
+    assert (c.n_passive, c.passive_epochs) == (70, 2750)
+
+
+def test_hashes_separate_what_changes_numbers():
+    base = ExperimentConfig()
+    assert base.round_hash() == ExperimentConfig(rounds=80, artifacts_dir="elsewhere").round_hash()
+    assert base.full_hash() != ExperimentConfig(rounds=80).full_hash()
+    assert base.round_hash() != ExperimentConfig(learning_rate=2e-3).round_hash()
+    assert base.round_hash() != ExperimentConfig(acquisition="sampled").round_hash()
+
+
+@pytest.mark.parametrize(
+    ("flags", "names"),
+    [
+        (["--rounds", "-1"], "--rounds"),
+        (["--grid-size", "1"], "--grid-size"),
+        (["--learning-rate", "0"], "--learning-rate"),
+        (["--learning-rate", "-1e-3"], "--learning-rate"),
+        (["--learning-rate", "nan"], "--learning-rate"),
+        (["--learning-rate", "inf"], "--learning-rate"),
+        (["--initial-epochs", "0"], "--initial-epochs"),
+        (["--epochs-per-round", "-5"], "--epochs-per-round"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--log-prior-prec-min", "nan"], "--log-prior-prec-min"),
+        (["--log-prior-prec-min", "4", "--log-prior-prec-max", "1"], "log_prior_prec_min"),
+        (["--acquisition", "entropy"], "--acquisition"),
+        (["--curvature", "kfac"], "--curvature"),
+        (["--artifacts-dir", "/etc/hostname/sub"], "artifacts_dir"),
+        (["--artifacts-dir", "/proc/forbidden"], "artifacts_dir"),
+    ],
+)
+def test_bad_input_is_rejected_naming_the_parameter(flags, names, capsys):
+    with pytest.raises(SystemExit) as info:
+        parse_config(flags)
+    assert info.value.code == 2
+    assert names in capsys.readouterr().err
+
+
+def test_rejected_run_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.active_learning", "--rounds", "-3", "--artifacts-dir", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "--rounds" in proc.stderr and "greater than or equal to 0" in proc.stderr
+    assert not out.exists()
+
+
+def test_pydantic_rejects_the_same_values_the_cli_does():
+    with pytest.raises(ValidationError, match="grid_size"):
+        ExperimentConfig(grid_size=1)
+    with pytest.raises(ValidationError, match="extra"):
+        ExperimentConfig(gird_size=10)
+
+
+def test_workspace_is_named_by_the_round_hash(tmp_path):
+    c = ExperimentConfig(artifacts_dir=str(tmp_path))
+    ws = Workspace.for_config(c)
+    assert ws.root == tmp_path / f"al-{c.round_hash()}"
+    ws.write_config(c)
+    assert json.loads(ws.config_file.read_text())["seed"] == c.seed
+    assert check_writable(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
