@@ -1,0 +1,179 @@
+"""The flow end to end, in real subprocesses against the session's Prefect server."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from alcore import problem
+from alcore.experiment import accuracy, predict
+from tasks import storage
+from tests.conftest import ROOT, TINY, cli_args, run_flow
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
+
+STAGES = ("acquire", "label", "retrain", "evaluate")
+
+
+def folder_of(proc: subprocess.CompletedProcess) -> Path:
+    assert proc.returncode == 0, f"flow failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("experiment folder: ")][-1]
+    return Path(line.split(": ", 1)[1])
+
+
+def results(folder: Path) -> dict:
+    return json.loads((folder / "results.json").read_text())
+
+
+def comparable(doc: dict) -> dict:
+    """What must be identical between runs of one configuration (timings and paths aside)."""
+    doc = {k: v for k, v in doc.items() if k not in ("run", "files", "compute_seconds")}
+    doc["config"] = {k: v for k, v in doc["config"].items() if k != "artifacts_dir"}
+    return doc
+
+
+def round_cached(doc: dict, r: int) -> bool:
+    flags = [doc["run"]["cached"][f"round-{r:02d}/{s}"] for s in STAGES]
+    assert len(set(flags)) == 1, f"round {r} partly cached: {flags}"
+    return flags[0]
+
+
+def test_tiny_flow_outputs_exist_and_agree(prefect_server, tmp_path):
+    config = {**TINY, "seed": 101, "artifacts_dir": str(tmp_path)}
+    folder = folder_of(run_flow(prefect_server["env"], config))
+    doc = results(folder)
+    assert doc["config"]["rounds"] == 3 and len(doc["active_accuracy"]) == 3
+    assert doc["prior_precision"] > 0
+    grid = np.asarray(problem.grid_points(TINY["grid_size"]))
+    for idx, point, label in zip(doc["chosen_indices"], doc["chosen_points"], doc["chosen_labels"], strict=True):
+        np.testing.assert_allclose(grid[idx], point, rtol=1e-6)
+        assert label == int(problem.true_label(np.asarray(point, np.float32)))
+    # every round file holds the state the reported numbers come from
+    labels = np.asarray(problem.true_labels(grid))
+    for r in range(1, 4):
+        record = storage.load(folder / "rounds" / f"round-{r:03d}.joblib")
+        assert record["round"] == r and len(record["y_labelled"]) == TINY["n_initial"] + r
+        assert accuracy(predict(record["state"].params, grid), labels) == doc["active_accuracy"][r - 1]
+        assert record["label"] == doc["chosen_labels"][r - 1]
+    passive = storage.load(next((folder / "passive").glob("passive-*.joblib")))
+    assert passive["accuracy"] == doc["passive_accuracy"] and len(passive["y"]) == TINY["n_initial"] + 3
+    for name in ("data", "prediction", "uncertainty", "misclassification", "accuracy", "calibration"):
+        assert (folder / "plots" / f"{name}.png").stat().st_size > 5000
+    with Image.open(folder / "plots" / "rounds.gif") as gif:
+        assert gif.n_frames == 3
+    assert set(doc["run"]["wall_seconds"]) >= {"data", "initial", "calibration", "round-03/evaluate"}
+    # artifacts reached the server
+    found = httpx.post(
+        f"{prefect_server['api_url']}/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": [doc["run"]["flow_run_id"]]}}},
+    ).json()
+    by_key = {a["key"]: a for a in found}
+    prefix = f"al-{doc['config_hash']['rounds'][:10]}-"
+    assert {prefix + k for k in ("summary", "round-accuracy", "progress", "results", "animation")} <= set(by_key)
+    assert "data:image/png;base64," in by_key[prefix + "summary"]["data"]
+    assert by_key[prefix + "progress"]["data"] == 100.0
+    table = by_key[prefix + "round-accuracy"]
+    assert len(json.loads(table["data"]) if isinstance(table["data"], str) else table["data"]) == 3
+
+
+def _launch(env, config):
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.active_learning", *cli_args(config)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(prefect_server, tmp_path):
+    config = {**TINY, "seed": 202, "rounds": 8, "epochs_per_round": 300, "artifacts_dir": str(tmp_path)}
+    env = prefect_server["env"]
+    proc = _launch(env, config)
+    rounds_dir = None
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        found = list(tmp_path.glob("al-*/rounds/round-002.joblib"))
+        if found:
+            rounds_dir = found[0].parent
+            break
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert rounds_dir is not None, "the flow never finished round 2"
+    assert not (rounds_dir.parent / "results.json").exists(), "killed too late: the run had finished"
+    finished = len(list(rounds_dir.glob("round-*.joblib")))
+    assert 2 <= finished < 8
+
+    resumed = results(folder_of(run_flow(env, config)))
+    for r in range(1, finished + 1):
+        assert round_cached(resumed, r), f"round {r} was recomputed after the kill"
+    assert not round_cached(resumed, 8)
+    assert resumed["run"]["cached"]["initial"] and resumed["run"]["cached"]["calibration"]
+
+    fresh = results(folder_of(run_flow(env, config, "--refresh")))
+    assert not any(fresh["run"]["cached"].values())
+    assert comparable(resumed) == comparable(fresh)
+
+
+def test_damaged_round_file_is_reported_and_recomputed(prefect_server, tmp_path):
+    config = {**TINY, "seed": 303, "rounds": 4, "artifacts_dir": str(tmp_path)}
+    env = prefect_server["env"]
+    folder = folder_of(run_flow(env, config))
+    before = results(folder)
+    damaged = folder / "rounds" / "round-003.joblib"
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+
+    proc = run_flow(env, config)
+    after = results(folder_of(proc))
+    assert str(damaged) in proc.stdout + proc.stderr and "checksum mismatch" in proc.stdout + proc.stderr
+    assert any(str(damaged) in w for w in after["run"]["warnings"])
+    assert [round_cached(after, r) for r in range(1, 5)] == [True, True, False, False]
+    assert storage.verify(damaged) is None
+    assert comparable(after) == comparable(before)
+
+
+def test_changed_parameter_reuses_nothing_and_extension_reuses_everything(prefect_server, tmp_path):
+    config = {**TINY, "seed": 404, "rounds": 3, "artifacts_dir": str(tmp_path)}
+    env = prefect_server["env"]
+    base = results(folder_of(run_flow(env, config)))
+
+    changed_folder = folder_of(run_flow(env, {**config, "learning_rate": 0.002}))
+    changed = results(changed_folder)
+    assert changed_folder.name != f"al-{base['config_hash']['rounds']}"
+    assert not any(changed["run"]["cached"].values())
+
+    extended = results(folder_of(run_flow(env, {**config, "rounds": 5})))
+    assert [round_cached(extended, r) for r in range(1, 6)] == [True, True, True, False, False]
+    assert extended["run"]["cached"]["calibration"]
+    assert extended["active_accuracy"][:3] == base["active_accuracy"]
+    assert extended["chosen_points"][:3] == base["chosen_points"]
+
+
+def test_status_lists_what_is_cached(prefect_server, tmp_path):
+    config = {**TINY, "seed": 101, "rounds": 2, "artifacts_dir": str(tmp_path)}
+    folder_of(run_flow(prefect_server["env"], config))
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.active_learning", *cli_args(config), "--status"],
+        cwd=ROOT,
+        env=prefect_server["env"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    status = json.loads(proc.stdout)
+    rows = {row["stage"]: row for row in status["stages"]}
+    assert rows["round-002"]["state"] == "ok" and rows["round-002"]["bytes"] > 1000
+    assert 0 < rows["round-001"]["accuracy"] <= 1
+    assert rows["calibration"]["prior_prec"] > 0
