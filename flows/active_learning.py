@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from alcore.config import ExperimentConfig
 from tasks import stages, storage
 from tasks.report import artifact_key, report
-from tasks.workspace import Workspace, check_writable
+from tasks.workspace import Workspace, check_writable, enable_compilation_cache
 
 
 @flow(name="passive-baseline", flow_run_name="passive-{config.seed}", log_prints=True)
@@ -74,6 +74,7 @@ def active_learning(config: ExperimentConfig = DEFAULT_CONFIG, refresh: bool = F
     """
     log = get_run_logger()
     t_start = time.perf_counter()
+    enable_compilation_cache()
     ws = Workspace.for_config(config)
     check_writable(ws.root)
     ws.write_config(config)
@@ -150,6 +151,7 @@ def active_learning(config: ExperimentConfig = DEFAULT_CONFIG, refresh: bool = F
             " (cached)" if was_cached else "",
         )
         update_progress_artifact(progress_id, progress=100.0 * r / config.rounds)
+        _fault_point(ws, f"after-round-{r}")
     if config.rounds == 0:
         update_progress_artifact(progress_id, progress=100.0)
 
@@ -174,6 +176,25 @@ def active_learning(config: ExperimentConfig = DEFAULT_CONFIG, refresh: bool = F
         "passive_accuracy": document["passive_accuracy"],
         "prior_precision": document["prior_precision"],
     }
+
+
+FAULT_ENV = "BAL_FAULT_ONCE"
+
+
+def _fault_point(ws: Workspace, name: str) -> None:
+    """Fail once at a named point, for testing retries and resume for real.
+
+    With ``BAL_FAULT_ONCE=after-round-3`` the flow raises after round 3 the first time
+    it gets there in this experiment folder (a marker file remembers it), as a crash
+    would; a retry or a re-run then passes. Unset (always, outside tests): a no-op.
+    """
+    if os.environ.get(FAULT_ENV) != name:
+        return
+    marker = ws.root / f".fault-{name}"
+    if marker.exists():
+        return
+    marker.touch()
+    raise RuntimeError(f"injected fault at {name} ({FAULT_ENV})")
 
 
 def _append(a, rows):
@@ -202,6 +223,12 @@ def _parser() -> argparse.ArgumentParser:
             flag, type=kind, default=default, choices=choices, help=f"{field.description} (default: {default})"
         )
     p.add_argument("--refresh", action="store_true", help="ignore cached results and recompute every stage")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        help="retry the whole flow run this many times on failure (finished stages come back from the cache)",
+    )
     p.add_argument("--status", action="store_true", help="show what is cached for this configuration and exit")
     return p
 
@@ -234,7 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)
-    result = active_learning(config, refresh=args.refresh)
+    if args.retries < 0:
+        _parser().error(f"--retries: must be >= 0 (got {args.retries})")
+    run = active_learning.with_options(retries=args.retries, retry_delay_seconds=1) if args.retries else active_learning
+    result = run(config, refresh=args.refresh)
     print(json.dumps(result, indent=2))
     print(f"experiment folder: {result['folder']}")
     return 0

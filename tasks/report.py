@@ -149,7 +149,7 @@ def _publish(config, ws: Workspace, doc: dict, figures: dict, rounds: list[dict]
     lines = [
         f"# Active learning: {len(rounds)} rounds, seed {config.seed}",
         "",
-        "| | |",
+        "| quantity | value |",
         "|---|---|",
         f"| prior precision (ECE-calibrated) | {doc['prior_precision']:.4f} |",
         f"| final active accuracy | {fmt(final)} |",

@@ -177,3 +177,17 @@ def test_status_lists_what_is_cached(prefect_server, tmp_path):
     assert rows["round-002"]["state"] == "ok" and rows["round-002"]["bytes"] > 1000
     assert 0 < rows["round-001"]["accuracy"] <= 1
     assert rows["calibration"]["prior_prec"] > 0
+
+
+def test_flow_retry_resumes_from_the_cache(prefect_server, tmp_path):
+    """A run that crashes after round 2 and is retried by Prefect (same flow run id)."""
+    config = {**TINY, "seed": 505, "rounds": 4, "artifacts_dir": str(tmp_path)}
+    env = {**prefect_server["env"], "BAL_FAULT_ONCE": "after-round-2"}
+    proc = run_flow(env, config, "--retries", "1")
+    doc = results(folder_of(proc))
+    assert "injected fault at after-round-2" in proc.stdout + proc.stderr
+    assert [round_cached(doc, r) for r in range(1, 5)] == [True, True, False, False]
+    flow_run = httpx.get(f"{prefect_server['api_url']}/flow_runs/{doc['run']['flow_run_id']}").json()
+    assert flow_run["run_count"] == 2 and flow_run["state_type"] == "COMPLETED"
+    fresh = results(folder_of(run_flow(prefect_server["env"], config, "--refresh")))
+    assert comparable(doc) == comparable(fresh)

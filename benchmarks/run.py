@@ -1,0 +1,408 @@
+"""Speed benchmark: the tutorial's procedure vs this project's, in one process.
+
+    python -m benchmarks.run [--out artifacts/benchmark.json] [--seeds 5] [--skip-tutorial-loop]
+
+Prints a table and writes JSON. Ratios are computed within this one run (these
+machines are noisy: compare only figures from the same invocation).
+"""
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from alcore import calibration, experiment, laplace, laplax_path, problem
+from alcore.config import ExperimentConfig
+from benchmarks import tutorial
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class CompileCounter(logging.Handler):
+    """Counts XLA compilations (``jax_log_compiles`` log records)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def emit(self, record):
+        if "Compiling" in record.getMessage():
+            self.count += 1
+
+
+def timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    jax.block_until_ready(out)
+    return out, time.perf_counter() - t0
+
+
+def labelled_set(cfg, data, state, prior, n_rounds):
+    """Run the project's loop for n_rounds to get a realistic larger labelled set."""
+    x, y = data.x_initial, data.y_initial
+    for _ in range(n_rounds):
+        preds = experiment.predict(state.params, data.grid)
+        scores = experiment.uncertainty_map(state.params, x, y, data.grid, preds, prior_prec=prior, curvature="full")
+        p = data.grid[int(np.argmax(scores))]
+        x = np.concatenate([x, p[None]])
+        y = np.concatenate([y, [int(problem.true_label(p))]])
+        state, _ = experiment.retrain(
+            state, x, y, learning_rate=cfg.learning_rate, epochs=cfg.epochs_per_round, batch_size=cfg.batch_size
+        )
+    return state, x, y
+
+
+def std_map_comparison(state, x, y, grid, prior):
+    """Uncertainty map, all classes: laplax (the tutorial's call) vs the dual form."""
+    params = state.params
+    # laplax exactly as the tutorial: a fresh predictive, vmapped over the grid, not jitted
+    model, _ = tutorial.new_model(0, 1e-3)
+    from flax import nnx
+
+    nnx.update(model, nnx.State(jax.tree.map(jnp.asarray, params)))
+    loader = tutorial.DataLoader(jnp.asarray(x), jnp.asarray(y), 10)
+    ref, t_ref_cold = timed(tutorial.uncertainty, loader, model, prior, jnp.asarray(grid))
+    ref, t_ref = timed(tutorial.uncertainty, loader, model, prior, jnp.asarray(grid))
+    cap = experiment.capacity(len(x))
+    x_pad = np.zeros((cap, 2), np.float32)
+    x_pad[: len(x)] = x
+    mask = (np.arange(cap) < len(x)).astype(np.float32)
+
+    def ours():
+        post = laplace.fit_posterior(params, jnp.asarray(x_pad), jnp.asarray(mask))
+        return laplace.predictive_std(post, params, jnp.asarray(grid), prior)
+
+    got, t_cold = timed(ours)
+    got, t_warm = timed(ours)
+    preds = jnp.asarray(experiment.predict(params, grid))
+
+    def ours_selected():
+        post = laplace.fit_posterior(params, jnp.asarray(x_pad), jnp.asarray(mask))
+        return jnp.sqrt(laplace.predictive_var_of(post, params, jnp.asarray(grid), preds, jnp.float32(prior)))
+
+    timed(ours_selected)  # compile
+    _, t_sel = timed(ours_selected)
+    diff = float(jnp.max(jnp.abs(got - ref)))
+    return {
+        "n_labelled": len(x),
+        "laplax_seconds": t_ref,
+        "laplax_first_call_seconds": t_ref_cold,
+        "ours_all_classes_seconds": t_warm,
+        "ours_first_call_seconds": t_cold,
+        "ours_predicted_class_seconds": t_sel,
+        "speedup_all_classes": t_ref / t_warm,
+        "speedup_predicted_class": t_ref / t_sel,
+        "max_abs_std_diff": diff,
+        "max_std": float(jnp.max(ref)),
+        "relative_diff": diff / float(jnp.max(ref)),
+    }
+
+
+def calibration_comparison(params, x_cal, y_cal, cfg):
+    t0 = time.perf_counter()
+    tau_laplax = laplax_path.calibrate(
+        params,
+        x_cal,
+        y_cal,
+        x_cal,
+        y_cal,
+        log_prior_prec_min=cfg.log_prior_prec_min,
+        log_prior_prec_max=cfg.log_prior_prec_max,
+        grid_size=cfg.calibration_grid_size,
+    )
+    t_laplax = time.perf_counter() - t0
+    jax.clear_caches()  # compilation included for ours too
+    t0 = time.perf_counter()
+    tau, grid, curve = calibration.calibrate(
+        params,
+        jnp.asarray(x_cal),
+        jnp.ones(len(x_cal)),
+        jnp.asarray(x_cal),
+        jnp.asarray(y_cal),
+        log_min=cfg.log_prior_prec_min,
+        log_max=cfg.log_prior_prec_max,
+        size=cfg.calibration_grid_size,
+        num_samples=cfg.mc_samples,
+    )
+    t_ours = time.perf_counter() - t0
+    return {
+        "laplax_prior_prec": tau_laplax,
+        "ours_prior_prec": tau,
+        "laplax_seconds": t_laplax,
+        "ours_seconds_including_compile": t_ours,
+        "speedup": t_laplax / t_ours,
+        "ece_at_ours": float(curve[int(np.argmin(np.abs(np.asarray(grid) - tau)))]),
+        "ece_at_laplax": float(curve[int(np.argmin(np.abs(np.asarray(grid) - tau_laplax)))]),
+    }
+
+
+def other_seeds(cfg, seeds):
+    rows = []
+    for seed in seeds:
+        data = experiment.generate_data(
+            seed=seed, n_initial=cfg.n_initial, n_calibration=cfg.n_calibration, n_passive=0, grid_size=cfg.grid_size
+        )
+        state, _ = experiment.train_from_scratch(
+            data.x_initial,
+            data.y_initial,
+            seed=seed,
+            hidden_channels=32,
+            learning_rate=cfg.learning_rate,
+            epochs=cfg.initial_epochs,
+            batch_size=cfg.batch_size,
+        )
+        row = calibration_comparison(state.params, data.x_calibration, data.y_calibration, cfg)
+        row["seed"] = seed
+        row["ece_gap"] = row["ece_at_ours"] - row["ece_at_laplax"]
+        rows.append(row)
+        print(
+            f"  seed {seed}: laplax {row['laplax_prior_prec']:.4f}, ours {row['ours_prior_prec']:.4f}, "
+            f"ECE gap {row['ece_gap']:+.4f}",
+            flush=True,
+        )
+    return rows
+
+
+def tutorial_procedure(cfg, data):
+    """The tutorial end to end (initial training, calibration, 50 rounds, passive)."""
+    handler = CompileCounter()
+    out = {}
+    t_all = time.perf_counter()
+    grid = jnp.asarray(data.grid)
+    model, opt = tutorial.new_model(cfg.seed, cfg.learning_rate)
+    loader = tutorial.DataLoader(jnp.asarray(data.x_initial), jnp.asarray(data.y_initial), cfg.batch_size)
+    _, out["initial_training"] = timed(tutorial.train_model, model, opt, loader, cfg.initial_epochs)
+    cal_loader = tutorial.DataLoader(jnp.asarray(data.x_calibration), jnp.asarray(data.y_calibration), cfg.batch_size)
+    prior, out["calibration"] = timed(tutorial.calibrate, cal_loader, model)
+    rounds, accs, compiles = [], [], []
+    preds = tutorial.grid_predictions(model, grid)
+    std = tutorial.uncertainty(loader, model, prior, grid)
+    nxt = grid[jnp.argmax(std[jnp.arange(len(grid)), preds])]
+    logging.getLogger("jax").addHandler(handler)
+    jax.config.update("jax_log_compiles", True)
+    for _ in range(cfg.rounds):
+        before = handler.count
+        t0 = time.perf_counter()
+        loader = loader.add(nxt, jnp.atleast_1d(problem.true_label(nxt)))
+        tutorial.train_model(model, opt, loader, cfg.epochs_per_round)
+        preds = tutorial.grid_predictions(model, grid)
+        std = tutorial.uncertainty(loader, model, prior, grid)
+        nxt = grid[jnp.argmax(std[jnp.arange(len(grid)), preds])]
+        accs.append(float(jnp.mean(preds == jnp.asarray(data.grid_labels))))
+        jax.block_until_ready(nxt)
+        rounds.append(time.perf_counter() - t0)
+        compiles.append(handler.count - before)
+    jax.config.update("jax_log_compiles", False)
+    out["rounds_total"] = sum(rounds)
+    out["round_median"] = float(np.median(rounds))
+    out["compilations_per_round"] = compiles
+    xp = problem.uniform_points(problem.split_keys(cfg.seed).passive, cfg.n_passive)
+    pmodel, popt = tutorial.new_model(cfg.seed, cfg.learning_rate)
+    ploader = tutorial.DataLoader(xp, problem.true_labels(xp), cfg.batch_size)
+    _, out["passive"] = timed(tutorial.train_model, pmodel, popt, ploader, cfg.passive_epochs)
+    out["total"] = time.perf_counter() - t_all
+    out["prior_precision"] = float(prior)
+    out["final_active_accuracy"] = accs[-1]
+    out["passive_accuracy"] = float(jnp.mean(tutorial.grid_predictions(pmodel, grid) == jnp.asarray(data.grid_labels)))
+    return out
+
+
+def project_rounds(cfg, data, state, prior):
+    """One round end to end and XLA compilations per round, on the project's path."""
+    handler = CompileCounter()
+    logging.getLogger("jax").addHandler(handler)
+    jax.config.update("jax_log_compiles", True)
+    x, y = data.x_initial, data.y_initial
+    times, compiles = [], []
+    for _ in range(cfg.rounds):
+        before = handler.count
+        t0 = time.perf_counter()
+        preds = experiment.predict(state.params, data.grid)
+        scores = experiment.uncertainty_map(state.params, x, y, data.grid, preds, prior_prec=prior, curvature="full")
+        p = data.grid[experiment.choose(scores, rule="max_std")]
+        x = np.concatenate([x, p[None]])
+        y = np.concatenate([y, [int(problem.true_label(p))]])
+        state, _ = experiment.retrain(
+            state, x, y, learning_rate=cfg.learning_rate, epochs=cfg.epochs_per_round, batch_size=cfg.batch_size
+        )
+        experiment.accuracy(experiment.predict(state.params, data.grid), data.grid_labels)
+        times.append(time.perf_counter() - t0)
+        compiles.append(handler.count - before)
+    jax.config.update("jax_log_compiles", False)
+    logging.getLogger("jax").removeHandler(handler)
+    return {
+        "round_median": float(np.median(times)),
+        "rounds_total": sum(times),
+        "compilations_per_round": compiles,
+        "compilations_after_round_1": sum(compiles[1:]),
+    }
+
+
+def whole_flow(cfg):
+    """The default experiment through Prefect, as `make run` runs it: a fresh process
+    with the temporary server (its start included). ``cold``: a fresh PREFECT_HOME
+    (database migrations) and an empty JAX compilation cache, as on a first run;
+    ``warm``: the same command again with ``--refresh`` (every stage recomputed; the
+    database and the compiled programs exist), as on every later run. Peak RSS is the
+    largest of the flow processes."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(Path(tmp) / "home"),
+            "BAL_JAX_CACHE_DIR": str(Path(tmp) / "jax"),
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        }
+        env.pop("PREFECT_API_URL", None)
+        for mode, extra in (("cold", []), ("warm", ["--refresh"])):
+            t0 = time.perf_counter()
+            proc = subprocess.run(
+                [sys.executable, "-m", "flows.active_learning", "--artifacts-dir", str(Path(tmp) / "a"), *extra],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            wall = time.perf_counter() - t0
+            if proc.returncode != 0:
+                raise RuntimeError(proc.stderr[-3000:])
+            doc = json.loads(next((Path(tmp) / "a").glob("al-*/results.json")).read_text())
+            out[mode] = {
+                "wall_seconds": wall,
+                "prior_precision": doc["prior_precision"],
+                "final_active_accuracy": doc["final_active_accuracy"],
+                "passive_accuracy": doc["passive_accuracy"],
+                "in_flow_seconds": doc["run"]["wall_seconds"],
+                "cached_stages": sum(doc["run"]["cached"].values()),
+            }
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "artifacts" / "benchmark.json"))
+    parser.add_argument("--seeds", type=int, default=5, help="other seeds for the calibration agreement check")
+    parser.add_argument("--skip-tutorial-loop", action="store_true", help="skip the 5-minute tutorial procedure")
+    args = parser.parse_args(argv)
+    cfg = ExperimentConfig()
+    result = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "jax": jax.__version__,
+        }
+    }
+    print("flow: the whole default experiment through Prefect ...", flush=True)
+    result["project_flow"] = whole_flow(cfg)
+    data = experiment.generate_data(
+        seed=cfg.seed,
+        n_initial=cfg.n_initial,
+        n_calibration=cfg.n_calibration,
+        n_passive=cfg.n_passive,
+        grid_size=cfg.grid_size,
+    )
+    state, _ = experiment.train_from_scratch(
+        data.x_initial,
+        data.y_initial,
+        seed=cfg.seed,
+        hidden_channels=32,
+        learning_rate=cfg.learning_rate,
+        epochs=cfg.initial_epochs,
+        batch_size=cfg.batch_size,
+    )
+    print("calibration: laplax vs ours ...", flush=True)
+    result["calibration"] = calibration_comparison(state.params, data.x_calibration, data.y_calibration, cfg)
+    prior = result["calibration"]["ours_prior_prec"]
+    print("uncertainty maps at n = 20 and n = 70 ...", flush=True)
+    result["uncertainty_n20"] = std_map_comparison(state, data.x_initial, data.y_initial, data.grid, prior)
+    s70, x70, y70 = labelled_set(cfg, data, state, prior, 50)
+    result["uncertainty_n70"] = std_map_comparison(s70, x70, y70, data.grid, prior)
+    print("rounds on the project's path ...", flush=True)
+    result["project_rounds"] = project_rounds(cfg, data, state, prior)
+    if not args.skip_tutorial_loop:
+        print("the tutorial's procedure end to end (about 5 minutes) ...", flush=True)
+        result["tutorial"] = tutorial_procedure(cfg, data)
+        result["whole_experiment_ratio"] = {
+            mode: result["project_flow"][mode]["wall_seconds"] / result["tutorial"]["total"]
+            for mode in ("cold", "warm")
+        }
+        result["round_speedup"] = result["tutorial"]["round_median"] / result["project_rounds"]["round_median"]
+    if args.seeds:
+        print(f"calibration on {args.seeds} other seeds ...", flush=True)
+        result["calibration_other_seeds"] = other_seeds(cfg, range(1, args.seeds + 1))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print_table(result)
+    print(f"\nJSON: {args.out}")
+
+
+def print_table(r):
+    rows = [
+        (
+            "uncertainty map n=20 (all classes)",
+            r["uncertainty_n20"]["laplax_seconds"],
+            r["uncertainty_n20"]["ours_all_classes_seconds"],
+        ),
+        (
+            "uncertainty map n=70 (all classes)",
+            r["uncertainty_n70"]["laplax_seconds"],
+            r["uncertainty_n70"]["ours_all_classes_seconds"],
+        ),
+        (
+            "uncertainty map n=70 (predicted class)",
+            r["uncertainty_n70"]["laplax_seconds"],
+            r["uncertainty_n70"]["ours_predicted_class_seconds"],
+        ),
+        (
+            "calibration (compile included)",
+            r["calibration"]["laplax_seconds"],
+            r["calibration"]["ours_seconds_including_compile"],
+        ),
+    ]
+    if "tutorial" in r:
+        rows += [
+            ("one round (median)", r["tutorial"]["round_median"], r["project_rounds"]["round_median"]),
+            (
+                "whole default experiment, first run (cold)",
+                r["tutorial"]["total"],
+                r["project_flow"]["cold"]["wall_seconds"],
+            ),
+            (
+                "whole default experiment, later runs (warm)",
+                r["tutorial"]["total"],
+                r["project_flow"]["warm"]["wall_seconds"],
+            ),
+        ]
+    print(f"\n{'':42s}{'tutorial [s]':>14s}{'project [s]':>14s}{'ratio':>10s}")
+    for name, a, b in rows:
+        print(f"{name:42s}{a:14.3f}{b:14.3f}{a / b:10.1f}x")
+    print(
+        f"\nstd max |diff| / max std: n=20 {r['uncertainty_n20']['relative_diff']:.2e}, "
+        f"n=70 {r['uncertainty_n70']['relative_diff']:.2e}"
+    )
+    print(
+        f"prior precision: laplax {r['calibration']['laplax_prior_prec']:.4f}, ours {r['calibration']['ours_prior_prec']:.4f}"
+    )
+    print(f"compilations after round 1 (project): {r['project_rounds']['compilations_after_round_1']}")
+    flow = r["project_flow"]["cold"]
+    print(
+        f"flow peak RSS: {r['project_flow']['peak_rss_mb']:.0f} MB; default run: prior {flow['prior_precision']:.4f}, "
+        f"active {100 * flow['final_active_accuracy']:.2f} %, passive {100 * flow['passive_accuracy']:.2f} %"
+    )
+
+
+if __name__ == "__main__":
+    main()
