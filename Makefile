@@ -11,7 +11,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: help run test test-fast lint bench status server deploy worker ui stop clean
+.PHONY: help run test test-fast lint bench sweep status server deploy worker ui stop clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -38,6 +38,9 @@ test-fast: $(STAMP)  ## core and task tests only (seconds)
 
 lint: $(STAMP)  ## ruff (the core may not import Prefect)
 	$(BIN)/ruff check alcore tasks flows tests benchmarks
+
+sweep: $(STAMP)  ## the default sweep: 10 seeds x 6 strategies on a local Dask cluster (ARGS to change)
+	$(BIN)/python -m flows.sweep $(ARGS)
 
 bench: $(STAMP)  ## the speed benchmark (JSON in artifacts/benchmark.json)
 	$(BIN)/python -m benchmarks.run $(ARGS)

@@ -11,14 +11,18 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Acquisition = Literal["max_std", "sampled"]
+Acquisition = Literal["max_std", "sampled", "entropy", "bald", "margin", "random"]
 Curvature = Literal["full", "diagonal", "lanczos", "lobpcg"]
 
 # Fields that do not change any number of a round: left out of the round cache key.
 # ``rounds`` is one of them because round r does not depend on how many follow it
 # (the sampling keys are a prefix-consistent split), which is what lets a longer run
 # reuse a shorter one's rounds.
-_NOT_IN_ROUND_KEY = {"rounds", "artifacts_dir", "passive"}
+_NOT_IN_ROUND_KEY = {"rounds", "artifacts_dir", "passive", "plots"}
+# What the passive baseline's numbers depend on (not the acquisition strategy: a sweep
+# over strategies trains one passive model per seed and budget).
+_PASSIVE_KEY = ("seed", "n_initial", "rounds", "acquisition_batch", "grid_size", "hidden_channels", "learning_rate",
+                "batch_size", "initial_epochs", "epochs_per_round")
 
 
 class ExperimentConfig(BaseModel):
@@ -46,8 +50,13 @@ class ExperimentConfig(BaseModel):
     )
     acquisition: Acquisition = Field(
         "max_std",
-        description="max_std: the grid point of largest predictive std of the predicted class; sampled: a grid point drawn with the stds as logits.",
+        description="max_std: largest predictive std of the predicted class (the tutorial's); sampled: drawn with those stds as logits; entropy: of the predictive; bald: mutual information (MC over the linearised Laplace predictive); margin: smallest top-2 margin; random: uniform (the passive baseline on the active loop's schedule).",
     )
+    acquisition_batch: int = Field(
+        1, ge=1, le=1000,
+        description="Points labelled per round (k). k > 1: greedy, each pick conditioning the linearised posterior on the earlier picks; k = 1 is the single-point rule.",
+    )
+    predictive_samples: int = Field(64, ge=1, le=100_000, description="Monte-Carlo samples of the predictive for entropy, bald and margin.")
     curvature: Curvature = Field(
         "full", description="Laplace curvature: full (exact, fast dual form) or laplax's diagonal, lanczos, lobpcg."
     )
@@ -62,6 +71,7 @@ class ExperimentConfig(BaseModel):
         30, ge=1, le=10_000, description="Monte-Carlo samples of the predictive in the ECE objective."
     )
     passive: bool = Field(True, description="Also train the passive baseline (uniform points, same label budget).")
+    plots: bool = Field(True, description="Write the PNG plots and the GIF (sweeps turn this off).")
     artifacts_dir: str = Field(
         "artifacts", min_length=1, description="Folder under which each experiment gets its own output folder."
     )
@@ -73,12 +83,17 @@ class ExperimentConfig(BaseModel):
                 f"log_prior_prec_min ({self.log_prior_prec_min}) must not exceed "
                 f"log_prior_prec_max ({self.log_prior_prec_max})"
             )
+        if self.curvature != "full" and self.acquisition in ("entropy", "bald", "margin"):
+            raise ValueError(
+                f"acquisition {self.acquisition!r} needs the per-point predictive covariance of the full-GGN "
+                f"dual form: use curvature 'full' (got {self.curvature!r})"
+            )
         return self
 
     @property
     def n_passive(self) -> int:
-        """Passive baseline's label budget: initial points + one per round."""
-        return self.n_initial + self.rounds
+        """Passive baseline's label budget: initial points + k per round."""
+        return self.n_initial + self.rounds * self.acquisition_batch
 
     @property
     def passive_epochs(self) -> int:
@@ -92,6 +107,10 @@ class ExperimentConfig(BaseModel):
     def round_hash(self) -> str:
         """Hash of :meth:`round_key_fields`: names the experiment folder and keys rounds."""
         return _hash(self.round_key_fields())
+
+    def passive_hash(self) -> str:
+        """Hash of what the passive baseline depends on."""
+        return _hash({k: getattr(self, k) for k in _PASSIVE_KEY})
 
     def full_hash(self) -> str:
         """Hash of everything that changes a number, rounds included (passive, report)."""

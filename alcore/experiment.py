@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alcore import calibration, laplace, laplax_path, problem, training
+from alcore import acquisition, calibration, laplace, laplax_path, problem, training
 from alcore.model import forward, init_params
 
 CAPACITY_CHUNK = 128  # labelled-set arrays are padded to a multiple of this
@@ -195,13 +195,58 @@ def round_key(sampling_key: np.ndarray, round_index: int) -> jax.Array:
     return jax.random.split(key, round_index)[round_index - 1]
 
 
-def choose(scores: np.ndarray, *, rule: str, key: jax.Array | None = None) -> int:
-    """Index of the next grid point: argmax of the scores, or sampled with them as logits."""
-    if rule == "max_std":
-        return int(np.argmax(scores))
-    if rule == "sampled":
-        return int(jax.random.categorical(key, jnp.asarray(scores)))
-    raise ValueError(f"unknown acquisition rule {rule!r}; expected 'max_std' or 'sampled'")
+MC_KEY_SEED = 0  # the Monte-Carlo draws of entropy / BALD / margin: fixed, like laplax's
+
+
+def scores_for(
+    params: dict, x_labelled: np.ndarray, y_labelled: np.ndarray, grid: np.ndarray, preds: np.ndarray, *,
+    strategy: str, prior_prec: float, curvature: str, predictive_samples: int,
+) -> np.ndarray:
+    """Acquisition scores over the grid (higher = label it), shape (G*G,)."""
+    if strategy == "random":
+        return np.zeros(len(grid), np.float32)
+    if strategy in ("max_std", "sampled"):
+        return uncertainty_map(params, x_labelled, y_labelled, grid, preds, prior_prec=prior_prec, curvature=curvature)
+    n = len(x_labelled)
+    cap = capacity(n)
+    x_pad = np.zeros((cap, 2), np.float32)
+    x_pad[:n] = x_labelled
+    mask = (np.arange(cap) < n).astype(np.float32)
+    post = laplace.fit_posterior(params, jnp.asarray(x_pad), jnp.asarray(mask))
+    g = jnp.asarray(grid)
+    cov = laplace.predictive_cov_blocks(post, params, g, jnp.float32(prior_prec))
+    probs = acquisition.mc_probabilities(forward(params, g), cov, jax.random.key(MC_KEY_SEED),
+                                         jnp.zeros(predictive_samples))
+    return np.asarray(acquisition.PROBABILITY_SCORES[strategy](probs))
+
+
+def acquire(
+    params: dict, x_labelled: np.ndarray, y_labelled: np.ndarray, grid: np.ndarray, *, strategy: str, batch: int,
+    prior_prec: float, curvature: str, predictive_samples: int = 64, key: jax.Array | None = None,
+) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Choose ``batch`` grid points to label; returns (indices, first scores, predictions).
+
+    For k > 1 the picks are greedy: each one is added to the GGN (which needs the
+    model's predicted probabilities, not labels) before the next is scored, so the
+    batch spreads over the uncertain regions instead of crowding one peak, and no
+    point is picked twice. k = 1 is exactly the single-point rule. ``key`` drives
+    ``sampled`` and ``random`` (split per pick when k > 1).
+    """
+    preds = predict(params, grid)
+    keys = [key] if batch == 1 else list(jax.random.split(key, batch)) if key is not None else [None] * batch
+    chosen: list[int] = []
+    first = None
+    for j in range(batch):
+        # condition on the earlier picks; their predicted classes stand in for labels
+        # (the cross-entropy GGN does not depend on them)
+        x_cond = np.concatenate([x_labelled, grid[chosen]]).astype(np.float32)
+        y_cond = np.concatenate([y_labelled, preds[chosen]]).astype(np.int32)
+        scores = scores_for(params, x_cond, y_cond, grid, preds, strategy=strategy, prior_prec=prior_prec,
+                            curvature=curvature, predictive_samples=predictive_samples)
+        if first is None:
+            first = scores
+        chosen.append(acquisition.pick(scores, rule=strategy, key=keys[j], exclude=chosen))
+    return chosen, first, preds
 
 
 def retrain(

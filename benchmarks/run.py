@@ -230,7 +230,7 @@ def project_rounds(cfg, data, state, prior):
         t0 = time.perf_counter()
         preds = experiment.predict(state.params, data.grid)
         scores = experiment.uncertainty_map(state.params, x, y, data.grid, preds, prior_prec=prior, curvature="full")
-        p = data.grid[experiment.choose(scores, rule="max_std")]
+        p = data.grid[int(np.argmax(scores))]
         x = np.concatenate([x, p[None]])
         y = np.concatenate([y, [int(problem.true_label(p))]])
         state, _ = experiment.retrain(

@@ -122,9 +122,9 @@ def active_learning(config: ExperimentConfig = DEFAULT_CONFIG, refresh: bool = F
             y_labelled=y,
             prior_prec=calibration["prior_prec"],
         )
-        point_label = run(stages.label, i, config, round_index=r, point=acquired["point"])
-        x = _append(x, acquired["point"][None, :])
-        y = _append(y, [point_label])
+        labels = run(stages.label, i, config, round_index=r, points=acquired["points"])
+        x = _append(x, acquired["points"])
+        y = _append(y, labels)
         retrained = run(stages.retrain, i, config, round_index=r, state=state, x_labelled=x, y_labelled=y)
         summary = run(
             stages.evaluate,
@@ -133,7 +133,7 @@ def active_learning(config: ExperimentConfig = DEFAULT_CONFIG, refresh: bool = F
             round_index=r,
             data=data,
             acquired=acquired,
-            point_label=point_label,
+            labels=labels,
             retrained=retrained,
             x_labelled=x,
             y_labelled=y,
@@ -141,12 +141,12 @@ def active_learning(config: ExperimentConfig = DEFAULT_CONFIG, refresh: bool = F
         state = retrained["state"]
         rounds.append(summary)
         was_cached = all(cached[f"round-{r:02d}/{s}"] for s in ("acquire", "label", "retrain", "evaluate"))
+        picked = ", ".join(f"({px:.3f}, {py:.3f}) -> class {c}" for (px, py), c in zip(acquired["points"], labels))
         log.info(
-            "round %d/%d: labelled (%.3f, %.3f) -> class %d, accuracy %.2f %%%s",
+            "round %d/%d: labelled %s; accuracy %.2f %%%s",
             r,
             config.rounds,
-            *acquired["point"],
-            point_label,
+            picked,
             100 * summary["accuracy"],
             " (cached)" if was_cached else "",
         )

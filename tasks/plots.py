@@ -76,19 +76,22 @@ def prediction_plot(path: Path, preds, grid_size, x, y, n_initial, title) -> Pat
     return _save(fig, path)
 
 
-def uncertainty_plot(path: Path, preds, scores, grid_size, x, y, next_point, title) -> Path:
+def uncertainty_plot(path: Path, preds, scores, grid_size, x, y, next_points, title) -> Path:
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    _uncertainty_axes(ax, preds, scores, grid_size, x, y, next_point)
+    _uncertainty_axes(ax, preds, scores, grid_size, x, y, next_points)
     ax.set_title(title)
     return _save(fig, path)
 
 
 def _uncertainty_axes(ax, preds, scores, grid_size, x, y, next_point):
-    alpha = np.asarray(scores) / max(float(np.max(scores)), 1e-12)
+    scores = np.asarray(scores, dtype=np.float64)
+    span = float(scores.max() - scores.min())
+    alpha = (scores - scores.min()) / span if span > 0 else np.zeros_like(scores)  # any score's range -> [0, 1]
     ax.imshow(_class_image(preds, grid_size, alpha), origin="lower", extent=EXTENT)
     _boundaries(ax)
     _points(ax, x, y)
-    ax.scatter([next_point[0]], [next_point[1]], marker="*", s=260, c="red", edgecolors="k", zorder=4)
+    pts = np.atleast_2d(np.asarray(next_point))
+    ax.scatter(pts[:, 0], pts[:, 1], marker="*", s=260, c="red", edgecolors="k", zorder=4)
 
 
 def misclassification_plot(path: Path, active_preds, passive_preds, labels, grid_size, accs) -> Path:

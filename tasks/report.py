@@ -35,9 +35,12 @@ def build_results(
         "final_active_accuracy": rounds[-1]["accuracy"] if rounds else None,
         "initial_accuracy": initial.get("accuracy"),
         "passive_accuracy": None if passive is None else passive["accuracy"],
-        "chosen_points": [list(map(float, r["point"])) for r in rounds],
-        "chosen_indices": [int(r["index"]) for r in rounds],
-        "chosen_labels": [int(r["label"]) for r in rounds],
+        # all acquired points in order (k per round); labels_per_round[r] is the
+        # labelled-set size after round r + 1
+        "chosen_points": [list(map(float, p)) for r in rounds for p in r["points"]],
+        "chosen_indices": [int(i) for r in rounds for i in r["indices"]],
+        "chosen_labels": [int(c) for r in rounds for c in r["labels"]],
+        "labels_per_round": [r["n_labelled"] for r in rounds],
         "initial_points": np.asarray(data.x_initial).tolist(),
         "initial_labels": np.asarray(data.y_initial).tolist(),
         "calibration": {
@@ -52,6 +55,12 @@ def build_results(
         },
         "run": run_info,
     }
+
+
+def _before_round(record: dict) -> tuple:
+    """The labelled set before the round's acquisition."""
+    k = len(record["labels"])
+    return record["x_labelled"][:-k], record["y_labelled"][:-k]
 
 
 def write_json(path: Path, document: dict) -> None:
@@ -77,13 +86,13 @@ def report(
     """Write results.json, the PNG plots and the GIF; publish the UI artifacts."""
     ws = Workspace.for_config(config)
     g = config.grid_size
-    records = [storage.load(r["file"]) for r in rounds]
-    figures = {
+    records = [storage.load(r["file"]) for r in rounds] if config.plots else []
+    figures = {} if not config.plots else {
         "data": plots.data_plot(
             ws.plots / "data.png", data.x_initial, data.y_initial, data.x_calibration, data.y_calibration
         )
     }
-    if calibration["ece"] is not None:
+    if config.plots and calibration["ece"] is not None:
         figures["calibration"] = plots.calibration_plot(
             ws.plots / "calibration.png", calibration["grid"], calibration["ece"], calibration["prior_prec"]
         )
@@ -104,10 +113,9 @@ def report(
             last["preds"],
             last["scores"],
             g,
-            last["x_labelled"][:-1],
-            last["y_labelled"][:-1],
-            last["point"],
-            f"Round {len(records)}: uncertainty and the chosen point",
+            *_before_round(last),
+            last["points"],
+            f"Round {len(records)}: {config.acquisition} scores and the chosen point(s)",
         )
         figures["accuracy"] = plots.accuracy_plot(
             ws.plots / "accuracy.png", [r["accuracy"] for r in records], passive and passive["accuracy"]
@@ -125,9 +133,8 @@ def report(
             (
                 r["preds"],
                 r["scores"],
-                r["x_labelled"][:-1],
-                r["y_labelled"][:-1],
-                r["point"],
+                *_before_round(r),
+                r["points"],
                 f"round {r['round']}: accuracy after it {100 * r['accuracy']:.1f}%",
             )
             for r in records
@@ -169,9 +176,8 @@ def _publish(config, ws: Workspace, doc: dict, figures: dict, rounds: list[dict]
         {
             "round": r["round"],
             "labelled": r["n_labelled"],
-            "x": round(r["point"][0], 4),
-            "y": round(r["point"][1], 4),
-            "label": r["label"],
+            "points": "; ".join(f"({px:.3f}, {py:.3f})" for px, py in r["points"]),
+            "labels": ", ".join(str(c) for c in r["labels"]),
             "accuracy_pct": round(100 * r["accuracy"], 2),
         }
         for r in rounds

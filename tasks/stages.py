@@ -17,30 +17,33 @@ from prefect.cache_policies import NO_CACHE
 
 from alcore import experiment as ex
 from alcore.config import ExperimentConfig
-from alcore.problem import true_label
+from alcore.problem import true_labels
 from tasks import storage
 from tasks.workspace import CODE_VERSION, Workspace
 
 RETRIES = 1  # a transient failure (e.g. a full disk cleared meanwhile) gets one retry
 
 
-def cache_key(stage: str, *, full: bool = False):
-    """``cache_key_fn`` for a stage: (stage, round, config hash, code version)."""
+def cache_key(stage: str, *, key: str = "round"):
+    """``cache_key_fn`` for a stage: (stage, round, config hash, code version).
+
+    ``key`` names the hash: ``round`` (what every round depends on) or ``passive``.
+    """
 
     def key_fn(context, parameters: dict[str, Any]) -> str:
         config: ExperimentConfig = parameters["config"]
-        digest = config.full_hash() if full else config.round_hash()
+        digest = config.passive_hash() if key == "passive" else config.round_hash()
         return f"bal-{stage}-r{parameters.get('round_index', 0):04d}-{digest}-{CODE_VERSION}"
 
     return key_fn
 
 
-def stage_task(stage: str, name: str, *, full: bool = False):
+def stage_task(stage: str, name: str, *, key: str = "round"):
     """The task decorator all stages share."""
     return task(
         name=stage,
         task_run_name=name,
-        cache_key_fn=cache_key(stage, full=full),
+        cache_key_fn=cache_key(stage, key=key),
         persist_result=True,
         retries=RETRIES,
     )
@@ -73,7 +76,8 @@ def initial_training(config: ExperimentConfig, data: ex.Data) -> dict:
         epochs=config.initial_epochs,
         batch_size=config.batch_size,
     )
-    result = {"state": state, "losses": losses, "seconds": time.perf_counter() - t0}
+    accuracy = ex.accuracy(ex.predict(state.params, data.grid), data.grid_labels)
+    result = {"state": state, "losses": losses, "accuracy": accuracy, "seconds": time.perf_counter() - t0}
     storage.save(Workspace.for_config(config).stage_file("initial"), result)
     return result
 
@@ -107,23 +111,17 @@ def acquire(
     y_labelled: np.ndarray,
     prior_prec: float,
 ) -> dict:
-    """Uncertainty of the predicted class over the grid, and the point to label."""
+    """Score the grid and choose the round's point(s) to label."""
     t0 = time.perf_counter()
-    preds = ex.predict(state.params, data.grid)
-    scores = ex.uncertainty_map(
-        state.params,
-        x_labelled,
-        y_labelled,
-        data.grid,
-        preds,
-        prior_prec=prior_prec,
-        curvature=config.curvature,
+    key = ex.round_key(data.sampling_key, round_index) if config.acquisition in ("sampled", "random") else None
+    indices, scores, preds = ex.acquire(
+        state.params, x_labelled, y_labelled, data.grid, strategy=config.acquisition,
+        batch=config.acquisition_batch, prior_prec=prior_prec, curvature=config.curvature,
+        predictive_samples=config.predictive_samples, key=key,
     )
-    key = ex.round_key(data.sampling_key, round_index) if config.acquisition == "sampled" else None
-    index = ex.choose(scores, rule=config.acquisition, key=key)
     return {
-        "index": index,
-        "point": np.asarray(data.grid[index]),
+        "indices": indices,
+        "points": np.asarray(data.grid[indices]),
         "scores": scores.astype(np.float32),
         "preds": preds.astype(np.int8),
         "seconds": time.perf_counter() - t0,
@@ -131,9 +129,9 @@ def acquire(
 
 
 @stage_task("label", "round-{round_index:02d}/label")
-def label(config: ExperimentConfig, round_index: int, point: np.ndarray) -> int:
-    """Ask the oracle (the ground-truth function) for the label of ``point``."""
-    return int(true_label(point))
+def label(config: ExperimentConfig, round_index: int, points: np.ndarray) -> list[int]:
+    """Ask the oracle (the ground-truth function) for the labels of ``points``."""
+    return [int(v) for v in np.asarray(true_labels(np.asarray(points, np.float32)))]
 
 
 @stage_task("retrain", "round-{round_index:02d}/retrain")
@@ -163,7 +161,7 @@ def evaluate(
     round_index: int,
     data: ex.Data,
     acquired: dict,
-    point_label: int,
+    labels: list[int],
     retrained: dict,
     x_labelled: np.ndarray,
     y_labelled: np.ndarray,
@@ -175,9 +173,9 @@ def evaluate(
     path = Workspace.for_config(config).round_file(round_index)
     record = {
         "round": round_index,
-        "index": acquired["index"],
-        "point": acquired["point"],
-        "label": point_label,
+        "indices": acquired["indices"],
+        "points": acquired["points"],
+        "labels": labels,
         "accuracy": accuracy,
         "scores": acquired["scores"],
         "preds": acquired["preds"],
@@ -191,9 +189,9 @@ def evaluate(
     digest = storage.save(path, record)
     return {
         "round": round_index,
-        "index": acquired["index"],
-        "point": acquired["point"].tolist(),
-        "label": point_label,
+        "indices": acquired["indices"],
+        "points": acquired["points"].tolist(),
+        "labels": labels,
         "accuracy": accuracy,
         "n_labelled": len(y_labelled),
         "file": str(path),
@@ -202,7 +200,7 @@ def evaluate(
     }
 
 
-@stage_task("passive-train", "passive/train", full=True)
+@stage_task("passive-train", "passive/train", key="passive")
 def passive_train(config: ExperimentConfig) -> dict:
     """The passive baseline: uniform points, the same label and epoch budget."""
     t0 = time.perf_counter()

@@ -90,7 +90,7 @@ class Workspace:
 
     def passive_file(self, config: ExperimentConfig) -> Path:
         """The passive baseline depends on the number of rounds (its label budget)."""
-        return self.root / "passive" / f"passive-{config.full_hash()}.joblib"
+        return self.root / "passive" / f"passive-{config.passive_hash()}.joblib"
 
     def write_config(self, config: ExperimentConfig) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -122,7 +122,7 @@ def _row(name: str, path: Path) -> dict:
         row["state"] = f"damaged: {e.reason}"
         return row
     row["state"] = "ok"
-    for key in ("accuracy", "prior_prec", "label", "index"):
+    for key in ("accuracy", "prior_prec", "labels", "indices"):
         if isinstance(content, dict) and key in content:
             value = content[key]
             row[key] = value.tolist() if hasattr(value, "tolist") else value

@@ -7,7 +7,7 @@ import optax
 import pytest
 from flax import nnx
 
-from alcore import calibration, experiment, laplace, laplax_path, problem, training
+from alcore import acquisition, calibration, experiment, laplace, laplax_path, problem, training
 from alcore.model import MLP, forward, init_params, n_params
 
 # ------------------------------------------------------------------ problem
@@ -209,15 +209,21 @@ def test_calibration_picks_laplax_choice(small_problem):
 
 def test_max_std_rule_picks_the_argmax():
     scores = np.array([0.1, 0.7, 0.3, 0.7])
-    assert experiment.choose(scores, rule="max_std") == 1  # first of ties, as jnp.argmax
+    assert acquisition.pick(scores, rule="max_std", key=None, exclude=[]) == 1  # first of ties, as jnp.argmax
+    assert acquisition.pick(scores, rule="max_std", key=None, exclude=[1]) == 3
 
 
 def test_sampled_rule_is_deterministic_and_follows_the_scores():
     scores = np.array([0.0, 0.0, 30.0, 0.0])
     key = experiment.round_key(np.asarray(jax.random.key_data(jax.random.key(3))), 4)
-    assert experiment.choose(scores, rule="sampled", key=key) == 2
-    wide = np.zeros(50)
-    picks = {experiment.choose(wide, rule="sampled", key=jax.random.key(i)) for i in range(20)}
+    assert acquisition.pick(scores, rule="sampled", key=key, exclude=[]) == 2
+    assert acquisition.pick(scores, rule="sampled", key=key, exclude=[2]) != 2
+    # the tutorial's rule: jax.random.categorical with the scores as logits
+    wide = np.linspace(0, 3, 50).astype(np.float32)
+    for i in range(5):
+        k = jax.random.key(i)
+        assert acquisition.pick(wide, rule="sampled", key=k, exclude=[]) == int(jax.random.categorical(k, wide))
+    picks = {acquisition.pick(np.zeros(50), rule="random", key=jax.random.key(i), exclude=[]) for i in range(20)}
     assert len(picks) > 5
 
 
@@ -230,7 +236,7 @@ def test_round_keys_are_the_tutorials_split():
 
 def test_unknown_rule_is_rejected():
     with pytest.raises(ValueError, match="unknown acquisition rule"):
-        experiment.choose(np.ones(3), rule="entropy")
+        acquisition.pick(np.ones(3), rule="kmeans", key=None, exclude=[])
 
 
 def test_accuracy_metric():
@@ -249,3 +255,91 @@ def test_core_never_imports_prefect():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# ------------------------------------------------------------------ strategies (hand-made predictives)
+
+
+def _probs(logits, cov_scale, key=0, samples=4000):
+    mean = jnp.asarray(logits, jnp.float32)
+    cov = cov_scale * jnp.broadcast_to(jnp.eye(3), (mean.shape[0], 3, 3))
+    return acquisition.mc_probabilities(mean, cov, jax.random.key(key), jnp.zeros(samples))
+
+
+def test_entropy_is_log_c_for_a_uniform_predictive():
+    probs = _probs([[0.0, 0.0, 0.0], [5.0, 0.0, 0.0]], 0.0)
+    ent = acquisition.entropy_score(probs)
+    assert float(ent[0]) == pytest.approx(np.log(3), abs=1e-5)
+    assert float(ent[1]) < 0.1
+
+
+def test_bald_is_zero_for_a_point_mass_and_positive_otherwise():
+    point_mass = _probs([[0.3, -1.0, 2.0]], 0.0)
+    assert float(acquisition.bald_score(point_mass)[0]) == pytest.approx(0.0, abs=1e-5)
+    spread = _probs([[0.0, 0.0, 0.0]], 25.0)
+    bald = float(acquisition.bald_score(spread)[0])
+    assert 0.3 < bald <= np.log(3)  # large logit noise: confident samples that disagree
+    # independent check: H[mean] - mean H computed in numpy
+    p = np.asarray(spread, np.float64)[:, 0]
+    h = lambda q: -np.sum(q * np.log(np.clip(q, 1e-12, 1)), axis=-1)  # noqa: E731
+    assert bald == pytest.approx(h(p.mean(0)) - h(p).mean(), abs=1e-4)
+
+
+def test_margin_prefers_the_closest_top_two():
+    probs = _probs([[2.0, 1.9, -3.0], [4.0, 0.0, 0.0]], 0.0)
+    m = acquisition.margin_score(probs)
+    assert float(m[0]) > float(m[1])
+    p0 = np.exp([2.0, 1.9, -3.0]) / np.exp([2.0, 1.9, -3.0]).sum()
+    assert float(m[0]) == pytest.approx(-(p0[0] - p0[1]), abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def trained_small():
+    params = init_params(seed=5, hidden=8)
+    x = np.asarray(jax.random.uniform(jax.random.key(7), (9, 2)), np.float32)
+    y = np.asarray(problem.true_labels(jnp.asarray(x)))
+    grid = np.asarray(problem.grid_points(12))
+    return params, x, y, grid
+
+
+@pytest.mark.parametrize("strategy", ["max_std", "entropy", "bald", "margin", "sampled", "random"])
+def test_batch_never_picks_a_point_twice(trained_small, strategy):
+    params, x, y, grid = trained_small
+    idx, scores, preds = experiment.acquire(params, x, y, grid, strategy=strategy, batch=6, prior_prec=0.5,
+                                            curvature="full", predictive_samples=16, key=jax.random.key(1))
+    assert len(idx) == 6 and len(set(idx)) == 6
+    assert scores.shape == (len(grid),) and preds.shape == (len(grid),)
+
+
+@pytest.mark.parametrize("strategy", ["max_std", "entropy", "sampled"])
+def test_batch_of_one_is_the_single_point_rule(trained_small, strategy):
+    params, x, y, grid = trained_small
+    key = jax.random.key(3)
+    idx, scores, preds = experiment.acquire(params, x, y, grid, strategy=strategy, batch=1, prior_prec=0.5,
+                                            curvature="full", predictive_samples=16, key=key)
+    single = experiment.scores_for(params, x, y, grid, experiment.predict(params, grid), strategy=strategy,
+                                   prior_prec=0.5, curvature="full", predictive_samples=16)
+    np.testing.assert_array_equal(scores, single)
+    rule_key = key if strategy == "sampled" else None
+    assert idx == [acquisition.pick(single, rule=strategy, key=rule_key, exclude=[])]
+
+
+def test_batch_conditioning_lowers_uncertainty_near_the_first_pick(trained_small):
+    params, x, y, grid = trained_small
+    preds = experiment.predict(params, grid)
+    before = experiment.scores_for(params, x, y, grid, preds, strategy="max_std", prior_prec=0.5, curvature="full",
+                                   predictive_samples=1)
+    first = int(np.argmax(before))
+    after = experiment.scores_for(params, np.concatenate([x, grid[[first]]]), np.concatenate([y, preds[[first]]]),
+                                  grid, preds, strategy="max_std", prior_prec=0.5, curvature="full",
+                                  predictive_samples=1)
+    assert after[first] < 0.9 * before[first]
+    assert np.all(after <= before + 1e-4)  # conditioning never adds uncertainty
+
+
+def test_covariance_blocks_match_the_joint_covariance(small_problem):
+    params, x, _, x_eval = small_problem
+    post = _padded_posterior(params, x, cap=9)
+    joint = laplace.predictive_cov(post, params, jnp.asarray(x_eval[:5]), jnp.float32(0.3))
+    blocks = laplace.predictive_cov_blocks(post, params, jnp.asarray(x_eval[:5]), jnp.float32(0.3))
+    np.testing.assert_allclose(blocks, jnp.einsum("icie->ice", joint), rtol=1e-4, atol=1e-5)

@@ -62,7 +62,7 @@ def test_tiny_flow_outputs_exist_and_agree(prefect_server, tmp_path):
         record = storage.load(folder / "rounds" / f"round-{r:03d}.joblib")
         assert record["round"] == r and len(record["y_labelled"]) == TINY["n_initial"] + r
         assert accuracy(predict(record["state"].params, grid), labels) == doc["active_accuracy"][r - 1]
-        assert record["label"] == doc["chosen_labels"][r - 1]
+        assert record["labels"] == [doc["chosen_labels"][r - 1]]
     passive = storage.load(next((folder / "passive").glob("passive-*.joblib")))
     assert passive["accuracy"] == doc["passive_accuracy"] and len(passive["y"]) == TINY["n_initial"] + 3
     for name in ("data", "prediction", "uncertainty", "misclassification", "accuracy", "calibration"):

@@ -1,0 +1,71 @@
+"""Acquisition scores and rules: which grid point(s) to label next.
+
+Scores are "higher = label this". The probability-based ones (entropy, BALD,
+margin) take Monte-Carlo samples of the class probabilities under the linearised
+Laplace predictive, shape (S, m, C), so they are testable on hand-made predictives;
+:func:`mc_probabilities` draws those samples from the logits' Gaussian.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+STRATEGIES = ("max_std", "sampled", "entropy", "bald", "margin", "random")
+# strategies whose score needs the per-point C x C predictive covariance
+NEEDS_COVARIANCE = ("entropy", "bald", "margin")
+EPS = 1e-12
+
+
+def _entropy(p: jax.Array) -> jax.Array:
+    return -jnp.sum(p * jnp.log(jnp.clip(p, EPS, 1.0)), axis=-1)
+
+
+@jax.jit
+def entropy_score(probs: jax.Array) -> jax.Array:
+    """Entropy of the predictive mean: H[E_s p_s], shape (m,). log C for a uniform predictive."""
+    return _entropy(jnp.mean(probs, axis=0))
+
+
+@jax.jit
+def bald_score(probs: jax.Array) -> jax.Array:
+    """BALD, the mutual information between label and parameters:
+    H[E_s p_s] - E_s H[p_s], shape (m,). Zero where the posterior is a point mass."""
+    return _entropy(jnp.mean(probs, axis=0)) - jnp.mean(_entropy(probs), axis=0)
+
+
+@jax.jit
+def margin_score(probs: jax.Array) -> jax.Array:
+    """Negative margin between the two most probable classes of the predictive mean."""
+    top2 = jax.lax.top_k(jnp.mean(probs, axis=0), 2)[0]
+    return -(top2[:, 0] - top2[:, 1])
+
+
+@jax.jit
+def mc_probabilities(mean: jax.Array, cov: jax.Array, key: jax.Array, num_samples_like: jax.Array) -> jax.Array:
+    """Softmax of Monte-Carlo logit samples from N(mean, cov) per point: (S, m, C).
+
+    ``num_samples_like`` is any array of length S (static shape, traced values).
+    """
+    c = mean.shape[-1]
+    chol = jnp.linalg.cholesky(cov + 1e-6 * jnp.eye(c, dtype=cov.dtype))
+    z = jax.random.normal(key, (num_samples_like.shape[0], *mean.shape), dtype=mean.dtype)
+    logits = mean[None] + jnp.einsum("mce,sme->smc", chol, z)
+    return jax.nn.softmax(logits, axis=-1)
+
+
+PROBABILITY_SCORES = {"entropy": entropy_score, "bald": bald_score, "margin": margin_score}
+
+
+def pick(scores: np.ndarray, *, rule: str, key: jax.Array | None, exclude: list[int]) -> int:
+    """One index: the argmax of the scores (first of ties), or a draw with the scores
+    as logits (``sampled``; uniform for ``random``), never one of ``exclude``."""
+    scores = np.array(scores, dtype=np.float64)
+    if rule == "random":
+        scores = np.zeros_like(scores)
+    if exclude:
+        scores[exclude] = -np.inf
+    if rule in ("sampled", "random"):
+        return int(jax.random.categorical(key, jnp.asarray(scores)))
+    if rule in ("max_std",) + tuple(PROBABILITY_SCORES):
+        return int(np.argmax(scores))
+    raise ValueError(f"unknown acquisition rule {rule!r}; expected one of {', '.join(STRATEGIES)}")

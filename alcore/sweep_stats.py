@@ -1,0 +1,98 @@
+"""Aggregating a sweep: learning curves across seeds and the summary table.
+
+Plain numpy/scipy on the per-experiment numbers (no arrays from the models), so it is
+cheap to test against hand computation.
+"""
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+
+def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Mean and the half-width of its Student-t confidence interval (0 for one value)."""
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) < 2:
+        return float(v.mean()), 0.0
+    half = stats.t.ppf(0.5 + level / 2, df=len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return float(v.mean()), float(half)
+
+
+def labels_to_reach(labels: Sequence[int], accuracy: Sequence[float], threshold: float) -> int | None:
+    """Fewest labels at which the curve first reaches ``threshold`` (None if never)."""
+    for n, a in zip(labels, accuracy, strict=True):
+        if a >= threshold:
+            return int(n)
+    return None
+
+
+def area_under_curve(labels: Sequence[int], accuracy: Sequence[float]) -> float:
+    """Mean accuracy over the label range (trapezoid area / range); the single value
+    for a curve of one point."""
+    x = np.asarray(labels, dtype=np.float64)
+    y = np.asarray(accuracy, dtype=np.float64)
+    if len(x) < 2 or x[-1] == x[0]:
+        return float(y.mean())
+    return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (x[-1] - x[0]))
+
+
+def win_rate(ours: dict[int, float], theirs: dict[int, float]) -> float | None:
+    """Fraction of common seeds where ``ours`` beats ``theirs`` (ties count one half)."""
+    seeds = sorted(set(ours) & set(theirs))
+    if not seeds:
+        return None
+    wins = sum(1.0 if ours[s] > theirs[s] else 0.5 if ours[s] == theirs[s] else 0.0 for s in seeds)
+    return wins / len(seeds)
+
+
+def summarize(
+    curves: dict[str, dict[int, tuple[list[int], list[float]]]],
+    passive: dict[str, dict[int, float]],
+    *,
+    reference: str | None = "random",
+    thresholds: Sequence[float] = (0.90, 0.95),
+) -> dict[str, dict]:
+    """Per strategy: learning curve mean and 95 % interval per label count, labels to
+    each threshold, area under the curve, final accuracy, win rates.
+
+    Args:
+        curves: strategy -> seed -> (label counts, accuracies), including the initial
+            model's point; every seed of a strategy has the same label counts.
+        passive: strategy -> seed -> accuracy of the passive baseline with that
+            strategy's label budget and epoch schedule.
+        reference: the strategy the win rate is measured against (random-in-the-loop).
+        thresholds: accuracy levels for "labels to reach".
+    """
+    finals = {name: {seed: acc[-1] for seed, (_, acc) in by_seed.items()} for name, by_seed in curves.items()}
+    out = {}
+    for name, by_seed in curves.items():
+        seeds = sorted(by_seed)
+        labels = by_seed[seeds[0]][0]
+        for s in seeds:
+            if list(by_seed[s][0]) != list(labels):
+                raise ValueError(f"strategy {name!r}: seed {s} has other label counts than seed {seeds[0]}")
+        matrix = np.array([by_seed[s][1] for s in seeds], dtype=np.float64)
+        per_point = [mean_interval(matrix[:, j]) for j in range(matrix.shape[1])]
+        row = {
+            "seeds": seeds,
+            "labels": [int(n) for n in labels],
+            "curve_mean": [m for m, _ in per_point],
+            "curve_ci95": [h for _, h in per_point],
+            "final_accuracy": dict(zip(("mean", "ci95"), mean_interval(matrix[:, -1]), strict=True)),
+            "auc": dict(zip(("mean", "ci95"), mean_interval([area_under_curve(labels, r) for r in matrix]), strict=True)),
+            "win_rate_vs_passive": win_rate(finals[name], passive.get(name, {})),
+            "win_rate_vs_reference": None if reference not in finals or name == reference
+            else win_rate(finals[name], finals[reference]),
+        }
+        for t in thresholds:
+            reached = [labels_to_reach(labels, r, t) for r in matrix]
+            hit = [n for n in reached if n is not None]
+            row[f"labels_to_{round(100 * t)}"] = {
+                "mean": float(np.mean(hit)) if hit else None,
+                "reached": len(hit),
+                "of": len(reached),
+            }
+        out[name] = row
+    return out

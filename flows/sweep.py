@@ -1,0 +1,216 @@
+"""A sweep of experiments (strategy x seed [x curvature]) on Dask, with learning curves.
+
+    python -m flows.sweep [--seeds 10] [--strategies max_std,sampled,entropy,bald,max_std:k5,random]
+        [--label-budget 50] [--workers 2 | --dask-address tcp://host:8786] [--set grid_size=50 ...]
+
+Each experiment is one task on Prefect's ``DaskTaskRunner`` (a temporary local cluster
+of single-threaded worker processes by default, or an existing cluster by address);
+inside it the ``active-learning`` flow runs as a subflow, so every experiment keeps
+its per-stage caching and resumes as a single run does. The experiments' folders and
+the sweep's outputs are under the artifacts directory, which every worker must reach.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+import typing
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from alcore.acquisition import STRATEGIES
+from alcore.config import Curvature, ExperimentConfig, _hash
+from flows.active_learning import active_learning
+from tasks.sweep_report import sweep_report
+from tasks.workspace import check_writable, enable_compilation_cache
+
+DEFAULT_STRATEGIES = ("max_std", "sampled", "entropy", "bald", "max_std:k5", "random")
+_KEPT = ("prior_precision", "active_accuracy", "initial_accuracy", "passive_accuracy", "labels_per_round",
+         "chosen_points", "config", "config_hash", "compute_seconds")
+
+
+def parse_strategy(spec: str) -> tuple[str, int]:
+    """``"bald"`` -> ("bald", 1); ``"max_std:k5"`` -> ("max_std", 5)."""
+    name, _, batch = spec.partition(":")
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r} in {spec!r}; expected one of {', '.join(STRATEGIES)}")
+    if not batch:
+        return name, 1
+    if not (batch.startswith("k") and batch[1:].isdigit() and int(batch[1:]) >= 1):
+        raise ValueError(f"strategy {spec!r}: the batch suffix is ':k<N>' with N >= 1, e.g. 'max_std:k5'")
+    return name, int(batch[1:])
+
+
+class SweepConfig(BaseModel):
+    """A grid of experiments."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    strategies: list[str] = Field(list(DEFAULT_STRATEGIES), min_length=1, description="Acquisition strategies; ':kN' labels N points per round.")
+    seeds: list[int] = Field(list(range(10)), min_length=1, description="Seeds: each one a data draw and a model initialisation.")
+    label_budget: int = Field(50, ge=1, le=10_000, description="Labels acquired per experiment: rounds = budget / k.")
+    curvatures: list[Curvature] = Field(["full"], min_length=1, description="Laplace curvature types.")
+    experiment: dict[str, typing.Any] = Field(default_factory=dict, description="Other ExperimentConfig fields for every experiment, e.g. {'grid_size': 50}.")
+    artifacts_dir: str = Field("artifacts", min_length=1, description="Where the experiments and the sweep's outputs go (reachable by every worker).")
+    workers: int = Field(max(1, os.cpu_count() or 1), ge=1, le=512, description="Local cluster: worker processes (one thread each).")
+    dask_address: str | None = Field(None, description="An existing Dask scheduler, e.g. tcp://host:8786 (then workers is ignored).")
+
+    @field_validator("strategies")
+    @classmethod
+    def _strategies(cls, value):
+        for spec in value:
+            parse_strategy(spec)
+        if len(set(value)) != len(value):
+            raise ValueError("strategies must not repeat")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value):
+        if len(set(value)) != len(value) or min(value) < 0:
+            raise ValueError("seeds must be distinct and non-negative")
+        return value
+
+    @model_validator(mode="after")
+    def _budget_and_overrides(self):
+        for spec in self.strategies:
+            _, k = parse_strategy(spec)
+            if self.label_budget % k:
+                raise ValueError(f"label_budget {self.label_budget} is not a multiple of k={k} ({spec!r})")
+        bad = set(self.experiment) & {"seed", "acquisition", "acquisition_batch", "rounds", "curvature", "artifacts_dir"}
+        if bad:
+            raise ValueError(f"experiment overrides may not set {sorted(bad)}: the sweep sets them")
+        self.experiments()  # every experiment's configuration must validate
+        return self
+
+    def experiments(self) -> list[ExperimentConfig]:
+        out = []
+        for curvature in self.curvatures:
+            for spec in self.strategies:
+                name, k = parse_strategy(spec)
+                for seed in self.seeds:
+                    out.append(ExperimentConfig(**{
+                        **self.experiment, "seed": seed, "acquisition": name, "acquisition_batch": k,
+                        "rounds": self.label_budget // k, "curvature": curvature, "plots": False,
+                        "artifacts_dir": str(Path(self.artifacts_dir) / "experiments"),
+                    }))
+        return out
+
+    def label(self, config: ExperimentConfig) -> str:
+        """The strategy's name in tables and plots."""
+        name = config.acquisition + (f":k{config.acquisition_batch}" if config.acquisition_batch > 1 else "")
+        return name if len(self.curvatures) == 1 else f"{name}/{config.curvature}"
+
+    def sweep_hash(self) -> str:
+        return _hash(self.model_dump(exclude={"workers", "dask_address", "artifacts_dir"}))
+
+
+@task(name="experiment", task_run_name="experiment/{config.acquisition}-k{config.acquisition_batch}-seed{config.seed}",
+      cache_policy=NO_CACHE, retries=1)
+def run_experiment(config: ExperimentConfig, refresh: bool = False) -> dict:
+    """One experiment, in whichever worker the task runner chose: the active-learning
+    flow as a subflow (its stages cached and resumable), reduced to the numbers the
+    sweep aggregates."""
+    enable_compilation_cache()
+    t0 = time.perf_counter()
+    summary = active_learning(config, refresh=refresh)
+    doc = json.loads((Path(summary["folder"]) / "results.json").read_text())
+    kept = {k: doc[k] for k in _KEPT}
+    kept["wall_seconds"] = time.perf_counter() - t0
+    kept["worker_pid"] = os.getpid()
+    return kept
+
+
+@flow(name="active-learning-sweep", log_prints=True)
+def sweep(config: SweepConfig = SweepConfig(), refresh: bool = False) -> dict:  # noqa: B008 - frozen model
+    """Run every experiment of the grid on the task runner and aggregate them."""
+    log = get_run_logger()
+    t0 = time.perf_counter()
+    experiments = config.experiments()
+    log.info("sweep: %d experiments (%d strategies x %d seeds x %d curvatures)", len(experiments),
+             len(config.strategies), len(config.seeds), len(config.curvatures))
+    futures = [run_experiment.submit(c, refresh=refresh) for c in experiments]
+    results = []
+    for c, fut in zip(experiments, futures, strict=True):
+        r = fut.result()
+        results.append((config.label(c), c.seed, r))
+        log.info("%s seed %d: final %.2f %%, passive %.2f %% (%.1f s, pid %d)", config.label(c), c.seed,
+                 100 * r["active_accuracy"][-1], 100 * r["passive_accuracy"], r["wall_seconds"], r["worker_pid"])
+    wall = time.perf_counter() - t0
+    return sweep_report(config, results, wall)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m flows.sweep", description="Run a sweep of active-learning experiments on Dask.")
+    p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES), help="comma-separated; ':kN' for batches of N")
+    p.add_argument("--seeds", type=int, default=10, help="number of seeds (0, 1, ..., N-1)")
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--label-budget", type=int, default=50)
+    p.add_argument("--curvatures", default="full", help="comma-separated: full, diagonal, lanczos, lobpcg")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="an ExperimentConfig field for every experiment (JSON value), e.g. --set grid_size=50")
+    p.add_argument("--artifacts-dir", default="artifacts")
+    p.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1), help="local cluster worker processes")
+    p.add_argument("--dask-address", default=None, help="use an existing Dask scheduler instead")
+    p.add_argument("--sequential", action="store_true", help="one experiment after another in this process (no Dask)")
+    p.add_argument("--refresh", action="store_true", help="recompute every stage of every experiment")
+    return p
+
+
+def parse_args(argv=None) -> tuple[SweepConfig, argparse.Namespace]:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        field, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set {item!r}: expected FIELD=VALUE")
+        try:
+            overrides[field] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[field] = value
+    try:
+        config = SweepConfig(
+            strategies=[s for s in args.strategies.split(",") if s], seeds=list(range(args.first_seed, args.first_seed + args.seeds)),
+            label_budget=args.label_budget, curvatures=[c for c in args.curvatures.split(",") if c],
+            experiment=overrides, artifacts_dir=args.artifacts_dir, workers=args.workers, dask_address=args.dask_address,
+        )
+        check_writable(config.artifacts_dir)
+    except ValidationError as e:
+        parser.error("; ".join(f"{'.'.join(map(str, err['loc'])) or 'sweep'}: {err['msg']}" for err in e.errors()))
+    except ValueError as e:
+        parser.error(str(e))
+    return config, args
+
+
+def task_runner_for(config: SweepConfig, *, sequential: bool = False):
+    """Dask for the experiments: an existing cluster, or a temporary local one."""
+    if sequential:
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=1)
+    from prefect_dask import DaskTaskRunner
+
+    if config.dask_address:
+        return DaskTaskRunner(address=config.dask_address)
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster",
+                          cluster_kwargs={"n_workers": config.workers, "threads_per_worker": 1, "processes": True,
+                                          "dashboard_address": None})
+
+
+def main(argv=None) -> int:
+    config, args = parse_args(argv)
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    runner = task_runner_for(config, sequential=args.sequential)
+    result = sweep.with_options(task_runner=runner)(config, refresh=args.refresh)
+    print(json.dumps({k: result[k] for k in ("folder", "wall_seconds", "table")}, indent=2))
+    print(f"sweep folder: {result['folder']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

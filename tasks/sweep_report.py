@@ -1,0 +1,104 @@
+"""A sweep's report: aggregated learning curves as results.json, PNG and UI table."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from prefect import task  # noqa: E402
+from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from alcore.sweep_stats import mean_interval, summarize  # noqa: E402
+from tasks.report import _data_uri, write_json  # noqa: E402
+
+
+def collect(results: list[tuple[str, int, dict]]):
+    """Curves (strategy -> seed -> (labels, accuracies)) including the initial model,
+    and each strategy's budget-matched passive accuracies."""
+    curves, passive = {}, {}
+    for name, seed, r in results:
+        labels = [r["config"]["n_initial"], *r["labels_per_round"]]
+        acc = [r["initial_accuracy"], *r["active_accuracy"]]
+        curves.setdefault(name, {})[seed] = (labels, acc)
+        passive.setdefault(name, {})[seed] = r["passive_accuracy"]
+    return curves, passive
+
+
+def _fmt(stat: dict, pct=True) -> str:
+    scale = 100 if pct else 1
+    return f"{scale * stat['mean']:.2f} ± {scale * stat['ci95']:.2f}"
+
+
+def table_rows(summary: dict, passive_row: dict) -> list[dict]:
+    rows = []
+    for name, s in summary.items():
+        rows.append({
+            "strategy": name,
+            "final_accuracy_pct": _fmt(s["final_accuracy"]),
+            "labels_to_90": _reach(s["labels_to_90"]),
+            "labels_to_95": _reach(s["labels_to_95"]),
+            "auc_pct": _fmt(s["auc"]),
+            "win_vs_random": "-" if s["win_rate_vs_reference"] is None else f"{s['win_rate_vs_reference']:.2f}",
+            "win_vs_passive": "-" if s["win_rate_vs_passive"] is None else f"{s['win_rate_vs_passive']:.2f}",
+        })
+    rows.append({"strategy": "passive (k=1 budget)", "final_accuracy_pct": _fmt(passive_row), "labels_to_90": "-",
+                 "labels_to_95": "-", "auc_pct": "-", "win_vs_random": "-", "win_vs_passive": "-"})
+    return rows
+
+
+def _reach(r: dict) -> str:
+    return f"{r['mean']:.1f} ({r['reached']}/{r['of']})" if r["mean"] is not None else f"never (0/{r['of']})"
+
+
+def curves_plot(path: Path, summary: dict, passive_row: dict, budget: int) -> Path:
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for name, s in summary.items():
+        x = np.asarray(s["labels"])
+        m, h = 100 * np.asarray(s["curve_mean"]), 100 * np.asarray(s["curve_ci95"])
+        (line,) = ax.plot(x, m, label=f"{name} (n={len(s['seeds'])})", marker="." if len(x) < 20 else None)
+        ax.fill_between(x, m - h, m + h, color=line.get_color(), alpha=0.15)
+    pm, ph = 100 * passive_row["mean"], 100 * passive_row["ci95"]
+    ax.axhspan(pm - ph, pm + ph, color="grey", alpha=0.2)
+    ax.axhline(pm, color="k", ls="--", label="passive baseline (final budget)")
+    ax.set_xlabel("labelled points")
+    ax.set_ylabel("grid accuracy [%] (mean, 95 % interval)")
+    ax.set_title(f"Learning curves across seeds (budget {budget} acquired labels)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+@task(name="sweep-report", task_run_name="sweep/aggregate-and-report", cache_policy=NO_CACHE)
+def sweep_report(config, results: list[tuple[str, int, dict]], wall_seconds: float) -> dict:
+    """Aggregate the experiments; write results.json and the learning curves; publish."""
+    folder = Path(config.artifacts_dir).expanduser().resolve() / f"sweep-{config.sweep_hash()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    curves, passive = collect(results)
+    summary = summarize(curves, passive, reference="random" if "random" in curves else None)
+    baseline = min(passive, key=lambda name: int(name.partition(":k")[2] or 1))  # smallest k: the standard budget
+    passive_row = dict(zip(("mean", "ci95"), mean_interval(list(passive[baseline].values())), strict=True))
+    plot = curves_plot(folder / "learning_curves.png", summary, passive_row, config.label_budget)
+    rows = table_rows(summary, passive_row)
+    document = {
+        "config": config.model_dump(),
+        "summary": summary,
+        "passive": {"per_strategy": passive, "baseline": passive_row},
+        "experiments": [{"strategy": n, "seed": s, "final_accuracy": r["active_accuracy"][-1],
+                         "passive_accuracy": r["passive_accuracy"], "wall_seconds": r["wall_seconds"],
+                         "worker_pid": r["worker_pid"]} for n, s, r in results],
+        "table": rows,
+        "wall_seconds": wall_seconds,
+        "files": {"learning_curves": str(plot)},
+    }
+    write_json(folder / "results.json", document)
+    key = f"sweep-{config.sweep_hash()[:10]}"
+    create_table_artifact(key=f"{key}-summary", table=rows, description="Strategies across seeds")
+    create_markdown_artifact(key=f"{key}-curves", markdown=f"# Learning curves\n\n![curves]({_data_uri(plot)})\n",
+                             description="Learning curves, mean and 95 % interval across seeds")
+    return {"folder": str(folder), "wall_seconds": wall_seconds, "table": rows}

@@ -1,0 +1,107 @@
+"""The sweep: aggregation against hand computation, validation, a tiny sweep on Dask."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from alcore import sweep_stats
+from flows.sweep import SweepConfig, parse_args, parse_strategy
+from tests.conftest import ROOT, TINY
+
+T_975_DF2 = 4.302652729911275  # Student t quantile, 2 degrees of freedom
+
+
+def test_mean_interval_by_hand():
+    mean, half = sweep_stats.mean_interval([0.90, 0.92, 0.97])
+    sd = math.sqrt(((0.90 - 0.93) ** 2 + (0.92 - 0.93) ** 2 + (0.97 - 0.93) ** 2) / 2)
+    assert mean == pytest.approx(0.93)
+    assert half == pytest.approx(T_975_DF2 * sd / math.sqrt(3))
+    assert sweep_stats.mean_interval([0.5]) == (0.5, 0.0)
+
+
+def test_summary_by_hand():
+    labels = [20, 21, 22, 23]
+    curves = {
+        "bald": {0: (labels, [0.80, 0.91, 0.95, 0.96]), 1: (labels, [0.85, 0.89, 0.92, 0.97]), 2: (labels, [0.7, 0.8, 0.85, 0.88])},
+        "random": {0: (labels, [0.80, 0.85, 0.90, 0.90]), 1: (labels, [0.85, 0.88, 0.90, 0.97]), 2: (labels, [0.7, 0.8, 0.85, 0.89])},
+    }
+    passive = {"bald": {0: 0.93, 1: 0.99, 2: 0.80}, "random": {0: 0.93, 1: 0.99, 2: 0.80}}
+    s = sweep_stats.summarize(curves, passive, reference="random")
+    bald = s["bald"]
+    assert bald["labels"] == labels
+    assert bald["curve_mean"] == pytest.approx([(0.80 + 0.85 + 0.7) / 3, (0.91 + 0.89 + 0.8) / 3, (0.95 + 0.92 + 0.85) / 3, (0.96 + 0.97 + 0.88) / 3])
+    assert bald["final_accuracy"]["mean"] == pytest.approx((0.96 + 0.97 + 0.88) / 3)
+    # labels to 90 %: seed 0 at 21, seed 1 at 22, seed 2 never
+    assert bald["labels_to_90"] == {"mean": 21.5, "reached": 2, "of": 3}
+    assert bald["labels_to_95"] == {"mean": 22.5, "reached": 2, "of": 3}
+    # AUC of seed 0: trapezoids (0.855 + 0.93 + 0.955) / 3
+    auc0 = (0.855 + 0.93 + 0.955) / 3
+    assert sweep_stats.area_under_curve(labels, [0.80, 0.91, 0.95, 0.96]) == pytest.approx(auc0)
+    # finals: bald 0.96/0.97/0.88 vs random 0.90/0.97/0.89 -> win, tie, loss = 1.5 / 3
+    assert bald["win_rate_vs_reference"] == pytest.approx(0.5)
+    assert s["random"]["win_rate_vs_reference"] is None
+    # vs passive 0.93/0.99/0.80 -> win, loss, win
+    assert bald["win_rate_vs_passive"] == pytest.approx(2 / 3)
+
+
+def test_mismatched_label_counts_are_an_error():
+    with pytest.raises(ValueError, match="other label counts"):
+        sweep_stats.summarize({"a": {0: ([20, 21], [0.5, 0.6]), 1: ([20, 25], [0.5, 0.6])}}, {})
+
+
+def test_strategy_specs_and_sweep_validation():
+    assert parse_strategy("bald") == ("bald", 1)
+    assert parse_strategy("max_std:k5") == ("max_std", 5)
+    for bad in ("kmeans", "bald:5", "bald:k0", "bald:kx"):
+        with pytest.raises(ValueError):
+            parse_strategy(bad)
+    with pytest.raises(ValueError, match="multiple of k=3"):
+        SweepConfig(strategies=["max_std:k3"], label_budget=50)
+    with pytest.raises(ValueError, match="may not set"):
+        SweepConfig(experiment={"seed": 3})
+    with pytest.raises(ValueError, match="grid_size"):
+        SweepConfig(experiment={"grid_size": 1})
+    cfg = SweepConfig(strategies=["max_std", "max_std:k5"], seeds=[3, 4], label_budget=10)
+    exps = cfg.experiments()
+    assert [(e.acquisition, e.acquisition_batch, e.rounds, e.seed) for e in exps] == [
+        ("max_std", 1, 10, 3), ("max_std", 1, 10, 4), ("max_std", 5, 2, 3), ("max_std", 5, 2, 4)]
+    assert all(not e.plots for e in exps)
+
+
+def test_sweep_cli_rejects_bad_input(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--strategies", "max_std,oracle"])
+    assert "oracle" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--set", "grid_size"])
+    assert "FIELD=VALUE" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_tiny_sweep_on_a_two_worker_local_cluster(prefect_server, tmp_path):
+    sets = [f"--set={k}={v}" for k, v in TINY.items() if k != "rounds"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.sweep", "--seeds", "2", "--first-seed", "11", "--strategies", "max_std,random",
+         "--label-budget", "2", "--workers", "2", "--artifacts-dir", str(tmp_path), *sets],
+        cwd=ROOT, env=prefect_server["env"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    folder = next(tmp_path.glob("sweep-*"))
+    doc = json.loads((folder / "results.json").read_text())
+    assert len(doc["experiments"]) == 4
+    assert len({e["worker_pid"] for e in doc["experiments"]}) == 2, "both workers should have run experiments"
+    experiments = sorted(tmp_path.glob("experiments/al-*/results.json"))
+    assert len(experiments) == 4
+    finals = {}
+    for path in experiments:
+        r = json.loads(path.read_text())
+        finals.setdefault(r["config"]["acquisition"], []).append(r["active_accuracy"][-1])
+        assert len(r["active_accuracy"]) == 2
+    for name in ("max_std", "random"):
+        assert doc["summary"][name]["final_accuracy"]["mean"] == pytest.approx(sum(finals[name]) / 2)
+        assert doc["summary"][name]["labels"] == [TINY["n_initial"], TINY["n_initial"] + 1, TINY["n_initial"] + 2]
+    assert (folder / "learning_curves.png").stat().st_size > 5000
+    assert [row["strategy"] for row in doc["table"]] == ["max_std", "random", "passive (k=1 budget)"]
