@@ -9,10 +9,14 @@ Every stage is cached by (configuration hash, stage, round, code version): the s
 command after an interruption resumes from the first unfinished stage.
 """
 
-import argparse
+import os
+
+# This machine has no internet: the server's telemetry would only log errors.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+import argparse  # noqa: E402
 import json
 import logging
-import os
 import sys
 import time
 import typing
@@ -141,7 +145,9 @@ def active_learning(config: ExperimentConfig = DEFAULT_CONFIG, refresh: bool = F
         state = retrained["state"]
         rounds.append(summary)
         was_cached = all(cached[f"round-{r:02d}/{s}"] for s in ("acquire", "label", "retrain", "evaluate"))
-        picked = ", ".join(f"({px:.3f}, {py:.3f}) -> class {c}" for (px, py), c in zip(acquired["points"], labels))
+        picked = ", ".join(
+            f"({px:.3f}, {py:.3f}) -> class {c}" for (px, py), c in zip(acquired["points"], labels, strict=True)
+        )
         log.info(
             "round %d/%d: labelled %s; accuracy %.2f %%%s",
             r,

@@ -10,9 +10,13 @@ its per-stage caching and resumes as a single run does. The experiments' folders
 the sweep's outputs are under the artifacts directory, which every worker must reach.
 """
 
-import argparse
-import json
 import os
+
+# This machine has no internet: the server's telemetry would only log errors.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+import argparse  # noqa: E402
+import json
 import sys
 import time
 import typing
@@ -29,8 +33,17 @@ from tasks.sweep_report import sweep_report
 from tasks.workspace import check_writable, enable_compilation_cache
 
 DEFAULT_STRATEGIES = ("max_std", "sampled", "entropy", "bald", "max_std:k5", "random")
-_KEPT = ("prior_precision", "active_accuracy", "initial_accuracy", "passive_accuracy", "labels_per_round",
-         "chosen_points", "config", "config_hash", "compute_seconds")
+_KEPT = (
+    "prior_precision",
+    "active_accuracy",
+    "initial_accuracy",
+    "passive_accuracy",
+    "labels_per_round",
+    "chosen_points",
+    "config",
+    "config_hash",
+    "compute_seconds",
+)
 
 
 def parse_strategy(spec: str) -> tuple[str, int]:
@@ -50,14 +63,28 @@ class SweepConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    strategies: list[str] = Field(list(DEFAULT_STRATEGIES), min_length=1, description="Acquisition strategies; ':kN' labels N points per round.")
-    seeds: list[int] = Field(list(range(10)), min_length=1, description="Seeds: each one a data draw and a model initialisation.")
+    strategies: list[str] = Field(
+        list(DEFAULT_STRATEGIES), min_length=1, description="Acquisition strategies; ':kN' labels N points per round."
+    )
+    seeds: list[int] = Field(
+        list(range(10)), min_length=1, description="Seeds: each one a data draw and a model initialisation."
+    )
     label_budget: int = Field(50, ge=1, le=10_000, description="Labels acquired per experiment: rounds = budget / k.")
     curvatures: list[Curvature] = Field(["full"], min_length=1, description="Laplace curvature types.")
-    experiment: dict[str, typing.Any] = Field(default_factory=dict, description="Other ExperimentConfig fields for every experiment, e.g. {'grid_size': 50}.")
-    artifacts_dir: str = Field("artifacts", min_length=1, description="Where the experiments and the sweep's outputs go (reachable by every worker).")
-    workers: int = Field(max(1, os.cpu_count() or 1), ge=1, le=512, description="Local cluster: worker processes (one thread each).")
-    dask_address: str | None = Field(None, description="An existing Dask scheduler, e.g. tcp://host:8786 (then workers is ignored).")
+    experiment: dict[str, typing.Any] = Field(
+        default_factory=dict, description="Other ExperimentConfig fields for every experiment, e.g. {'grid_size': 50}."
+    )
+    artifacts_dir: str = Field(
+        "artifacts",
+        min_length=1,
+        description="Where the experiments and the sweep's outputs go (reachable by every worker).",
+    )
+    workers: int = Field(
+        max(1, os.cpu_count() or 1), ge=1, le=512, description="Local cluster: worker processes (one thread each)."
+    )
+    dask_address: str | None = Field(
+        None, description="An existing Dask scheduler, e.g. tcp://host:8786 (then workers is ignored)."
+    )
 
     @field_validator("strategies")
     @classmethod
@@ -81,7 +108,14 @@ class SweepConfig(BaseModel):
             _, k = parse_strategy(spec)
             if self.label_budget % k:
                 raise ValueError(f"label_budget {self.label_budget} is not a multiple of k={k} ({spec!r})")
-        bad = set(self.experiment) & {"seed", "acquisition", "acquisition_batch", "rounds", "curvature", "artifacts_dir"}
+        bad = set(self.experiment) & {
+            "seed",
+            "acquisition",
+            "acquisition_batch",
+            "rounds",
+            "curvature",
+            "artifacts_dir",
+        }
         if bad:
             raise ValueError(f"experiment overrides may not set {sorted(bad)}: the sweep sets them")
         self.experiments()  # every experiment's configuration must validate
@@ -93,11 +127,20 @@ class SweepConfig(BaseModel):
             for spec in self.strategies:
                 name, k = parse_strategy(spec)
                 for seed in self.seeds:
-                    out.append(ExperimentConfig(**{
-                        **self.experiment, "seed": seed, "acquisition": name, "acquisition_batch": k,
-                        "rounds": self.label_budget // k, "curvature": curvature, "plots": False,
-                        "artifacts_dir": str(Path(self.artifacts_dir) / "experiments"),
-                    }))
+                    out.append(
+                        ExperimentConfig(
+                            **{
+                                **self.experiment,
+                                "seed": seed,
+                                "acquisition": name,
+                                "acquisition_batch": k,
+                                "rounds": self.label_budget // k,
+                                "curvature": curvature,
+                                "plots": False,
+                                "artifacts_dir": str(Path(self.artifacts_dir) / "experiments"),
+                            }
+                        )
+                    )
         return out
 
     def label(self, config: ExperimentConfig) -> str:
@@ -109,8 +152,12 @@ class SweepConfig(BaseModel):
         return _hash(self.model_dump(exclude={"workers", "dask_address", "artifacts_dir"}))
 
 
-@task(name="experiment", task_run_name="experiment/{config.acquisition}-k{config.acquisition_batch}-seed{config.seed}",
-      cache_policy=NO_CACHE, retries=1)
+@task(
+    name="experiment",
+    task_run_name="experiment/{config.acquisition}-k{config.acquisition_batch}-seed{config.seed}",
+    cache_policy=NO_CACHE,
+    retries=1,
+)
 def run_experiment(config: ExperimentConfig, refresh: bool = False) -> dict:
     """One experiment, in whichever worker the task runner chose: the active-learning
     flow as a subflow (its stages cached and resumable), reduced to the numbers the
@@ -131,28 +178,47 @@ def sweep(config: SweepConfig = SweepConfig(), refresh: bool = False) -> dict:  
     log = get_run_logger()
     t0 = time.perf_counter()
     experiments = config.experiments()
-    log.info("sweep: %d experiments (%d strategies x %d seeds x %d curvatures)", len(experiments),
-             len(config.strategies), len(config.seeds), len(config.curvatures))
+    log.info(
+        "sweep: %d experiments (%d strategies x %d seeds x %d curvatures)",
+        len(experiments),
+        len(config.strategies),
+        len(config.seeds),
+        len(config.curvatures),
+    )
     futures = [run_experiment.submit(c, refresh=refresh) for c in experiments]
     results = []
     for c, fut in zip(experiments, futures, strict=True):
         r = fut.result()
         results.append((config.label(c), c.seed, r))
-        log.info("%s seed %d: final %.2f %%, passive %.2f %% (%.1f s, pid %d)", config.label(c), c.seed,
-                 100 * r["active_accuracy"][-1], 100 * r["passive_accuracy"], r["wall_seconds"], r["worker_pid"])
+        log.info(
+            "%s seed %d: final %.2f %%, passive %.2f %% (%.1f s, pid %d)",
+            config.label(c),
+            c.seed,
+            100 * r["active_accuracy"][-1],
+            100 * r["passive_accuracy"],
+            r["wall_seconds"],
+            r["worker_pid"],
+        )
     wall = time.perf_counter() - t0
     return sweep_report(config, results, wall)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m flows.sweep", description="Run a sweep of active-learning experiments on Dask.")
+    p = argparse.ArgumentParser(
+        prog="python -m flows.sweep", description="Run a sweep of active-learning experiments on Dask."
+    )
     p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES), help="comma-separated; ':kN' for batches of N")
     p.add_argument("--seeds", type=int, default=10, help="number of seeds (0, 1, ..., N-1)")
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--label-budget", type=int, default=50)
     p.add_argument("--curvatures", default="full", help="comma-separated: full, diagonal, lanczos, lobpcg")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="an ExperimentConfig field for every experiment (JSON value), e.g. --set grid_size=50")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="an ExperimentConfig field for every experiment (JSON value), e.g. --set grid_size=50",
+    )
     p.add_argument("--artifacts-dir", default="artifacts")
     p.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1), help="local cluster worker processes")
     p.add_argument("--dask-address", default=None, help="use an existing Dask scheduler instead")
@@ -175,9 +241,14 @@ def parse_args(argv=None) -> tuple[SweepConfig, argparse.Namespace]:
             overrides[field] = value
     try:
         config = SweepConfig(
-            strategies=[s for s in args.strategies.split(",") if s], seeds=list(range(args.first_seed, args.first_seed + args.seeds)),
-            label_budget=args.label_budget, curvatures=[c for c in args.curvatures.split(",") if c],
-            experiment=overrides, artifacts_dir=args.artifacts_dir, workers=args.workers, dask_address=args.dask_address,
+            strategies=[s for s in args.strategies.split(",") if s],
+            seeds=list(range(args.first_seed, args.first_seed + args.seeds)),
+            label_budget=args.label_budget,
+            curvatures=[c for c in args.curvatures.split(",") if c],
+            experiment=overrides,
+            artifacts_dir=args.artifacts_dir,
+            workers=args.workers,
+            dask_address=args.dask_address,
         )
         check_writable(config.artifacts_dir)
     except ValidationError as e:
@@ -197,9 +268,15 @@ def task_runner_for(config: SweepConfig, *, sequential: bool = False):
 
     if config.dask_address:
         return DaskTaskRunner(address=config.dask_address)
-    return DaskTaskRunner(cluster_class="distributed.LocalCluster",
-                          cluster_kwargs={"n_workers": config.workers, "threads_per_worker": 1, "processes": True,
-                                          "dashboard_address": None})
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": config.workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+        },
+    )
 
 
 def main(argv=None) -> int:
