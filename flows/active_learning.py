@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     config, args = parse_config(argv)
     ws = Workspace.for_config(config)
     if args.status:
-        print(json.dumps(ws.status(), indent=2))
+        print(json.dumps(ws.status_for(config), indent=2))
         return 0
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)

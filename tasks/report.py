@@ -85,14 +85,36 @@ def report(
 ) -> dict:
     """Write results.json, the PNG plots and the GIF; publish the UI artifacts."""
     ws = Workspace.for_config(config)
+    figures = _figures(config, ws, data, calibration, rounds, passive) if config.plots else {}
+    document = build_results(
+        config, data=data, initial=initial, calibration=calibration, rounds=rounds, passive=passive, run_info=run_info
+    )
+    document["files"] = {name: str(p) for name, p in figures.items()}
+    write_json(ws.results_file, document)
+    _publish(config, ws, document, figures, rounds)
+    return document
+
+
+def _figures(config, ws: Workspace, data, calibration: dict, rounds: list[dict], passive: dict | None) -> dict:
+    """The PNGs and the GIF. They depend only on the configuration, the code and the
+    rounds' files, so when those are unchanged (a fully cached re-run) the existing
+    files are kept instead of drawn again."""
     g = config.grid_size
-    records = [storage.load(r["file"]) for r in rounds] if config.plots else []
-    figures = {} if not config.plots else {
+    key_file = ws.plots / ".figures-key"
+    key = f"{config.full_hash()}-{CODE_VERSION}-" + "-".join(r["sha256"][:12] for r in rounds)
+    names = ["data", "calibration", "prediction", "uncertainty", "accuracy", "misclassification"]
+    existing = {n: ws.plots / f"{n}.png" for n in names if (ws.plots / f"{n}.png").exists()}
+    if (ws.plots / "rounds.gif").exists():
+        existing["animation"] = ws.plots / "rounds.gif"
+    if key_file.exists() and key_file.read_text() == key and existing:
+        return existing
+    records = [storage.load(r["file"]) for r in rounds]
+    figures = {
         "data": plots.data_plot(
             ws.plots / "data.png", data.x_initial, data.y_initial, data.x_calibration, data.y_calibration
         )
     }
-    if config.plots and calibration["ece"] is not None:
+    if calibration["ece"] is not None:
         figures["calibration"] = plots.calibration_plot(
             ws.plots / "calibration.png", calibration["grid"], calibration["ece"], calibration["prior_prec"]
         )
@@ -140,13 +162,8 @@ def report(
             for r in records
         ]
         figures["animation"] = plots.rounds_gif(ws.plots / "rounds.gif", frames, g)
-    document = build_results(
-        config, data=data, initial=initial, calibration=calibration, rounds=rounds, passive=passive, run_info=run_info
-    )
-    document["files"] = {name: str(p) for name, p in figures.items()}
-    write_json(ws.results_file, document)
-    _publish(config, ws, document, figures, rounds)
-    return document
+    key_file.write_text(key)
+    return figures
 
 
 def _publish(config, ws: Workspace, doc: dict, figures: dict, rounds: list[dict]) -> None:

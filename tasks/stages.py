@@ -115,9 +115,16 @@ def acquire(
     t0 = time.perf_counter()
     key = ex.round_key(data.sampling_key, round_index) if config.acquisition in ("sampled", "random") else None
     indices, scores, preds = ex.acquire(
-        state.params, x_labelled, y_labelled, data.grid, strategy=config.acquisition,
-        batch=config.acquisition_batch, prior_prec=prior_prec, curvature=config.curvature,
-        predictive_samples=config.predictive_samples, key=key,
+        state.params,
+        x_labelled,
+        y_labelled,
+        data.grid,
+        strategy=config.acquisition,
+        batch=config.acquisition_batch,
+        prior_prec=prior_prec,
+        curvature=config.curvature,
+        predictive_samples=config.predictive_samples,
+        key=key,
     )
     return {
         "indices": indices,

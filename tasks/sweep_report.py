@@ -35,17 +35,28 @@ def _fmt(stat: dict, pct=True) -> str:
 def table_rows(summary: dict, passive_row: dict) -> list[dict]:
     rows = []
     for name, s in summary.items():
-        rows.append({
-            "strategy": name,
-            "final_accuracy_pct": _fmt(s["final_accuracy"]),
-            "labels_to_90": _reach(s["labels_to_90"]),
-            "labels_to_95": _reach(s["labels_to_95"]),
-            "auc_pct": _fmt(s["auc"]),
-            "win_vs_random": "-" if s["win_rate_vs_reference"] is None else f"{s['win_rate_vs_reference']:.2f}",
-            "win_vs_passive": "-" if s["win_rate_vs_passive"] is None else f"{s['win_rate_vs_passive']:.2f}",
-        })
-    rows.append({"strategy": "passive (k=1 budget)", "final_accuracy_pct": _fmt(passive_row), "labels_to_90": "-",
-                 "labels_to_95": "-", "auc_pct": "-", "win_vs_random": "-", "win_vs_passive": "-"})
+        rows.append(
+            {
+                "strategy": name,
+                "final_accuracy_pct": _fmt(s["final_accuracy"]),
+                "labels_to_90": _reach(s["labels_to_90"]),
+                "labels_to_95": _reach(s["labels_to_95"]),
+                "auc_pct": _fmt(s["auc"]),
+                "win_vs_random": "-" if s["win_rate_vs_reference"] is None else f"{s['win_rate_vs_reference']:.2f}",
+                "win_vs_passive": "-" if s["win_rate_vs_passive"] is None else f"{s['win_rate_vs_passive']:.2f}",
+            }
+        )
+    rows.append(
+        {
+            "strategy": "passive (k=1 budget)",
+            "final_accuracy_pct": _fmt(passive_row),
+            "labels_to_90": "-",
+            "labels_to_95": "-",
+            "auc_pct": "-",
+            "win_vs_random": "-",
+            "win_vs_passive": "-",
+        }
+    )
     return rows
 
 
@@ -89,9 +100,17 @@ def sweep_report(config, results: list[tuple[str, int, dict]], wall_seconds: flo
         "config": config.model_dump(),
         "summary": summary,
         "passive": {"per_strategy": passive, "baseline": passive_row},
-        "experiments": [{"strategy": n, "seed": s, "final_accuracy": r["active_accuracy"][-1],
-                         "passive_accuracy": r["passive_accuracy"], "wall_seconds": r["wall_seconds"],
-                         "worker_pid": r["worker_pid"]} for n, s, r in results],
+        "experiments": [
+            {
+                "strategy": n,
+                "seed": s,
+                "final_accuracy": r["active_accuracy"][-1],
+                "passive_accuracy": r["passive_accuracy"],
+                "wall_seconds": r["wall_seconds"],
+                "worker_pid": r["worker_pid"],
+            }
+            for n, s, r in results
+        ],
         "table": rows,
         "wall_seconds": wall_seconds,
         "files": {"learning_curves": str(plot)},
@@ -99,6 +118,9 @@ def sweep_report(config, results: list[tuple[str, int, dict]], wall_seconds: flo
     write_json(folder / "results.json", document)
     key = f"sweep-{config.sweep_hash()[:10]}"
     create_table_artifact(key=f"{key}-summary", table=rows, description="Strategies across seeds")
-    create_markdown_artifact(key=f"{key}-curves", markdown=f"# Learning curves\n\n![curves]({_data_uri(plot)})\n",
-                             description="Learning curves, mean and 95 % interval across seeds")
+    create_markdown_artifact(
+        key=f"{key}-curves",
+        markdown=f"# Learning curves\n\n![curves]({_data_uri(plot)})\n",
+        description="Learning curves, mean and 95 % interval across seeds",
+    )
     return {"folder": str(folder), "wall_seconds": wall_seconds, "table": rows}

@@ -89,8 +89,10 @@ class Workspace:
         return self.root / "rounds" / f"round-{round_index:03d}.joblib"
 
     def passive_file(self, config: ExperimentConfig) -> Path:
-        """The passive baseline depends on the number of rounds (its label budget)."""
-        return self.root / "passive" / f"passive-{config.passive_hash()}.joblib"
+        """The passive baseline's file, shared by every experiment with the same budget
+        and training schedule (it does not depend on the acquisition strategy), so a
+        sweep trains one per seed: ``<artifacts_dir>/passive/passive-<hash>.joblib``."""
+        return self.root.parent / "passive" / f"passive-{config.passive_hash()}.joblib"
 
     def write_config(self, config: ExperimentConfig) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -106,9 +108,13 @@ class Workspace:
         round_files = sorted((self.root / "rounds").glob("round-*.joblib"))
         for path in round_files:
             rows.append(_row(path.stem, path))
-        for path in sorted((self.root / "passive").glob("passive-*.joblib")):
-            rows.append(_row(path.stem, path))
         return {"folder": str(self.root), "exists": self.root.exists(), "stages": rows}
+
+    def status_for(self, config: ExperimentConfig) -> dict:
+        """:meth:`status` plus the configuration's passive baseline."""
+        out = self.status()
+        out["stages"].append(_row("passive", self.passive_file(config)))
+        return out
 
 
 def _row(name: str, path: Path) -> dict:

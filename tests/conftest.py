@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -12,6 +13,11 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The tests' subprocesses share one JAX compilation cache of their own (kept between
+# sessions, so later sessions start warm), never the user's ~/.cache.
+os.environ.setdefault("BAL_JAX_CACHE_DIR", str(Path(tempfile.gettempdir()) / "bal-tests-jax-cache"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def free_port() -> int:

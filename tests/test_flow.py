@@ -63,7 +63,7 @@ def test_tiny_flow_outputs_exist_and_agree(prefect_server, tmp_path):
         assert record["round"] == r and len(record["y_labelled"]) == TINY["n_initial"] + r
         assert accuracy(predict(record["state"].params, grid), labels) == doc["active_accuracy"][r - 1]
         assert record["labels"] == [doc["chosen_labels"][r - 1]]
-    passive = storage.load(next((folder / "passive").glob("passive-*.joblib")))
+    passive = storage.load(next((folder.parent / "passive").glob("passive-*.joblib")))
     assert passive["accuracy"] == doc["passive_accuracy"] and len(passive["y"]) == TINY["n_initial"] + 3
     for name in ("data", "prediction", "uncertainty", "misclassification", "accuracy", "calibration"):
         assert (folder / "plots" / f"{name}.png").stat().st_size > 5000
@@ -177,6 +177,7 @@ def test_status_lists_what_is_cached(prefect_server, tmp_path):
     assert rows["round-002"]["state"] == "ok" and rows["round-002"]["bytes"] > 1000
     assert 0 < rows["round-001"]["accuracy"] <= 1
     assert rows["calibration"]["prior_prec"] > 0
+    assert rows["passive"]["state"] == "ok" and 0 < rows["passive"]["accuracy"] <= 1
 
 
 def test_flow_retry_resumes_from_the_cache(prefect_server, tmp_path):
