@@ -22,9 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alcore import calibration, experiment, laplace, laplax_path, problem
+from alcore import experiment, laplace, laplax_path, problem
 from alcore.config import ExperimentConfig
 from benchmarks import tutorial
+from tasks.stages import train_with
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,16 +125,15 @@ def calibration_comparison(params, x_cal, y_cal, cfg):
     t_laplax = time.perf_counter() - t0
     jax.clear_caches()  # compilation included for ours too
     t0 = time.perf_counter()
-    tau, grid, curve = calibration.calibrate(
+    tau, grid, curve = experiment.calibrate_prior_precision(
         params,
-        jnp.asarray(x_cal),
-        jnp.ones(len(x_cal)),
-        jnp.asarray(x_cal),
-        jnp.asarray(y_cal),
+        x_cal,
+        y_cal,
+        curvature="full",
         log_min=cfg.log_prior_prec_min,
         log_max=cfg.log_prior_prec_max,
         size=cfg.calibration_grid_size,
-        num_samples=cfg.mc_samples,
+        mc_samples=cfg.mc_samples,
     )
     t_ours = time.perf_counter() - t0
     return {
@@ -153,14 +153,8 @@ def other_seeds(cfg, seeds):
         data = experiment.generate_data(
             seed=seed, n_initial=cfg.n_initial, n_calibration=cfg.n_calibration, n_passive=0, grid_size=cfg.grid_size
         )
-        state, _ = experiment.train_from_scratch(
-            data.x_initial,
-            data.y_initial,
-            seed=seed,
-            hidden_channels=32,
-            learning_rate=cfg.learning_rate,
-            epochs=cfg.initial_epochs,
-            batch_size=cfg.batch_size,
+        state, _ = train_with(
+            cfg.model_copy(update={"seed": seed}), data.x_initial, data.y_initial, epochs=cfg.initial_epochs
         )
         row = calibration_comparison(state.params, data.x_calibration, data.y_calibration, cfg)
         row["seed"] = seed
@@ -314,15 +308,7 @@ def main(argv=None):
         n_passive=cfg.n_passive,
         grid_size=cfg.grid_size,
     )
-    state, _ = experiment.train_from_scratch(
-        data.x_initial,
-        data.y_initial,
-        seed=cfg.seed,
-        hidden_channels=32,
-        learning_rate=cfg.learning_rate,
-        epochs=cfg.initial_epochs,
-        batch_size=cfg.batch_size,
-    )
+    state, _ = train_with(cfg, data.x_initial, data.y_initial, epochs=cfg.initial_epochs)
     print("calibration: laplax vs ours ...", flush=True)
     result["calibration"] = calibration_comparison(state.params, data.x_calibration, data.y_calibration, cfg)
     prior = result["calibration"]["ours_prior_prec"]

@@ -49,6 +49,19 @@ def stage_task(stage: str, name: str, *, key: str = "round"):
     )
 
 
+def train_with(config: ExperimentConfig, x: np.ndarray, y: np.ndarray, *, epochs: int):
+    """Train the configuration's MLP from its seeded initialisation (initial, passive)."""
+    return ex.train_from_scratch(
+        x,
+        y,
+        seed=config.seed,
+        hidden_channels=config.hidden_channels,
+        learning_rate=config.learning_rate,
+        epochs=epochs,
+        batch_size=config.batch_size,
+    )
+
+
 @stage_task("data", "data/generate")
 def generate_data(config: ExperimentConfig) -> ex.Data:
     """Initial, calibration and passive points, the grid and its true labels."""
@@ -67,15 +80,7 @@ def generate_data(config: ExperimentConfig) -> ex.Data:
 def initial_training(config: ExperimentConfig, data: ex.Data) -> dict:
     """Train the MLP from its seeded initialisation on the initial points."""
     t0 = time.perf_counter()
-    state, losses = ex.train_from_scratch(
-        data.x_initial,
-        data.y_initial,
-        seed=config.seed,
-        hidden_channels=config.hidden_channels,
-        learning_rate=config.learning_rate,
-        epochs=config.initial_epochs,
-        batch_size=config.batch_size,
-    )
+    state, losses = train_with(config, data.x_initial, data.y_initial, epochs=config.initial_epochs)
     accuracy = ex.accuracy(ex.predict(state.params, data.grid), data.grid_labels)
     result = {"state": state, "losses": losses, "accuracy": accuracy, "seconds": time.perf_counter() - t0}
     storage.save(Workspace.for_config(config).stage_file("initial"), result)
@@ -218,15 +223,7 @@ def passive_train(config: ExperimentConfig) -> dict:
         n_passive=config.n_passive,
         grid_size=config.grid_size,
     )
-    state, losses = ex.train_from_scratch(
-        data.x_passive,
-        data.y_passive,
-        seed=config.seed,
-        hidden_channels=config.hidden_channels,
-        learning_rate=config.learning_rate,
-        epochs=config.passive_epochs,
-        batch_size=config.batch_size,
-    )
+    state, losses = train_with(config, data.x_passive, data.y_passive, epochs=config.passive_epochs)
     preds = ex.predict(state.params, data.grid)
     result = {
         "accuracy": ex.accuracy(preds, data.grid_labels),
