@@ -268,6 +268,12 @@ def task_runner_for(config: SweepConfig, *, sequential: bool = False):
 
     if config.dask_address:
         return DaskTaskRunner(address=config.dask_address)
+    # One worker process per core, each single-threaded *including XLA*: at these sizes
+    # XLA's own thread pool buys little (a default run: 17.5 s single-threaded vs ~20 s,
+    # bit-identical results), and workers that each spawn a thread per core contend.
+    xla_flags = " ".join(
+        [os.environ.get("XLA_FLAGS", ""), "--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1"]
+    ).strip()
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={
@@ -275,6 +281,7 @@ def task_runner_for(config: SweepConfig, *, sequential: bool = False):
             "threads_per_worker": 1,
             "processes": True,
             "dashboard_address": None,
+            "env": {"XLA_FLAGS": xla_flags, "OMP_NUM_THREADS": "1"},
         },
     )
 
