@@ -21,8 +21,18 @@ Curvature = Literal["full", "diagonal", "lanczos", "lobpcg"]
 _NOT_IN_ROUND_KEY = {"rounds", "artifacts_dir", "passive", "plots"}
 # What the passive baseline's numbers depend on (not the acquisition strategy: a sweep
 # over strategies trains one passive model per seed and budget).
-_PASSIVE_KEY = ("seed", "n_initial", "rounds", "acquisition_batch", "grid_size", "hidden_channels", "learning_rate",
-                "batch_size", "initial_epochs", "epochs_per_round")
+_PASSIVE_KEY = (
+    "seed",
+    "n_initial",
+    "rounds",
+    "acquisition_batch",
+    "grid_size",
+    "hidden_channels",
+    "learning_rate",
+    "batch_size",
+    "initial_epochs",
+    "epochs_per_round",
+)
 
 
 class ExperimentConfig(BaseModel):
@@ -53,10 +63,14 @@ class ExperimentConfig(BaseModel):
         description="max_std: largest predictive std of the predicted class (the tutorial's); sampled: drawn with those stds as logits; entropy: of the predictive; bald: mutual information (MC over the linearised Laplace predictive); margin: smallest top-2 margin; random: uniform (the passive baseline on the active loop's schedule).",
     )
     acquisition_batch: int = Field(
-        1, ge=1, le=1000,
+        1,
+        ge=1,
+        le=1000,
         description="Points labelled per round (k). k > 1: greedy, each pick conditioning the linearised posterior on the earlier picks; k = 1 is the single-point rule.",
     )
-    predictive_samples: int = Field(64, ge=1, le=100_000, description="Monte-Carlo samples of the predictive for entropy, bald and margin.")
+    predictive_samples: int = Field(
+        64, ge=1, le=100_000, description="Monte-Carlo samples of the predictive for entropy, bald and margin."
+    )
     curvature: Curvature = Field(
         "full", description="Laplace curvature: full (exact, fast dual form) or laplax's diagonal, lanczos, lobpcg."
     )

@@ -148,6 +148,17 @@ def _predict(params, x):
     return jnp.argmax(forward(params, x), axis=-1)
 
 
+def posterior_of(params: dict, x_labelled: np.ndarray) -> laplace.Posterior:
+    """The dual-form posterior of the labelled set, padded to :func:`capacity` with a
+    mask so every round reuses one compiled program."""
+    n = len(x_labelled)
+    cap = capacity(n)
+    x_pad = np.zeros((cap, 2), np.float32)
+    x_pad[:n] = x_labelled
+    mask = (np.arange(cap) < n).astype(np.float32)
+    return laplace.fit_posterior(params, jnp.asarray(x_pad), jnp.asarray(mask))
+
+
 def uncertainty_map(
     params: dict,
     x_labelled: np.ndarray,
@@ -161,18 +172,11 @@ def uncertainty_map(
     """The tutorial's acquisition score: linearised predictive std of the predicted
     class ``preds`` at every grid point, shape (G*G,).
 
-    The labelled set is padded to :func:`capacity` so every round reuses one compiled
-    program. Curvatures other than ``full`` go through laplax (all classes, then the
+    Curvatures other than ``full`` go through laplax (all classes, then the
     predicted one is picked, as the tutorial does).
     """
-    n = len(x_labelled)
     if curvature == "full":
-        cap = capacity(n)
-        x_pad = np.zeros((cap, 2), np.float32)
-        x_pad[:n] = x_labelled
-        mask = np.zeros(cap, np.float32)
-        mask[:n] = 1.0
-        post = laplace.fit_posterior(params, jnp.asarray(x_pad), jnp.asarray(mask))
+        post = posterior_of(params, x_labelled)
         var = laplace.predictive_var_of(post, params, jnp.asarray(grid), jnp.asarray(preds), jnp.float32(prior_prec))
         return np.sqrt(np.asarray(var))
     std = np.asarray(
@@ -199,30 +203,43 @@ MC_KEY_SEED = 0  # the Monte-Carlo draws of entropy / BALD / margin: fixed, like
 
 
 def scores_for(
-    params: dict, x_labelled: np.ndarray, y_labelled: np.ndarray, grid: np.ndarray, preds: np.ndarray, *,
-    strategy: str, prior_prec: float, curvature: str, predictive_samples: int,
+    params: dict,
+    x_labelled: np.ndarray,
+    y_labelled: np.ndarray,
+    grid: np.ndarray,
+    preds: np.ndarray,
+    *,
+    strategy: str,
+    prior_prec: float,
+    curvature: str,
+    predictive_samples: int,
 ) -> np.ndarray:
     """Acquisition scores over the grid (higher = label it), shape (G*G,)."""
     if strategy == "random":
         return np.zeros(len(grid), np.float32)
     if strategy in ("max_std", "sampled"):
         return uncertainty_map(params, x_labelled, y_labelled, grid, preds, prior_prec=prior_prec, curvature=curvature)
-    n = len(x_labelled)
-    cap = capacity(n)
-    x_pad = np.zeros((cap, 2), np.float32)
-    x_pad[:n] = x_labelled
-    mask = (np.arange(cap) < n).astype(np.float32)
-    post = laplace.fit_posterior(params, jnp.asarray(x_pad), jnp.asarray(mask))
+    post = posterior_of(params, x_labelled)
     g = jnp.asarray(grid)
     cov = laplace.predictive_cov_blocks(post, params, g, jnp.float32(prior_prec))
-    probs = acquisition.mc_probabilities(forward(params, g), cov, jax.random.key(MC_KEY_SEED),
-                                         jnp.zeros(predictive_samples))
+    probs = acquisition.mc_probabilities(
+        forward(params, g), cov, jax.random.key(MC_KEY_SEED), jnp.zeros(predictive_samples)
+    )
     return np.asarray(acquisition.PROBABILITY_SCORES[strategy](probs))
 
 
 def acquire(
-    params: dict, x_labelled: np.ndarray, y_labelled: np.ndarray, grid: np.ndarray, *, strategy: str, batch: int,
-    prior_prec: float, curvature: str, predictive_samples: int = 64, key: jax.Array | None = None,
+    params: dict,
+    x_labelled: np.ndarray,
+    y_labelled: np.ndarray,
+    grid: np.ndarray,
+    *,
+    strategy: str,
+    batch: int,
+    prior_prec: float,
+    curvature: str,
+    predictive_samples: int = 64,
+    key: jax.Array | None = None,
 ) -> tuple[list[int], np.ndarray, np.ndarray]:
     """Choose ``batch`` grid points to label; returns (indices, first scores, predictions).
 
@@ -241,8 +258,17 @@ def acquire(
         # (the cross-entropy GGN does not depend on them)
         x_cond = np.concatenate([x_labelled, grid[chosen]]).astype(np.float32)
         y_cond = np.concatenate([y_labelled, preds[chosen]]).astype(np.int32)
-        scores = scores_for(params, x_cond, y_cond, grid, preds, strategy=strategy, prior_prec=prior_prec,
-                            curvature=curvature, predictive_samples=predictive_samples)
+        scores = scores_for(
+            params,
+            x_cond,
+            y_cond,
+            grid,
+            preds,
+            strategy=strategy,
+            prior_prec=prior_prec,
+            curvature=curvature,
+            predictive_samples=predictive_samples,
+        )
         if first is None:
             first = scores
         chosen.append(acquisition.pick(scores, rule=strategy, key=keys[j], exclude=chosen))

@@ -81,9 +81,12 @@ def summarize(
             "curve_mean": [m for m, _ in per_point],
             "curve_ci95": [h for _, h in per_point],
             "final_accuracy": dict(zip(("mean", "ci95"), mean_interval(matrix[:, -1]), strict=True)),
-            "auc": dict(zip(("mean", "ci95"), mean_interval([area_under_curve(labels, r) for r in matrix]), strict=True)),
+            "auc": dict(
+                zip(("mean", "ci95"), mean_interval([area_under_curve(labels, r) for r in matrix]), strict=True)
+            ),
             "win_rate_vs_passive": win_rate(finals[name], passive.get(name, {})),
-            "win_rate_vs_reference": None if reference not in finals or name == reference
+            "win_rate_vs_reference": None
+            if reference not in finals or name == reference
             else win_rate(finals[name], finals[reference]),
         }
         for t in thresholds:

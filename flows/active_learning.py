@@ -21,6 +21,7 @@ import sys
 import time
 import typing
 
+import numpy as np  # noqa: E402
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
@@ -37,7 +38,7 @@ from tasks.workspace import Workspace, check_writable, enable_compilation_cache
 def passive_baseline(config: ExperimentConfig) -> dict:
     """Train on uniform random points with the active loop's label and epoch budget."""
     ws = Workspace.for_config(config)
-    refresh = storage.verify(ws.passive_file(config)) not in (None,)
+    refresh = storage.verify(ws.passive_file(config)) is not None
     result = stages.passive_train.with_options(refresh_cache=refresh)(config)
     get_run_logger().info("passive baseline: %d points, accuracy %.2f %%", config.n_passive, 100 * result["accuracy"])
     return result
@@ -204,8 +205,6 @@ def _fault_point(ws: Workspace, name: str) -> None:
 
 
 def _append(a, rows):
-    import numpy as np
-
     return np.concatenate([np.asarray(a), np.asarray(rows, dtype=np.asarray(a).dtype)])
 
 

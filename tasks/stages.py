@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from alcore import experiment as ex
 from alcore.config import ExperimentConfig
@@ -236,9 +235,3 @@ def passive_train(config: ExperimentConfig) -> dict:
     }
     storage.save(Workspace.for_config(config).passive_file(config), result)
     return result
-
-
-@task(name="load-file", cache_policy=NO_CACHE)
-def load_file(path: str) -> Any:
-    """Read a stage file (used by the report)."""
-    return storage.load(path)

@@ -25,14 +25,24 @@ def test_mean_interval_by_hand():
 def test_summary_by_hand():
     labels = [20, 21, 22, 23]
     curves = {
-        "bald": {0: (labels, [0.80, 0.91, 0.95, 0.96]), 1: (labels, [0.85, 0.89, 0.92, 0.97]), 2: (labels, [0.7, 0.8, 0.85, 0.88])},
-        "random": {0: (labels, [0.80, 0.85, 0.90, 0.90]), 1: (labels, [0.85, 0.88, 0.90, 0.97]), 2: (labels, [0.7, 0.8, 0.85, 0.89])},
+        "bald": {
+            0: (labels, [0.80, 0.91, 0.95, 0.96]),
+            1: (labels, [0.85, 0.89, 0.92, 0.97]),
+            2: (labels, [0.7, 0.8, 0.85, 0.88]),
+        },
+        "random": {
+            0: (labels, [0.80, 0.85, 0.90, 0.90]),
+            1: (labels, [0.85, 0.88, 0.90, 0.97]),
+            2: (labels, [0.7, 0.8, 0.85, 0.89]),
+        },
     }
     passive = {"bald": {0: 0.93, 1: 0.99, 2: 0.80}, "random": {0: 0.93, 1: 0.99, 2: 0.80}}
     s = sweep_stats.summarize(curves, passive, reference="random")
     bald = s["bald"]
     assert bald["labels"] == labels
-    assert bald["curve_mean"] == pytest.approx([(0.80 + 0.85 + 0.7) / 3, (0.91 + 0.89 + 0.8) / 3, (0.95 + 0.92 + 0.85) / 3, (0.96 + 0.97 + 0.88) / 3])
+    assert bald["curve_mean"] == pytest.approx(
+        [(0.80 + 0.85 + 0.7) / 3, (0.91 + 0.89 + 0.8) / 3, (0.95 + 0.92 + 0.85) / 3, (0.96 + 0.97 + 0.88) / 3]
+    )
     assert bald["final_accuracy"]["mean"] == pytest.approx((0.96 + 0.97 + 0.88) / 3)
     # labels to 90 %: seed 0 at 21, seed 1 at 22, seed 2 never
     assert bald["labels_to_90"] == {"mean": 21.5, "reached": 2, "of": 3}
@@ -67,7 +77,11 @@ def test_strategy_specs_and_sweep_validation():
     cfg = SweepConfig(strategies=["max_std", "max_std:k5"], seeds=[3, 4], label_budget=10)
     exps = cfg.experiments()
     assert [(e.acquisition, e.acquisition_batch, e.rounds, e.seed) for e in exps] == [
-        ("max_std", 1, 10, 3), ("max_std", 1, 10, 4), ("max_std", 5, 2, 3), ("max_std", 5, 2, 4)]
+        ("max_std", 1, 10, 3),
+        ("max_std", 1, 10, 4),
+        ("max_std", 5, 2, 3),
+        ("max_std", 5, 2, 4),
+    ]
     assert all(not e.plots for e in exps)
 
 
@@ -85,9 +99,30 @@ def test_sweep_cli_rejects_bad_input(capsys):
 def test_tiny_sweep_on_a_two_worker_local_cluster(prefect_server, tmp_path):
     sets = [f"--set={k}={v}" for k, v in TINY.items() if k != "rounds"]
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.sweep", "--seeds", "2", "--first-seed", "11", "--strategies", "max_std,random",
-         "--label-budget", "2", "--workers", "2", "--artifacts-dir", str(tmp_path), *sets],
-        cwd=ROOT, env=prefect_server["env"], capture_output=True, text=True, timeout=900)
+        [
+            sys.executable,
+            "-m",
+            "flows.sweep",
+            "--seeds",
+            "2",
+            "--first-seed",
+            "11",
+            "--strategies",
+            "max_std,random",
+            "--label-budget",
+            "2",
+            "--workers",
+            "2",
+            "--artifacts-dir",
+            str(tmp_path),
+            *sets,
+        ],
+        cwd=ROOT,
+        env=prefect_server["env"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     folder = next(tmp_path.glob("sweep-*"))
     doc = json.loads((folder / "results.json").read_text())
