@@ -115,8 +115,13 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(prefect_server, tmp_pat
     assert 2 <= finished < 8
 
     resumed = results(folder_of(run_flow(env, config)))
+    cached = resumed["run"]["cached"]
     for r in range(1, finished + 1):
-        assert round_cached(resumed, r), f"round {r} was recomputed after the kill"
+        # nothing of a finished round is trained or acquired again; only the last file's
+        # `evaluate` may re-run: the kill can land after it wrote the round file and before
+        # Prefect persisted its result (it then rewrites the same numbers)
+        stages = STAGES if r < finished else STAGES[:3]
+        assert all(cached[f"round-{r:02d}/{s}"] for s in stages), f"round {r} was recomputed after the kill"
     assert not round_cached(resumed, 8)
     assert resumed["run"]["cached"]["initial"] and resumed["run"]["cached"]["calibration"]
 

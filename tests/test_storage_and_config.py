@@ -114,7 +114,7 @@ def test_hashes_separate_what_changes_numbers():
         (["--batch-size", "0"], "--batch-size"),
         (["--log-prior-prec-min", "nan"], "--log-prior-prec-min"),
         (["--log-prior-prec-min", "4", "--log-prior-prec-max", "1"], "log_prior_prec_min"),
-        (["--acquisition", "entropy"], "--acquisition"),
+        (["--acquisition", "oracle"], "--acquisition"),
         (["--curvature", "kfac"], "--curvature"),
         (["--artifacts-dir", "/etc/hostname/sub"], "artifacts_dir"),
         (["--artifacts-dir", "/proc/forbidden"], "artifacts_dir"),
