@@ -25,7 +25,7 @@ import numpy as np
 from alcore import experiment, laplace, laplax_path, problem
 from alcore.config import ExperimentConfig
 from benchmarks import tutorial
-from tasks.stages import train_with
+from tasks.stages import data_for, train_with
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -150,12 +150,9 @@ def calibration_comparison(params, x_cal, y_cal, cfg):
 def other_seeds(cfg, seeds):
     rows = []
     for seed in seeds:
-        data = experiment.generate_data(
-            seed=seed, n_initial=cfg.n_initial, n_calibration=cfg.n_calibration, n_passive=0, grid_size=cfg.grid_size
-        )
-        state, _ = train_with(
-            cfg.model_copy(update={"seed": seed}), data.x_initial, data.y_initial, epochs=cfg.initial_epochs
-        )
+        seeded = cfg.model_copy(update={"seed": seed})
+        data = data_for(seeded)
+        state, _ = train_with(seeded, data.x_initial, data.y_initial, epochs=cfg.initial_epochs)
         row = calibration_comparison(state.params, data.x_calibration, data.y_calibration, cfg)
         row["seed"] = seed
         row["ece_gap"] = row["ece_at_ours"] - row["ece_at_laplax"]
@@ -301,13 +298,7 @@ def main(argv=None):
     }
     print("flow: the whole default experiment through Prefect ...", flush=True)
     result["project_flow"] = whole_flow(cfg)
-    data = experiment.generate_data(
-        seed=cfg.seed,
-        n_initial=cfg.n_initial,
-        n_calibration=cfg.n_calibration,
-        n_passive=cfg.n_passive,
-        grid_size=cfg.grid_size,
-    )
+    data = data_for(cfg, passive=True)
     state, _ = train_with(cfg, data.x_initial, data.y_initial, epochs=cfg.initial_epochs)
     print("calibration: laplax vs ours ...", flush=True)
     result["calibration"] = calibration_comparison(state.params, data.x_calibration, data.y_calibration, cfg)

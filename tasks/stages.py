@@ -61,16 +61,22 @@ def train_with(config: ExperimentConfig, x: np.ndarray, y: np.ndarray, *, epochs
     )
 
 
-@stage_task("data", "data/generate")
-def generate_data(config: ExperimentConfig) -> ex.Data:
-    """Initial, calibration and passive points, the grid and its true labels."""
-    data = ex.generate_data(
+def data_for(config: ExperimentConfig, *, passive: bool = False) -> ex.Data:
+    """The configuration's data; the passive points only when asked for (their number
+    depends on the rounds, which the active loop's stages must not)."""
+    return ex.generate_data(
         seed=config.seed,
         n_initial=config.n_initial,
         n_calibration=config.n_calibration,
-        n_passive=0,
+        n_passive=config.n_passive if passive else 0,
         grid_size=config.grid_size,
     )
+
+
+@stage_task("data", "data/generate")
+def generate_data(config: ExperimentConfig) -> ex.Data:
+    """Initial and calibration points, the grid and its true labels, the sampling key."""
+    data = data_for(config)
     storage.save(Workspace.for_config(config).stage_file("data"), data._asdict())
     return data
 
@@ -215,13 +221,7 @@ def evaluate(
 def passive_train(config: ExperimentConfig) -> dict:
     """The passive baseline: uniform points, the same label and epoch budget."""
     t0 = time.perf_counter()
-    data = ex.generate_data(
-        seed=config.seed,
-        n_initial=config.n_initial,
-        n_calibration=config.n_calibration,
-        n_passive=config.n_passive,
-        grid_size=config.grid_size,
-    )
+    data = data_for(config, passive=True)
     state, losses = train_with(config, data.x_passive, data.y_passive, epochs=config.passive_epochs)
     preds = ex.predict(state.params, data.grid)
     result = {
