@@ -38,8 +38,11 @@ from tasks.workspace import Workspace, check_writable, enable_compilation_cache
 def passive_baseline(config: ExperimentConfig) -> dict:
     """Train on uniform random points with the active loop's label and epoch budget."""
     ws = Workspace.for_config(config)
-    refresh = storage.verify(ws.passive_file(config)) is not None
-    result = stages.passive_train.with_options(refresh_cache=refresh)(config)
+    path = ws.passive_file(config)
+    reason = storage.verify(path)
+    if reason not in (None, "missing"):
+        get_run_logger().warning("damaged result file %s: %s; recomputing the passive baseline", path, reason)
+    result = stages.passive_train.with_options(refresh_cache=reason is not None)(config)
     get_run_logger().info("passive baseline: %d points, accuracy %.2f %%", config.n_passive, 100 * result["accuracy"])
     return result
 

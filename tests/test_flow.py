@@ -139,6 +139,8 @@ def test_damaged_round_file_is_reported_and_recomputed(prefect_server, tmp_path)
     data = bytearray(damaged.read_bytes())
     data[len(data) // 2] ^= 0xFF
     damaged.write_bytes(bytes(data))
+    passive_file = next((folder.parent / "passive").glob("passive-*.joblib"))
+    passive_file.write_bytes(passive_file.read_bytes()[:100])  # truncated
 
     proc = run_flow(env, config)
     after = results(folder_of(proc))
@@ -146,6 +148,7 @@ def test_damaged_round_file_is_reported_and_recomputed(prefect_server, tmp_path)
     assert any(str(damaged) in w for w in after["run"]["warnings"])
     assert [round_cached(after, r) for r in range(1, 5)] == [True, True, False, False]
     assert storage.verify(damaged) is None
+    assert str(passive_file) in proc.stdout + proc.stderr and storage.verify(passive_file) is None
     assert comparable(after) == comparable(before)
 
 
