@@ -347,15 +347,18 @@ def test_batch_of_one_is_the_single_point_rule(trained_small, strategy):
 def test_batch_conditioning_is_adding_the_pick_to_the_ggn(trained_small):
     params, x, y, grid = trained_small
     preds = experiment.predict(params, grid)
-    before = experiment.scores_for(params, x, y, grid, preds, strategy="max_std", prior_prec=0.5, curvature="full",
-                                   predictive_samples=1)
+    before = experiment.scores_for(
+        params, x, y, grid, preds, strategy="max_std", prior_prec=0.5, curvature="full", predictive_samples=1
+    )
     first = int(np.argmax(before))
     x_aug, y_aug = np.concatenate([x, grid[[first]]]), np.concatenate([y, preds[[first]]])
-    after = experiment.scores_for(params, x_aug, y_aug, grid, preds, strategy="max_std", prior_prec=0.5,
-                                  curvature="full", predictive_samples=1)
+    after = experiment.scores_for(
+        params, x_aug, y_aug, grid, preds, strategy="max_std", prior_prec=0.5, curvature="full", predictive_samples=1
+    )
     # independent: laplax's dense posterior of the augmented set (its GGN ignores the labels)
-    want = np.asarray(laplax_path.std_map(params, jnp.asarray(x_aug), jnp.asarray(y_aug), jnp.asarray(grid),
-                                          prior_prec=0.5))[np.arange(len(grid)), preds]
+    want = np.asarray(
+        laplax_path.std_map(params, jnp.asarray(x_aug), jnp.asarray(y_aug), jnp.asarray(grid), prior_prec=0.5)
+    )[np.arange(len(grid)), preds]
     assert np.max(np.abs(after - want)) <= 1e-4 * np.max(want)
     assert after[first] < before[first] - 1e-3  # the pick's own uncertainty drops
     assert np.all(after <= before + 1e-4)  # conditioning never adds uncertainty
