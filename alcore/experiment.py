@@ -62,19 +62,15 @@ def generate_data(*, seed: int, n_initial: int, n_calibration: int, n_passive: i
     xp = problem.uniform_points(keys.passive, n_passive)
     grid = problem.grid_points(grid_size)
     return Data(
-        *to_numpy(
-            (
-                x0,
-                problem.true_labels(x0),
-                xc,
-                problem.true_labels(xc),
-                xp,
-                problem.true_labels(xp),
-                grid,
-                problem.true_labels(grid),
-            )
-        ),
-        sampling_key=np.asarray(jax.random.key_data(keys.sampling)),
+        x0,
+        problem.true_labels(x0),
+        xc,
+        problem.true_labels(xc),
+        xp,
+        problem.true_labels(xp),
+        grid,
+        problem.true_labels(grid),
+        sampling_key=keys.sampling,
     )
 
 
@@ -114,16 +110,16 @@ def calibrate_prior_precision(
     if curvature == "full":
         tau, grid, curve = calibration.calibrate(
             params,
-            jnp.asarray(x_cal),
-            jnp.ones(len(x_cal)),
-            jnp.asarray(x_cal),
-            jnp.asarray(y_cal),
+            np.asarray(x_cal),
+            np.ones(len(x_cal)),
+            np.asarray(x_cal),
+            np.asarray(y_cal),
             log_min=log_min,
             log_max=log_max,
             size=size,
             num_samples=mc_samples,
         )
-        return tau, np.asarray(grid), np.asarray(curve)
+        return tau, grid, curve
     tau = laplax_path.calibrate(
         params,
         x_cal,
@@ -135,7 +131,7 @@ def calibrate_prior_precision(
         grid_size=size,
         curv_type=curvature,
     )
-    return tau, np.asarray(calibration.prior_prec_grid(log_min=log_min, log_max=log_max, size=size)), None
+    return tau, calibration.prior_prec_grid(log_min=log_min, log_max=log_max, size=size), None
 
 
 def predict(params: dict, x: np.ndarray) -> np.ndarray:

@@ -37,14 +37,17 @@ def init_params(*, seed: int, hidden: int = 32, in_dim: int = 2, n_classes: int 
     return jax.tree.map(lambda v: v, nnx.to_pure_dict(state))
 
 
-def forward(params: Params, x: jax.Array) -> jax.Array:
-    """Logits for inputs ``x`` of shape (..., 2): same math as ``MLP.__call__``."""
+def forward(params: Params, x: jax.Array, xp=jnp) -> jax.Array:
+    """Logits for inputs ``x`` of shape (..., 2): same math as ``MLP.__call__``.
+
+    ``xp=numpy`` evaluates it in NumPy (no XLA compilation), for one-off work.
+    """
     h = x
     for i in range(1, N_LAYERS + 1):
         layer = params[f"linear{i}"]
         h = h @ layer["kernel"] + layer["bias"]
         if i < N_LAYERS:
-            h = jnp.tanh(h)
+            h = xp.tanh(h)
     return h
 
 

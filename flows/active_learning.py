@@ -10,14 +10,21 @@ command after an interruption resumes from the first unfinished stage.
 """
 
 import os
+import sys
 
 # This machine has no internet: the server's telemetry would only log errors.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+if __name__ == "__main__" and not {"-h", "--help", "--status"} & set(sys.argv[1:]):
+    # Start Prefect's temporary server before the heavy imports below, so it boots
+    # while they run (see flows/local_server.py).
+    from flows import local_server
+
+    local_server.start_early()
+
 import argparse  # noqa: E402
 import json
 import logging
-import sys
 import time
 import typing
 
@@ -272,7 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.retries < 0:
         _parser().error(f"--retries: must be >= 0 (got {args.retries})")
     run = active_learning.with_options(retries=args.retries, retry_delay_seconds=1) if args.retries else active_learning
-    result = run(config, refresh=args.refresh)
+    from flows import local_server
+
+    with local_server.connected():
+        result = run(config, refresh=args.refresh)
     print(json.dumps(result, indent=2))
     print(f"experiment folder: {result['folder']}")
     return 0

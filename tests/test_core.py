@@ -37,14 +37,23 @@ def test_keys_and_points_follow_the_tutorial():
     keys = problem.split_keys(7)
     ref = jax.random.split(jax.random.key(7), 4)
     for got, want in zip(keys, ref, strict=True):
-        assert (jax.random.key_data(got) == jax.random.key_data(want)).all()
-    pts = problem.uniform_points(keys.initial, 5)
-    k1, k2 = jax.random.split(keys.initial)
-    np.testing.assert_array_equal(pts[:, 0], jax.random.uniform(k1, shape=5))
-    np.testing.assert_array_equal(pts[:, 1], jax.random.uniform(k2, shape=5))
+        np.testing.assert_array_equal(got, jax.random.key_data(want))
+    for n in (5, 70, 1001):
+        pts = problem.uniform_points(keys.initial, n)
+        k1, k2 = jax.random.split(ref[0])
+        np.testing.assert_array_equal(pts[:, 0], jax.random.uniform(k1, shape=n))
+        np.testing.assert_array_equal(pts[:, 1], jax.random.uniform(k2, shape=n))
     grid = problem.grid_points(3)
     assert grid.shape == (9, 2)
     np.testing.assert_allclose(grid[1], [0.5, 0.0])  # row-major in x, then y
+
+
+@pytest.mark.parametrize("grid_size", [7, 42, 100, 101])
+def test_numpy_labels_are_the_jax_oracles(grid_size):
+    pts = np.concatenate(
+        [problem.grid_points(grid_size), problem.uniform_points(problem.split_keys(3).passive, 20_000)]
+    )
+    np.testing.assert_array_equal(problem.true_labels(pts), jax.vmap(problem.true_label)(jnp.asarray(pts)))
 
 
 # ------------------------------------------------------------------ model
@@ -178,10 +187,35 @@ def test_hessian_factor_reproduces_the_softmax_hessian():
 
 
 def test_lowrank_cholesky_equals_dense_cholesky():
-    v = jax.random.normal(jax.random.key(0), (70, 6)) * 0.1
-    z = jax.random.normal(jax.random.key(1), (70, 4))
-    dense = jnp.linalg.cholesky(jnp.eye(70) - v @ v.T) @ z
-    np.testing.assert_allclose(calibration._lowrank_cholesky_apply(v, z), dense, rtol=1e-4, atol=1e-5)
+    rng = np.random.default_rng(0)
+    at_u = rng.standard_normal((150, 6)) * 0.05  # 150 rows: three blocks, the last partial
+    scale = np.array([[1.0] * 6, [0.5] * 6])
+    z = rng.standard_normal((150, 4))
+    got = calibration.cholesky_samples(at_u, scale, z, np.eye(150))
+    for t in range(2):
+        v = at_u * scale[t]
+        np.testing.assert_allclose(got[t], np.linalg.cholesky(np.eye(150) - v @ v.T) @ z, rtol=1e-10, atol=1e-12)
+
+
+def test_cholesky_samples_mark_a_non_positive_definite_covariance_nan():
+    at_u = np.zeros((70, 2))
+    at_u[3, 0] = 2.0  # I - v v^T has eigenvalue -3 at scale 1
+    got = calibration.cholesky_samples(at_u, np.array([[1.0, 1.0], [0.1, 0.1]]), np.ones((70, 3)), np.eye(70))
+    assert np.isnan(got[0]).all() and np.isfinite(got[1]).all()
+
+
+def test_prng_reproduces_jax_keys_bits_uniforms_and_normals():
+    from alcore import prng
+
+    key = jax.random.key(7)
+    raw = prng.key(7)
+    np.testing.assert_array_equal(prng.split(raw, 5), jax.random.key_data(jax.random.split(key, 5)))
+    np.testing.assert_array_equal(prng.bits(raw, 1001), jax.random.bits(key, (1001,)))
+    lo = np.nextafter(np.float32(-1.0), np.float32(0.0))
+    np.testing.assert_array_equal(prng.uniform(raw, 1001, lo, 1.0), jax.random.uniform(key, (1001,), minval=lo))
+    np.testing.assert_allclose(prng.normal(raw, 100_000), jax.random.normal(key, (100_000,)), rtol=1e-4, atol=5e-5)
+    with pytest.raises(ValueError, match="32 bits"):
+        prng.key(-1)
 
 
 def test_weight_draws_are_laplax_draws():
@@ -191,14 +225,38 @@ def test_weight_draws_are_laplax_draws():
     params = init_params(seed=0, hidden=4)
     draws = calibration.weight_draws(params, num_samples=3)
     keys = jax.random.split(jax.random.key(0), 3)
-    np.testing.assert_array_equal(draws[:, 1], ravel_pytree(randn_like(keys[1], params))[0])
+    for s in range(3):
+        np.testing.assert_allclose(draws[:, s], ravel_pytree(randn_like(keys[s], params))[0], rtol=1e-4, atol=5e-5)
+
+
+def test_jacobian_is_ravel_pytree_jacobian():
+    from jax.flatten_util import ravel_pytree
+
+    params = init_params(seed=3, hidden=5)
+    x = np.asarray(jax.random.uniform(jax.random.key(1), (4, 2)))
+    flat, unravel = ravel_pytree(params)
+    want = jax.vmap(lambda xi: jax.jacrev(lambda f: forward(unravel(f), xi))(flat))(jnp.asarray(x))
+    logits, jac = calibration.logits_and_jacobian(params, x)
+    np.testing.assert_allclose(jac, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(logits, forward(params, x), rtol=1e-5, atol=1e-6)
+
+
+def test_ece_matches_laplax():
+    from laplax.eval.metrics import expected_calibration_error
+
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.3, 1.0, (4, 50))
+    conf[0, :5] = [0.0, 1.0, 1 / 15, 0.5, 14 / 15]  # the edges
+    correct = rng.uniform(size=50) < 0.7
+    want = [expected_calibration_error(jnp.asarray(c), jnp.asarray(correct, jnp.int32), 15) for c in conf]
+    np.testing.assert_allclose(calibration.expected_calibration_errors(conf, correct), want, rtol=1e-5)
 
 
 def test_calibration_picks_laplax_choice(small_problem):
     params, x, y, _ = small_problem
     want = laplax_path.calibrate(params, x, y, x, y, log_prior_prec_min=-2.0, log_prior_prec_max=3.0, grid_size=12)
     got, grid, curve = calibration.calibrate(
-        params, jnp.asarray(x), jnp.ones(len(x)), jnp.asarray(x), jnp.asarray(y), log_min=-2.0, log_max=3.0, size=12
+        params, np.asarray(x), np.ones(len(x)), np.asarray(x), np.asarray(y), log_min=-2.0, log_max=3.0, size=12
     )
     assert grid.shape == curve.shape == (12,)
     assert got == pytest.approx(want, rel=1e-6)
