@@ -186,13 +186,37 @@ def _projections(post: Posterior, feats: Features) -> jax.Array:
     return jat.reshape(m, c, n * k) @ post.eigvecs
 
 
+CHUNK = 1000  # inputs per pass: the (chunk x r) float64 intermediates stay in cache
+
+
+def _in_chunks(fn, x: jax.Array, *per_input) -> jax.Array:
+    """``fn(x, *per_input)`` evaluated ``CHUNK`` inputs at a time (``lax.map``).
+
+    Every output row depends only on its own input, so this is the same computation;
+    it is 2-3x faster on the grid because each pass's intermediates (a few chunk x r
+    float64 arrays per layer) stay in cache instead of streaming 20 MB arrays
+    through memory several times per layer.
+    """
+    m = x.shape[0]
+    if m <= CHUNK:
+        return fn(x, *per_input)
+    n_chunks = -(-m // CHUNK)
+    pad = lambda a: jnp.pad(a, [(0, n_chunks * CHUNK - m)] + [(0, 0)] * (a.ndim - 1))  # noqa: E731
+    split = lambda a: pad(a).reshape(n_chunks, CHUNK, *a.shape[1:])  # noqa: E731
+    out = jax.lax.map(lambda args: fn(*args), (split(x), *map(split, per_input)))
+    return out.reshape(n_chunks * CHUNK, *out.shape[2:])[:m]
+
+
 def _var(post, params, x, prior_prec, classes):
-    feats = _float64(_select(features(params, x), classes))
-    proj = _projections(post, feats)
+    def var(x, *classes):
+        feats = _float64(_select(features(params, x), classes[0] if classes else None))
+        proj = _projections(post, feats)
+        h = 1.0 / (tau * (post.eigvals + tau))
+        v = ntk_diag(feats) / tau - jnp.einsum("mck,k->mc", proj**2, h)
+        return jnp.maximum(v, 0.0).astype(x.dtype)
+
     tau = jnp.asarray(prior_prec, jnp.float64)
-    h = 1.0 / (tau * (post.eigvals + tau))
-    var = ntk_diag(feats) / tau - jnp.einsum("mck,k->mc", proj**2, h)
-    return jnp.maximum(var, 0.0).astype(x.dtype)
+    return _in_chunks(var, x) if classes is None else _in_chunks(var, x, classes)
 
 
 @_x64
@@ -251,9 +275,13 @@ def predictive_cov_blocks(post: Posterior, params: Params, x: jax.Array, prior_p
     What entropy, BALD and margin acquisition need; the cross-input blocks of
     :func:`predictive_cov` are never formed.
     """
-    feats = _float64(features(params, x))
-    proj = _projections(post, feats)
     tau = jnp.asarray(prior_prec, jnp.float64)
-    h = 1.0 / (tau * (post.eigvals + tau))
-    cov = ntk_diag_blocks(feats) / tau - jnp.einsum("mck,k,mek->mce", proj, h, proj)
-    return cov.astype(x.dtype)
+
+    def blocks(x):
+        feats = _float64(features(params, x))
+        proj = _projections(post, feats)
+        h = 1.0 / (tau * (post.eigvals + tau))
+        cov = ntk_diag_blocks(feats) / tau - jnp.einsum("mck,k,mek->mce", proj, h, proj)
+        return cov.astype(x.dtype)
+
+    return _in_chunks(blocks, x)

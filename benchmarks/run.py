@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alcore import experiment, laplace, laplax_path, problem
+from alcore import acquisition, experiment, laplace, laplax_path, problem
 from alcore.config import ExperimentConfig
 from benchmarks import tutorial
 from tasks.stages import data_for, train_with
@@ -92,9 +92,11 @@ def std_map_comparison(state, x, y, grid, prior):
         post = laplace.fit_posterior(params, jnp.asarray(x_pad), jnp.asarray(mask))
         return jnp.sqrt(laplace.predictive_var_of(post, params, jnp.asarray(grid), preds, jnp.float32(prior)))
 
-    timed(ours_selected)  # compile
-    _, t_sel = timed(ours_selected)
+    selected, _ = timed(ours_selected)  # compile
+    selected, t_sel = timed(ours_selected)
+    ref_selected = ref[jnp.arange(len(grid)), preds]  # the tutorial's `uncertainty`
     diff = float(jnp.max(jnp.abs(got - ref)))
+    diff_sel = float(jnp.max(jnp.abs(selected - ref_selected)))
     return {
         "n_labelled": len(x),
         "laplax_seconds": t_ref,
@@ -107,6 +109,7 @@ def std_map_comparison(state, x, y, grid, prior):
         "max_abs_std_diff": diff,
         "max_std": float(jnp.max(ref)),
         "relative_diff": diff / float(jnp.max(ref)),
+        "relative_diff_predicted_class": diff_sel / float(jnp.max(ref_selected)),
     }
 
 
@@ -209,35 +212,63 @@ def tutorial_procedure(cfg, data):
     return out
 
 
+ROUND_PARTS = ("predict", "fit_posterior", "predictive_std", "pick", "label", "retrain", "evaluate")
+
+
 def project_rounds(cfg, data, state, prior):
-    """One round end to end and XLA compilations per round, on the project's path."""
+    """The project's rounds without Prefect: time per round and per part of a round
+    (the profile), and XLA compilations per round."""
     handler = CompileCounter()
     logging.getLogger("jax").addHandler(handler)
     jax.config.update("jax_log_compiles", True)
     x, y = data.x_initial, data.y_initial
-    times, compiles = [], []
+    grid = jnp.asarray(data.grid)
+    times, compiles, parts = [], [], {name: [] for name in ROUND_PARTS}
     for _ in range(cfg.rounds):
         before = handler.count
-        t0 = time.perf_counter()
+        stamps = [time.perf_counter()]
         preds = experiment.predict(state.params, data.grid)
-        scores = experiment.uncertainty_map(state.params, x, y, data.grid, preds, prior_prec=prior, curvature="full")
-        p = data.grid[int(np.argmax(scores))]
-        x = np.concatenate([x, p[None]])
-        y = np.concatenate([y, [int(problem.true_label(p))]])
+        stamps.append(time.perf_counter())
+        post = jax.block_until_ready(experiment.posterior_of(state.params, x))
+        stamps.append(time.perf_counter())
+        scores = np.sqrt(
+            np.asarray(laplace.predictive_var_of(post, state.params, grid, jnp.asarray(preds), jnp.float32(prior)))
+        )
+        stamps.append(time.perf_counter())
+        p = data.grid[acquisition.pick(scores, rule="max_std", key=None, exclude=[])]
+        stamps.append(time.perf_counter())
+        label = problem.true_labels(p[None])
+        stamps.append(time.perf_counter())
+        x, y = np.concatenate([x, p[None]]), np.concatenate([y, label])
         state, _ = experiment.retrain(
             state, x, y, learning_rate=cfg.learning_rate, epochs=cfg.epochs_per_round, batch_size=cfg.batch_size
         )
+        stamps.append(time.perf_counter())
         experiment.accuracy(experiment.predict(state.params, data.grid), data.grid_labels)
-        times.append(time.perf_counter() - t0)
+        stamps.append(time.perf_counter())
+        times.append(stamps[-1] - stamps[0])
+        for name, t0, t1 in zip(ROUND_PARTS, stamps[:-1], stamps[1:], strict=True):
+            parts[name].append(t1 - t0)
         compiles.append(handler.count - before)
     jax.config.update("jax_log_compiles", False)
     logging.getLogger("jax").removeHandler(handler)
     return {
         "round_median": float(np.median(times)),
         "rounds_total": sum(times),
+        "profile_median_seconds": {name: float(np.median(v)) for name, v in parts.items()},
         "compilations_per_round": compiles,
         "compilations_after_round_1": sum(compiles[1:]),
     }
+
+
+def flow_round_profile(flow_run: dict) -> dict:
+    """Median wall time of each stage task of a round inside the flow (rounds 2-50)."""
+    walls = flow_run["in_flow_seconds"]
+    out = {}
+    for stage in ("acquire", "label", "retrain", "evaluate"):
+        values = [v for k, v in walls.items() if k.endswith("/" + stage) and not k.startswith("round-01/")]
+        out[stage] = float(np.median(values))
+    return out
 
 
 def whole_flow(cfg):
@@ -309,6 +340,7 @@ def main(argv=None):
     result["uncertainty_n70"] = std_map_comparison(s70, x70, y70, data.grid, prior)
     print("rounds on the project's path ...", flush=True)
     result["project_rounds"] = project_rounds(cfg, data, state, prior)
+    result["flow_round_median_seconds"] = flow_round_profile(result["project_flow"]["warm"])
     if not args.skip_tutorial_loop:
         print("the tutorial's procedure end to end (about 5 minutes) ...", flush=True)
         result["tutorial"] = tutorial_procedure(cfg, data)
@@ -320,29 +352,65 @@ def main(argv=None):
     if args.seeds:
         print(f"calibration on {args.seeds} other seeds ...", flush=True)
         result["calibration_other_seeds"] = other_seeds(cfg, range(1, args.seeds + 1))
+    result["targets"] = targets(result)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print_table(result)
     print(f"\nJSON: {args.out}")
 
 
+def targets(r: dict) -> dict:
+    """The fast-rounds issue's targets: {name: {"value", "target", "met"}}."""
+    n20, n70, cal = r["uncertainty_n20"], r["uncertainty_n70"], r["calibration"]
+    cold = r["project_flow"]["cold"]
+    out = {
+        "uncertainty map n=70 speed-up (the tutorial's `uncertainty`: predicted class)": (
+            n70["speedup_predicted_class"],
+            ">= 20",
+            n70["speedup_predicted_class"] >= 20,
+        ),
+        "max |std diff| / max std (maps and all classes, n=20 and n=70)": (
+            max(d[k] for d in (n20, n70) for k in ("relative_diff", "relative_diff_predicted_class")),
+            "<= 1e-4",
+            all(d[k] <= 1e-4 for d in (n20, n70) for k in ("relative_diff", "relative_diff_predicted_class")),
+        ),
+        "calibration speed-up, compilation included": (cal["speedup"], ">= 20", cal["speedup"] >= 20),
+        "calibrated prior precision = laplax's (default problem)": (
+            cal["ours_prior_prec"],
+            f"{cal['laplax_prior_prec']:.7f}",
+            abs(cal["ours_prior_prec"] / cal["laplax_prior_prec"] - 1) < 1e-6,
+        ),
+        "compilations after round 1": (
+            r["project_rounds"]["compilations_after_round_1"],
+            "0",
+            r["project_rounds"]["compilations_after_round_1"] == 0,
+        ),
+        "flow peak RSS [MB]": (r["project_flow"]["peak_rss_mb"], "<= 1536", r["project_flow"]["peak_rss_mb"] <= 1536),
+        "default run faithful (prior 0.4132, active >= 96 %, passive 89-94 %)": (
+            [cold["prior_precision"], cold["final_active_accuracy"], cold["passive_accuracy"]],
+            "0.4132, >= 0.96, 0.89-0.94",
+            round(cold["prior_precision"], 4) == 0.4132
+            and cold["final_active_accuracy"] >= 0.96
+            and 0.89 <= cold["passive_accuracy"] <= 0.94,
+        ),
+    }
+    if "calibration_other_seeds" in r:
+        gap = max(abs(row["ece_gap"]) for row in r["calibration_other_seeds"])
+        out["other seeds: |ECE(ours) - ECE(laplax's choice)|, by laplax's objective"] = (gap, "<= 0.01", gap <= 0.01)
+    if "whole_experiment_ratio" in r:
+        for mode in ("cold", "warm"):
+            ratio = r["whole_experiment_ratio"][mode]
+            out[f"whole experiment / tutorial ({mode})"] = (ratio, "<= 0.15", ratio <= 0.15)
+    return {name: {"value": v, "target": t, "met": bool(m)} for name, (v, t, m) in out.items()}
+
+
 def print_table(r):
+    n20, n70 = r["uncertainty_n20"], r["uncertainty_n70"]
     rows = [
-        (
-            "uncertainty map n=20 (all classes)",
-            r["uncertainty_n20"]["laplax_seconds"],
-            r["uncertainty_n20"]["ours_all_classes_seconds"],
-        ),
-        (
-            "uncertainty map n=70 (all classes)",
-            r["uncertainty_n70"]["laplax_seconds"],
-            r["uncertainty_n70"]["ours_all_classes_seconds"],
-        ),
-        (
-            "uncertainty map n=70 (predicted class)",
-            r["uncertainty_n70"]["laplax_seconds"],
-            r["uncertainty_n70"]["ours_predicted_class_seconds"],
-        ),
+        ("uncertainty map n=20 (predicted class)", n20["laplax_seconds"], n20["ours_predicted_class_seconds"]),
+        ("uncertainty map n=70 (predicted class)", n70["laplax_seconds"], n70["ours_predicted_class_seconds"]),
+        ("std of all classes n=20", n20["laplax_seconds"], n20["ours_all_classes_seconds"]),
+        ("std of all classes n=70", n70["laplax_seconds"], n70["ours_all_classes_seconds"]),
         (
             "calibration (compile included)",
             r["calibration"]["laplax_seconds"],
@@ -363,21 +431,41 @@ def print_table(r):
                 r["project_flow"]["warm"]["wall_seconds"],
             ),
         ]
-    print(f"\n{'':42s}{'tutorial [s]':>14s}{'project [s]':>14s}{'ratio':>10s}")
+    print(f"\n{'':44s}{'tutorial [s]':>13s}{'project [s]':>13s}{'speed-up':>10s}")
     for name, a, b in rows:
-        print(f"{name:42s}{a:14.3f}{b:14.3f}{a / b:10.1f}x")
+        print(f"{name:44s}{a:13.3f}{b:13.3f}{a / b:9.1f}x")
     print(
-        f"\nstd max |diff| / max std: n=20 {r['uncertainty_n20']['relative_diff']:.2e}, "
-        f"n=70 {r['uncertainty_n70']['relative_diff']:.2e}"
+        "\nmax |std diff| / max std vs laplax: "
+        f"n=20 {n20['relative_diff_predicted_class']:.1e} (map), {n20['relative_diff']:.1e} (all classes); "
+        f"n=70 {n70['relative_diff_predicted_class']:.1e} (map), {n70['relative_diff']:.1e} (all classes)"
     )
-    print(
-        f"prior precision: laplax {r['calibration']['laplax_prior_prec']:.4f}, ours {r['calibration']['ours_prior_prec']:.4f}"
-    )
+    cal = r["calibration"]
+    print(f"prior precision: laplax {cal['laplax_prior_prec']:.7f}, ours {cal['ours_prior_prec']:.7f}")
+    for row in r.get("calibration_other_seeds", []):
+        print(
+            f"  seed {row['seed']}: laplax {row['laplax_prior_prec']:.4f}, ours {row['ours_prior_prec']:.4f}, "
+            f"ECE gap {row['ece_gap']:+.4f}, speed-up {row['speedup']:.1f}x"
+        )
     print(f"compilations after round 1 (project): {r['project_rounds']['compilations_after_round_1']}")
-    flow = r["project_flow"]["cold"]
+    profile = r["project_rounds"]["profile_median_seconds"]
+    print("one round without Prefect (median ms): " + ", ".join(f"{k} {1000 * v:.1f}" for k, v in profile.items()))
+    if "flow_round_median_seconds" in r:
+        flow = r["flow_round_median_seconds"]
+        print(
+            "one round in the flow, per task (median ms): " + ", ".join(f"{k} {1000 * v:.1f}" for k, v in flow.items())
+        )
+    if "whole_experiment_ratio" in r:
+        ratio = r["whole_experiment_ratio"]
+        print(f"whole experiment / tutorial: cold {ratio['cold']:.3f}, warm {ratio['warm']:.3f}")
+    print("\ntargets:")
+    for name, t in r["targets"].items():
+        value = t["value"]
+        shown = ", ".join(f"{v:.4g}" for v in value) if isinstance(value, list) else f"{value:.4g}"
+        print(f"  [{'met' if t['met'] else 'NOT MET':7s}] {name}: {shown} (target {t['target']})")
+    cold = r["project_flow"]["cold"]
     print(
-        f"flow peak RSS: {r['project_flow']['peak_rss_mb']:.0f} MB; default run: prior {flow['prior_precision']:.4f}, "
-        f"active {100 * flow['final_active_accuracy']:.2f} %, passive {100 * flow['passive_accuracy']:.2f} %"
+        f"flow peak RSS: {r['project_flow']['peak_rss_mb']:.0f} MB; default run: prior {cold['prior_precision']:.4f}, "
+        f"active {100 * cold['final_active_accuracy']:.2f} %, passive {100 * cold['passive_accuracy']:.2f} %"
     )
 
 

@@ -15,27 +15,27 @@ import sys
 # This machine has no internet: the server's telemetry would only log errors.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-if __name__ == "__main__" and not {"-h", "--help", "--status"} & set(sys.argv[1:]):
-    # Start Prefect's temporary server before the heavy imports below, so it boots
-    # while they run (see flows/local_server.py).
-    from flows import local_server
+if __name__ == "__main__":
+    # Validate the input first (light imports), then start Prefect's temporary server
+    # before the heavy imports below, so it boots while they run (flows/local_server.py).
+    from flows import cli, local_server
 
-    local_server.start_early()
+    if not cli.parse_config()[1].status:
+        local_server.start_early()
 
-import argparse  # noqa: E402
 import json
 import logging
 import time
-import typing
 
 import numpy as np  # noqa: E402
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
-from pydantic import ValidationError
 
 from alcore.config import ExperimentConfig
+from flows import local_server
+from flows.cli import parse_config
 from tasks import stages, storage
 from tasks.report import artifact_key, report
 from tasks.workspace import Workspace, check_writable, enable_compilation_cache
@@ -221,53 +221,6 @@ def _append(a, rows):
 # ---------------------------------------------------------------- command line
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m flows.active_learning",
-        description="Run the active-learning experiment (defaults: the laplax tutorial's).",
-    )
-    for name, field in ExperimentConfig.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        default = field.default
-        if field.annotation is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=field.description)
-            continue
-        choices = typing.get_args(field.annotation) or None
-        kind = str if choices else field.annotation
-        p.add_argument(
-            flag, type=kind, default=default, choices=choices, help=f"{field.description} (default: {default})"
-        )
-    p.add_argument("--refresh", action="store_true", help="ignore cached results and recompute every stage")
-    p.add_argument(
-        "--retries",
-        type=int,
-        default=0,
-        help="retry the whole flow run this many times on failure (finished stages come back from the cache)",
-    )
-    p.add_argument("--status", action="store_true", help="show what is cached for this configuration and exit")
-    return p
-
-
-def parse_config(argv: list[str] | None = None) -> tuple[ExperimentConfig, argparse.Namespace]:
-    """Build the config from flags; exits with a message naming the bad parameter."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    values = {name: getattr(args, name) for name in ExperimentConfig.model_fields}
-    try:
-        config = ExperimentConfig(**values)
-        check_writable(config.artifacts_dir)
-    except ValidationError as e:
-        parser.error("; ".join(_describe(err) for err in e.errors()))
-    except ValueError as e:
-        parser.error(str(e))
-    return config, args
-
-
-def _describe(err: dict) -> str:
-    where = "--" + "-".join(str(p) for p in err["loc"]).replace("_", "-") if err["loc"] else "config"
-    return f"{where}: {err['msg']} (got {err.get('input')!r})"
-
-
 def main(argv: list[str] | None = None) -> int:
     config, args = parse_config(argv)
     ws = Workspace.for_config(config)
@@ -276,11 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)
-    if args.retries < 0:
-        _parser().error(f"--retries: must be >= 0 (got {args.retries})")
     run = active_learning.with_options(retries=args.retries, retry_delay_seconds=1) if args.retries else active_learning
-    from flows import local_server
-
     with local_server.connected():
         result = run(config, refresh=args.refresh)
     print(json.dumps(result, indent=2))

@@ -167,6 +167,24 @@ def test_std_of_selected_class_equals_full_map(small_problem):
     np.testing.assert_allclose(sel, full[jnp.arange(len(x_eval)), classes], rtol=1e-5, atol=1e-6)
 
 
+def test_chunked_evaluation_equals_evaluation_in_pieces(small_problem):
+    params, x, _, _ = small_problem
+    post = _padded_posterior(params, x, cap=8)
+    x_many = np.asarray(jax.random.uniform(jax.random.key(5), (2 * laplace.CHUNK + 345, 2)), np.float32)
+    classes = np.arange(len(x_many)) % 3
+    tau = jnp.float32(0.7)
+    pieces = [slice(i, i + 700) for i in range(0, len(x_many), 700)]  # each below CHUNK: not chunked
+    for fn, args in (
+        (laplace.predictive_var, ()),
+        (laplace.predictive_var_of, (classes,)),
+        (laplace.predictive_cov_blocks, ()),
+    ):
+        whole = fn(post, params, jnp.asarray(x_many), *map(jnp.asarray, args), tau)
+        parts = [fn(post, params, jnp.asarray(x_many[p]), *(jnp.asarray(a[p]) for a in args), tau) for p in pieces]
+        assert whole.shape[0] == len(x_many)
+        np.testing.assert_allclose(whole, np.concatenate(parts), rtol=1e-6, atol=1e-9)
+
+
 def test_predictive_cov_diagonal_is_the_variance(small_problem):
     params, x, _, x_eval = small_problem
     post = _padded_posterior(params, x, cap=9)

@@ -1,0 +1,63 @@
+"""The command line of ``python -m flows.active_learning``: flags from the config's fields.
+
+Light on purpose (argparse, pydantic, the config): the CLI parses and validates its
+input before it starts the temporary server or imports JAX and Prefect, so bad input
+is rejected at once and nothing is started or written.
+"""
+
+import argparse
+import typing
+
+from pydantic import ValidationError
+
+from alcore.config import ExperimentConfig
+from tasks.workspace import check_writable
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m flows.active_learning",
+        description="Run the active-learning experiment (defaults: the laplax tutorial's).",
+    )
+    for name, field in ExperimentConfig.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        default = field.default
+        if field.annotation is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=field.description)
+            continue
+        choices = typing.get_args(field.annotation) or None
+        kind = str if choices else field.annotation
+        p.add_argument(
+            flag, type=kind, default=default, choices=choices, help=f"{field.description} (default: {default})"
+        )
+    p.add_argument("--refresh", action="store_true", help="ignore cached results and recompute every stage")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        help="retry the whole flow run this many times on failure (finished stages come back from the cache)",
+    )
+    p.add_argument("--status", action="store_true", help="show what is cached for this configuration and exit")
+    return p
+
+
+def parse_config(argv: list[str] | None = None) -> tuple[ExperimentConfig, argparse.Namespace]:
+    """Build the config from flags; exits with a message naming the bad parameter."""
+    p = parser()
+    args = p.parse_args(argv)
+    values = {name: getattr(args, name) for name in ExperimentConfig.model_fields}
+    try:
+        config = ExperimentConfig(**values)
+        check_writable(config.artifacts_dir)
+    except ValidationError as e:
+        p.error("; ".join(_describe(err) for err in e.errors()))
+    except ValueError as e:
+        p.error(str(e))
+    if args.retries < 0:
+        p.error(f"--retries: must be >= 0 (got {args.retries})")
+    return config, args
+
+
+def _describe(err: dict) -> str:
+    where = "--" + "-".join(str(p) for p in err["loc"]).replace("_", "-") if err["loc"] else "config"
+    return f"{where}: {err['msg']} (got {err.get('input')!r})"
