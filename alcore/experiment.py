@@ -297,3 +297,47 @@ def retrain(
 def accuracy(preds: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of grid points classified correctly."""
     return float(np.mean(np.asarray(preds) == np.asarray(labels)))
+
+
+def precompile(config) -> int:
+    """Compile the experiment's JAX programs ahead of time; returns how many.
+
+    For an ``alcore.config.ExperimentConfig``: the three training scans (initial,
+    per round, passive), the grid prediction, and for the full GGN the posterior fit
+    and the acquisition map, on arguments of exactly the shapes the stages will use,
+    without running them. JAX keeps the compiled programs, so the stages' first calls
+    skip compilation. The command line does this while Prefect's server boots; it
+    changes no number.
+    """
+    params = init_params(seed=config.seed, hidden=config.hidden_channels)
+    tx = training.make_optimizer(learning_rate=config.learning_rate)
+    opt_state = tx.init(params)
+    runs = [(config.n_initial, config.initial_epochs, None)]
+    if config.rounds > 0:
+        n = config.n_initial + config.acquisition_batch
+        runs.append((n, config.epochs_per_round, capacity(n)))
+    if config.passive:
+        runs.append((config.n_passive, config.passive_epochs, None))
+    count = 0
+    for n, epochs, max_points in runs:
+        size = n if max_points is None else max_points
+        schedule = training.epoch_batches(
+            n_points=n, n_epochs=epochs, batch_size=config.batch_size, max_points=max_points
+        )
+        x, y = jnp.zeros((size, 2), jnp.float32), jnp.zeros(size, jnp.int32)
+        training.compile_train(params, opt_state, x, y, schedule, tx=tx)
+        count += 1
+    grid = jnp.zeros((config.grid_size**2, 2), jnp.float32)
+    _predict.lower(params, grid).compile()
+    count += 1
+    if config.curvature == "full" and config.rounds > 0 and config.acquisition in ("max_std", "sampled"):
+        cap = capacity(config.n_initial + config.acquisition_batch)
+        with jax.enable_x64(True):
+            fit = laplace.fit_posterior.__wrapped__
+            x_pad, mask = jnp.zeros((cap, 2), jnp.float32), jnp.zeros(cap, jnp.float32)
+            fit.lower(params, x_pad, mask).compile()
+            post = jax.eval_shape(fit, params, x_pad, mask)
+            classes = jnp.zeros(config.grid_size**2, jnp.int32)
+            laplace.predictive_var_of.__wrapped__.lower(post, params, grid, classes, jnp.float32(1.0)).compile()
+        count += 2
+    return count

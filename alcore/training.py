@@ -127,6 +127,20 @@ def train(
     return params, opt_state, np.asarray(losses)
 
 
+def compile_train(params, opt_state, x, y, schedule: Schedule, *, tx: optax.GradientTransformation) -> None:
+    """Compile (not run) the training scan :func:`train` uses for these shapes."""
+    _train_scan.lower(
+        params,
+        opt_state,
+        x,
+        y,
+        jnp.asarray(schedule.index),
+        jnp.asarray(schedule.mask),
+        jnp.asarray(schedule.valid),
+        tx=tx,
+    ).compile()
+
+
 def last_losses(losses: np.ndarray) -> np.ndarray:
     """Loss of the last real batch of each epoch (what the tutorial prints)."""
     last = np.sum(~np.isnan(losses), axis=1) - 1

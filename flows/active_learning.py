@@ -34,6 +34,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 
 from alcore.config import ExperimentConfig
+from alcore.experiment import precompile
 from flows import local_server
 from flows.cli import parse_config
 from tasks import stages, storage
@@ -221,6 +222,19 @@ def _append(a, rows):
 # ---------------------------------------------------------------- command line
 
 
+def _precompile(config: ExperimentConfig) -> None:
+    """Compile ahead while the server boots; a failure here only costs that time
+    (the stages compile what they need themselves), so it is logged, not raised."""
+    log = logging.getLogger("prefect")
+    t0 = time.perf_counter()
+    try:
+        count = precompile(config)
+    except Exception as e:  # noqa: BLE001 - never fail a run over an optimisation
+        log.warning("ahead-of-time compilation failed (%s: %s); the stages compile on demand", type(e).__name__, e)
+        return
+    log.info("compiled %d JAX programs in %.1f s while the server started", count, time.perf_counter() - t0)
+
+
 def main(argv: list[str] | None = None) -> int:
     config, args = parse_config(argv)
     ws = Workspace.for_config(config)
@@ -230,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)
     run = active_learning.with_options(retries=args.retries, retry_delay_seconds=1) if args.retries else active_learning
-    with local_server.connected():
+    enable_compilation_cache()
+    with local_server.connected(while_waiting=lambda: _precompile(config)):
         result = run(config, refresh=args.refresh)
     print(json.dumps(result, indent=2))
     print(f"experiment folder: {result['folder']}")

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
@@ -139,9 +139,13 @@ def start_early() -> None:
 
 
 @contextmanager
-def connected() -> Iterator[None]:
+def connected(while_waiting: Callable[[], object] | None = None) -> Iterator[None]:
     """Prefect pointed at the early server (waiting for it), or unchanged if there is
-    none or Prefect's own configuration names an API."""
+    none or Prefect's own configuration names an API.
+
+    ``while_waiting`` runs first when there is a server to wait for: work worth doing
+    while it boots (the CLI compiles its JAX programs there).
+    """
     from prefect.logging import get_logger
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
 
@@ -153,6 +157,8 @@ def connected() -> Iterator[None]:
     if server is None:
         yield
         return
+    if while_waiting is not None:
+        while_waiting()
     waited = server.wait_ready(float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))
     get_logger("prefect").info(
         "Temporary server on %s (started %.1f s ago, waited %.1f s for it)",

@@ -446,3 +446,42 @@ def test_covariance_blocks_match_the_joint_covariance(small_problem):
     joint = laplace.predictive_cov(post, params, jnp.asarray(x_eval[:5]), jnp.float32(0.3))
     blocks = laplace.predictive_cov_blocks(post, params, jnp.asarray(x_eval[:5]), jnp.float32(0.3))
     np.testing.assert_allclose(blocks, jnp.einsum("icie->ice", joint), rtol=1e-4, atol=1e-5)
+
+
+def test_precompile_leaves_the_stages_nothing_big_to_compile():
+    import logging
+
+    from alcore.config import ExperimentConfig
+
+    # shapes no other test uses, so nothing was compiled for them before
+    cfg = ExperimentConfig(
+        seed=4, n_initial=13, n_calibration=5, grid_size=17, rounds=2, initial_epochs=3, epochs_per_round=2
+    )
+    assert experiment.precompile(cfg) == 6
+    compiled = []
+
+    class Listener(logging.Handler):
+        def emit(self, record):
+            if "Finished XLA compilation of" in record.getMessage():
+                compiled.append(record.getMessage().split(" of ")[1].split(" in ")[0])
+
+    listener = Listener()
+    logging.getLogger("jax").addHandler(listener)
+    jax.config.update("jax_log_compiles", True)
+    try:
+        data = experiment.generate_data(seed=4, n_initial=13, n_calibration=5, n_passive=cfg.n_passive, grid_size=17)
+        train = dict(seed=4, hidden_channels=32, learning_rate=cfg.learning_rate, batch_size=cfg.batch_size)
+        state, _ = experiment.train_from_scratch(data.x_initial, data.y_initial, epochs=3, **train)
+        experiment.train_from_scratch(data.x_passive, data.y_passive, epochs=cfg.passive_epochs, **train)
+        chosen, _, _ = experiment.acquire(
+            state.params, data.x_initial, data.y_initial, data.grid, strategy="max_std", batch=1, prior_prec=0.4,
+            curvature="full",
+        )  # fmt: skip
+        x = np.concatenate([data.x_initial, data.grid[chosen]])
+        y = np.concatenate([data.y_initial, data.grid_labels[chosen]])
+        experiment.retrain(state, x, y, learning_rate=cfg.learning_rate, epochs=2, batch_size=cfg.batch_size)
+    finally:
+        jax.config.update("jax_log_compiles", False)
+        logging.getLogger("jax").removeHandler(listener)
+    big = {"jit(_train_scan)", "jit(fit_posterior)", "jit(predictive_var_of)", "jit(_predict)"}
+    assert not big & set(compiled), compiled
