@@ -1,6 +1,7 @@
 """Core math of Bayesian active learning on the 2D three-class problem.
 
-Pure JAX / flax / optax / laplax. This package never imports Prefect and does no
+JAX / flax / optax / laplax (and NumPy where compiling would cost more than running).
+This package never imports Prefect and does no
 file I/O: the Prefect tasks in ``tasks/`` add persistence, logging and artifacts.
 """
 
