@@ -1,8 +1,8 @@
 """Core math of Bayesian active learning on the 2D three-class problem.
 
-JAX / flax / optax / laplax (and NumPy where compiling would cost more than running).
-This package never imports Prefect and does no
-file I/O: the Prefect tasks in ``tasks/`` add persistence, logging and artifacts.
+JAX / flax / optax / laplax, and NumPy where compiling would cost more than running.
+This package never imports Prefect and does no file I/O: the Prefect tasks in
+``tasks/`` add persistence, logging and artifacts.
 """
 
 __version__ = "0.1.0"
