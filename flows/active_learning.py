@@ -27,7 +27,7 @@ import json
 import logging
 import time
 
-import numpy as np  # noqa: E402
+import numpy as np
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE

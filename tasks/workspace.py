@@ -36,9 +36,9 @@ JAX_CACHE_ENV = "BAL_JAX_CACHE_DIR"
 def enable_compilation_cache() -> str | None:
     """Turn on JAX's persistent compilation cache (idempotent); returns its folder.
 
-    Every run compiles the same dozen programs (training scans, the Laplace maps,
-    calibration): with the cache, runs after the first (a schedule, a sweep, a resume)
-    load them from disk instead. ``BAL_JAX_CACHE_DIR`` chooses the folder (default
+    Every run compiles the same programs (training scans, the grid prediction, the
+    Laplace fit and map, the model's initialisation): with the cache, runs after the
+    first (a schedule, a sweep, a resume) load them from disk instead. ``BAL_JAX_CACHE_DIR`` chooses the folder (default
     ``~/.cache/bal-pipeline/jax``); ``off`` disables it. Numbers do not change: the
     cache holds the compiled programs, not results.
     """
