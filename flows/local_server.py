@@ -147,7 +147,12 @@ def connected(while_waiting: Callable[[], object] | None = None) -> Iterator[Non
     while it boots (the CLI compiles its JAX programs there).
     """
     from prefect.logging import get_logger
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        PREFECT_UI_URL,
+        temporary_settings,
+    )
 
     global _server
     server = _server
@@ -166,5 +171,6 @@ def connected(while_waiting: Callable[[], object] | None = None) -> Iterator[Non
         time.monotonic() - server.started_at,
         waited,
     )
-    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+    # No UI is served (as with Prefect's own temporary server): no "View at" links to it.
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_UI_URL: ""}):
         yield

@@ -49,6 +49,7 @@ def test_cli_without_an_api_url_runs_on_its_own_temporary_server_and_stops_it(tm
     found = re.search(r"Temporary server on http://127\.0\.0\.1:(\d+)/api \(started", proc.stderr + proc.stdout)
     assert found, proc.stderr[-3000:]
     assert not _listening(int(found.group(1))), "the temporary server outlived the CLI"
+    assert "View at" not in proc.stderr + proc.stdout  # it serves no UI to link to
     results = json.loads(next((tmp_path / "a").glob("al-*/results.json")).read_text())
     assert len(results["active_accuracy"]) == TINY["rounds"]
     assert results["run"]["flow_run_id"]
