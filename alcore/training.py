@@ -114,31 +114,17 @@ def train(
     are read. The losses are per (epoch, batch), NaN for padded batch slots; the
     tutorial prints the last real batch's loss of an epoch.
     """
-    params, opt_state, losses = _train_scan(
-        params,
-        opt_state,
-        x,
-        y,
-        jnp.asarray(schedule.index),
-        jnp.asarray(schedule.mask),
-        jnp.asarray(schedule.valid),
-        tx=tx,
-    )
+    params, opt_state, losses = _train_scan(*_scan_args(params, opt_state, x, y, schedule), tx=tx)
     return params, opt_state, np.asarray(losses)
 
 
 def compile_train(params, opt_state, x, y, schedule: Schedule, *, tx: optax.GradientTransformation) -> None:
     """Compile (not run) the training scan :func:`train` uses for these shapes."""
-    _train_scan.lower(
-        params,
-        opt_state,
-        x,
-        y,
-        jnp.asarray(schedule.index),
-        jnp.asarray(schedule.mask),
-        jnp.asarray(schedule.valid),
-        tx=tx,
-    ).compile()
+    _train_scan.lower(*_scan_args(params, opt_state, x, y, schedule), tx=tx).compile()
+
+
+def _scan_args(params, opt_state, x, y, schedule: Schedule) -> tuple:
+    return params, opt_state, x, y, jnp.asarray(schedule.index), jnp.asarray(schedule.mask), jnp.asarray(schedule.valid)
 
 
 def last_losses(losses: np.ndarray) -> np.ndarray:

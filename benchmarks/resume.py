@@ -14,6 +14,7 @@ from pathlib import Path
 from prefect import flow
 
 from alcore.config import ExperimentConfig
+from benchmarks import write_json
 from flows.active_learning import active_learning
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,8 +48,7 @@ def main(argv=None):
         out["round_file_bytes"] = (folder / "rounds" / "round-001.joblib").stat().st_size
         out["experiment_folder_bytes"] = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     out["resumed_over_fresh"] = out["resumed_seconds"] / out["fresh_seconds"]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    write_json(out, args.out)
     print(json.dumps(out, indent=2))
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from alcore import acquisition, experiment, laplace, laplax_path, problem
 from alcore.config import ExperimentConfig
-from benchmarks import tutorial
+from benchmarks import tutorial, write_json
 from tasks.stages import data_for, train_with
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -353,8 +353,7 @@ def main(argv=None):
         print(f"calibration on {args.seeds} other seeds ...", flush=True)
         result["calibration_other_seeds"] = other_seeds(cfg, range(1, args.seeds + 1))
     result["targets"] = targets(result)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(result, args.out)
     print_table(result)
     print(f"\nJSON: {args.out}")
 

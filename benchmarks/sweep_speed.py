@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import write_json
 from flows.sweep import DEFAULT_STRATEGIES, SweepConfig, sweep, task_runner_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,8 +33,7 @@ def main(argv=None):
             out[f"{mode}_seconds"] = time.perf_counter() - t0
             print(f"{mode}: {out[f'{mode}_seconds']:.1f} s", flush=True)
     out["speedup"] = out["sequential_seconds"] / out["dask_seconds"]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    write_json(out, args.out)
     print(json.dumps(out, indent=2))
 
 
