@@ -158,7 +158,7 @@ def fit_posterior(params: Params, x_train: jax.Array, mask: jax.Array) -> Poster
     return Posterior(feats, b, factored, jnp.maximum(evals, 0.0), evecs)
 
 
-def _select(feats: Features, classes: jax.Array | None) -> Features:
+def _select(feats: Features, classes: jax.Array | None = None) -> Features:
     """Keep only the sensitivity of one class per input (all classes when None)."""
     if classes is None:
         return feats
@@ -208,15 +208,15 @@ def _in_chunks(fn, x: jax.Array, *per_input) -> jax.Array:
 
 
 def _var(post, params, x, prior_prec, classes):
-    def var(x, *classes):
-        feats = _float64(_select(features(params, x), classes[0] if classes else None))
-        proj = _projections(post, feats)
-        h = 1.0 / (tau * (post.eigvals + tau))
-        v = ntk_diag(feats) / tau - jnp.einsum("mck,k->mc", proj**2, h)
+    tau = jnp.asarray(prior_prec, jnp.float64)
+    h = 1.0 / (tau * (post.eigvals + tau))
+
+    def var(x, *selected):
+        feats = _float64(_select(features(params, x), *selected))
+        v = ntk_diag(feats) / tau - jnp.einsum("mck,k->mc", _projections(post, feats) ** 2, h)
         return jnp.maximum(v, 0.0).astype(x.dtype)
 
-    tau = jnp.asarray(prior_prec, jnp.float64)
-    return _in_chunks(var, x) if classes is None else _in_chunks(var, x, classes)
+    return _in_chunks(var, x, *(() if classes is None else (classes,)))
 
 
 @_x64
