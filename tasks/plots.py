@@ -136,8 +136,8 @@ def rounds_gif(path: Path, frames, grid_size, ms_per_frame: int = 350) -> Path:
     """Animate the rounds: each frame is (preds, scores, x, y, next_point, title).
 
     The figure is drawn once; each frame only replaces the image, the points and the
-    title and re-renders the canvas (no PNG round trip), about 10x faster than
-    drawing every frame from scratch.
+    title and re-renders the canvas (no PNG round trip): 1.1 s instead of 2.7 s for
+    the default 50 frames, measured on the 2-core machine.
     """
     frames = list(frames)
     path.parent.mkdir(parents=True, exist_ok=True)
