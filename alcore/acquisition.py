@@ -1,4 +1,4 @@
-"""Acquisition scores and rules: which grid point(s) to label next.
+"""Acquisition scores and the pick rule: which candidate(s) to label next.
 
 Scores are "higher = label this". The probability-based ones (entropy, BALD,
 margin) take Monte-Carlo samples of the class probabilities under the linearised
@@ -10,9 +10,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-STRATEGIES = ("max_std", "sampled", "entropy", "bald", "margin", "random")
-# strategies whose score needs the per-point C x C predictive covariance
-NEEDS_COVARIANCE = ("entropy", "bald", "margin")
 EPS = 1e-12
 
 
@@ -53,19 +50,25 @@ def mc_probabilities(mean: jax.Array, cov: jax.Array, key: jax.Array, num_sample
     return jax.nn.softmax(logits, axis=-1)
 
 
-PROBABILITY_SCORES = {"entropy": entropy_score, "bald": bald_score, "margin": margin_score}
-
-
-def pick(scores: np.ndarray, *, rule: str, key: jax.Array | None, exclude: list[int]) -> int:
+def pick(scores: np.ndarray, *, rule: str, key: jax.Array | None, exclude) -> int:
     """One index: the argmax of the scores (first of ties), or a draw with the scores
-    as logits (``sampled``; uniform for ``random``), never one of ``exclude``."""
+    as logits (``rule="sample"``; uniform when the scores are equal), never one of
+    ``exclude`` (indices already labelled or picked).
+
+    Args:
+        scores: Scores of every candidate (higher = label it).
+        rule: ``argmax`` or ``sample`` (see ``alcore.strategies.Strategy.rule``).
+        key: The draw's key (``sample`` only).
+        exclude: Indices that may not be picked.
+    """
     scores = np.array(scores, dtype=np.float64)
-    if rule == "random":
-        scores = np.zeros_like(scores)
-    if exclude:
+    exclude = np.asarray(exclude, dtype=np.int64).reshape(-1)
+    if exclude.size:
         scores[exclude] = -np.inf
-    if rule in ("sampled", "random"):
+        if np.all(np.isneginf(scores)):
+            raise ValueError("every candidate is excluded: nothing left to pick")
+    if rule == "sample":
         return int(jax.random.categorical(key, jnp.asarray(scores)))
-    if rule in ("max_std",) + tuple(PROBABILITY_SCORES):
+    if rule == "argmax":
         return int(np.argmax(scores))
-    raise ValueError(f"unknown acquisition rule {rule!r}; expected one of {', '.join(STRATEGIES)}")
+    raise ValueError(f"unknown pick rule {rule!r}; expected 'argmax' or 'sample'")

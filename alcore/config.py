@@ -11,28 +11,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Acquisition = Literal["max_std", "sampled", "entropy", "bald", "margin", "random"]
-Curvature = Literal["full", "diagonal", "lanczos", "lobpcg"]
+from alcore import strategies
 
-# Fields that do not change any number of a round: left out of the round cache key.
-# ``rounds`` is one of them because round r does not depend on how many follow it
-# (the sampling keys are a prefix-consistent split), which is what lets a longer run
-# reuse a shorter one's rounds.
-_NOT_IN_ROUND_KEY = {"rounds", "artifacts_dir", "passive", "plots"}
-# What the passive baseline's numbers depend on (not the acquisition strategy: a sweep
-# over strategies trains one passive model per seed and budget).
-_PASSIVE_KEY = (
-    "seed",
-    "n_initial",
-    "rounds",
-    "acquisition_batch",
-    "grid_size",
-    "hidden_channels",
-    "learning_rate",
-    "batch_size",
-    "initial_epochs",
-    "epochs_per_round",
-)
+# The strategy names come from the registry (alcore/strategies.py), the only place
+# a strategy is named; the run form shows them as an enum.
+Acquisition = Literal[strategies.names()]
+Curvature = Literal["full", "diagonal", "lanczos", "lobpcg"]
 
 
 class ExperimentConfig(BaseModel):
@@ -58,10 +42,7 @@ class ExperimentConfig(BaseModel):
     epochs_per_round: int = Field(
         35, ge=1, le=1_000_000, description="Epochs of retraining after each new label (optimizer state carried over)."
     )
-    acquisition: Acquisition = Field(
-        "max_std",
-        description="max_std: largest predictive std of the predicted class (the tutorial's); sampled: drawn with those stds as logits; entropy: of the predictive; bald: mutual information (MC over the linearised Laplace predictive); margin: smallest top-2 margin; random: uniform (the passive baseline on the active loop's schedule).",
-    )
+    acquisition: Acquisition = Field("max_std", description=strategies.describe() + ".")
     acquisition_batch: int = Field(
         1,
         ge=1,
@@ -97,7 +78,7 @@ class ExperimentConfig(BaseModel):
                 f"log_prior_prec_min ({self.log_prior_prec_min}) must not exceed "
                 f"log_prior_prec_max ({self.log_prior_prec_max})"
             )
-        if self.curvature != "full" and self.acquisition in ("entropy", "bald", "margin"):
+        if self.curvature != "full" and strategies.get(self.acquisition).needs_covariance:
             raise ValueError(
                 f"acquisition {self.acquisition!r} needs the per-point predictive covariance of the full-GGN "
                 f"dual form: use curvature 'full' (got {self.curvature!r})"
@@ -107,29 +88,24 @@ class ExperimentConfig(BaseModel):
     @property
     def n_passive(self) -> int:
         """Passive baseline's label budget: initial points + k per round."""
-        return self.n_initial + self.rounds * self.acquisition_batch
+        return n_passive(self)
 
     @property
     def passive_epochs(self) -> int:
         """Passive baseline's epochs: initial training + every round's retraining."""
-        return self.initial_epochs + self.rounds * self.epochs_per_round
-
-    def round_key_fields(self) -> dict:
-        """The fields every round's numbers depend on."""
-        return {k: v for k, v in self.model_dump().items() if k not in _NOT_IN_ROUND_KEY}
-
-    def round_hash(self) -> str:
-        """Hash of :meth:`round_key_fields`: names the experiment folder and keys rounds."""
-        return _hash(self.round_key_fields())
-
-    def passive_hash(self) -> str:
-        """Hash of what the passive baseline depends on."""
-        return _hash({k: getattr(self, k) for k in _PASSIVE_KEY})
-
-    def full_hash(self) -> str:
-        """Hash of everything that changes a number, rounds included (passive, report)."""
-        return _hash({**self.round_key_fields(), "rounds": self.rounds})
+        return passive_epochs(self)
 
 
-def _hash(payload: dict) -> str:
+def n_passive(c) -> int:
+    """Passive label budget of a configuration (or of a stage's view of one)."""
+    return c.n_initial + c.rounds * c.acquisition_batch
+
+
+def passive_epochs(c) -> int:
+    """Passive epochs of a configuration (or of a stage's view of one)."""
+    return c.initial_epochs + c.rounds * c.epochs_per_round
+
+
+def digest(payload) -> str:
+    """Short stable hash of a JSON-serialisable payload (keys, folder names)."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

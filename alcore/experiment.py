@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alcore import acquisition, calibration, laplace, laplax_path, problem, training
+from alcore import acquisition, calibration, laplace, problem, strategies, training
 from alcore.model import forward, init_params
 
 CAPACITY_CHUNK = 128  # labelled-set arrays are padded to a multiple of this
@@ -83,12 +83,20 @@ def train_from_scratch(
     learning_rate: float,
     epochs: int,
     batch_size: int,
-) -> tuple[ModelState, np.ndarray]:
-    """Initialise the MLP from ``seed`` and train it; returns the state and per-epoch losses."""
+    compile_only: bool = False,
+) -> tuple[ModelState, np.ndarray] | None:
+    """Initialise the MLP from ``seed`` and train it; returns the state and per-epoch losses.
+
+    ``compile_only``: compile the training program for these shapes, run nothing
+    (what :func:`precompile` uses, so it compiles exactly what this runs).
+    """
     params = init_params(seed=seed, hidden=hidden_channels)
     tx = training.make_optimizer(learning_rate=learning_rate)
     schedule = training.epoch_batches(n_points=len(x), n_epochs=epochs, batch_size=batch_size)
-    params, opt_state, losses = training.train(params, tx.init(params), jnp.asarray(x), jnp.asarray(y), schedule, tx=tx)
+    args = (params, tx.init(params), jnp.asarray(x), jnp.asarray(y), schedule)
+    if compile_only:
+        return training.compile_train(*args, tx=tx)
+    params, opt_state, losses = training.train(*args, tx=tx)
     return ModelState(to_numpy(params), to_numpy(opt_state)), training.last_losses(losses)
 
 
@@ -120,6 +128,8 @@ def calibrate_prior_precision(
             num_samples=mc_samples,
         )
         return tau, grid, curve
+    from alcore import laplax_path  # laplax only for the curvatures the dual form does not cover
+
     tau = laplax_path.calibrate(
         params,
         x_cal,
@@ -134,8 +144,10 @@ def calibrate_prior_precision(
     return tau, calibration.prior_prec_grid(log_min=log_min, log_max=log_max, size=size), None
 
 
-def predict(params: dict, x: np.ndarray) -> np.ndarray:
-    """Predicted class at each input."""
+def predict(params: dict, x: np.ndarray, *, compile_only: bool = False) -> np.ndarray | None:
+    """Predicted class at each input (``compile_only``: compile for these shapes only)."""
+    if compile_only:
+        return _predict.lower(params, jnp.asarray(x)).compile()
     return np.asarray(_predict(params, jnp.asarray(x)))
 
 
@@ -144,14 +156,23 @@ def _predict(params, x):
     return jnp.argmax(forward(params, x), axis=-1)
 
 
-def posterior_of(params: dict, x_labelled: np.ndarray) -> laplace.Posterior:
-    """The dual-form posterior of the labelled set, padded to :func:`capacity` with a
-    mask so every round reuses one compiled program."""
-    n = len(x_labelled)
+def padded(x: np.ndarray, y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The labelled set padded to :func:`capacity`: (x, y, mask), so the shapes of
+    every program that takes it change only every ``CAPACITY_CHUNK`` labels."""
+    n = len(x)
     cap = capacity(n)
-    x_pad = np.zeros((cap, 2), np.float32)
-    x_pad[:n] = x_labelled
-    mask = (np.arange(cap) < n).astype(np.float32)
+    x_pad = np.zeros((cap, *np.shape(x)[1:]), np.float32)
+    x_pad[:n] = x
+    y_pad = np.zeros(cap, np.int32)
+    if y is not None:
+        y_pad[:n] = y
+    return x_pad, y_pad, (np.arange(cap) < n).astype(np.float32)
+
+
+def posterior_of(params: dict, x_labelled: np.ndarray) -> laplace.Posterior:
+    """The dual-form posterior of the labelled set, padded (:func:`padded`) with a
+    mask so every round reuses one compiled program."""
+    x_pad, _, mask = padded(x_labelled)
     return laplace.fit_posterior(params, jnp.asarray(x_pad), jnp.asarray(mask))
 
 
@@ -164,17 +185,29 @@ def uncertainty_map(
     *,
     prior_prec: float,
     curvature: str,
-) -> np.ndarray:
+    compile_only: bool = False,
+) -> np.ndarray | None:
     """The tutorial's acquisition score: linearised predictive std of the predicted
     class ``preds`` at every grid point, shape (G*G,).
 
     Curvatures other than ``full`` go through laplax (all classes, then the
-    predicted one is picked, as the tutorial does).
+    predicted one is picked, as the tutorial does). ``compile_only`` (full GGN):
+    compile the posterior fit and the map for these shapes, run nothing.
     """
     if curvature == "full":
-        post = posterior_of(params, x_labelled)
-        var = laplace.predictive_var_of(post, params, jnp.asarray(grid), jnp.asarray(preds), jnp.float32(prior_prec))
+        args = (params, jnp.asarray(grid), jnp.asarray(preds), jnp.float32(prior_prec))
+        if compile_only:
+            x_pad, _, mask = padded(x_labelled)
+            with jax.enable_x64(True):
+                fit = laplace.fit_posterior.__wrapped__
+                fit.lower(params, jnp.asarray(x_pad), jnp.asarray(mask)).compile()
+                post = jax.eval_shape(fit, params, jnp.asarray(x_pad), jnp.asarray(mask))
+                laplace.predictive_var_of.__wrapped__.lower(post, *args).compile()
+            return None
+        var = laplace.predictive_var_of(posterior_of(params, x_labelled), *args)
         return np.sqrt(np.asarray(var))
+    from alcore import laplax_path
+
     std = np.asarray(
         laplax_path.std_map(
             params,
@@ -195,7 +228,31 @@ def round_key(sampling_key: np.ndarray, round_index: int) -> jax.Array:
     return jax.random.split(key, round_index)[round_index - 1]
 
 
-MC_KEY_SEED = 0  # the Monte-Carlo draws of entropy / BALD / margin: fixed, like laplax's
+MC_KEY_SEED = 0  # the Monte-Carlo draws of probability scores: fixed, like laplax's
+
+
+def _uniform_scores(params, x_labelled, y_labelled, grid, preds, **_) -> np.ndarray:
+    return np.zeros(len(grid), np.float32)
+
+
+def _std_scores(params, x_labelled, y_labelled, grid, preds, *, prior_prec, curvature, **_) -> np.ndarray:
+    return uncertainty_map(params, x_labelled, y_labelled, grid, preds, prior_prec=prior_prec, curvature=curvature)
+
+
+def _probability_scores(
+    params, x_labelled, y_labelled, grid, preds, *, strategy, prior_prec, predictive_samples, **_
+) -> np.ndarray:
+    post = posterior_of(params, x_labelled)
+    g = jnp.asarray(grid)
+    cov = laplace.predictive_cov_blocks(post, params, g, jnp.float32(prior_prec))
+    probs = acquisition.mc_probabilities(
+        forward(params, g), cov, jax.random.key(MC_KEY_SEED), jnp.zeros(predictive_samples)
+    )
+    return np.asarray(getattr(acquisition, strategy.probability_score)(probs))
+
+
+# One scorer per kind of score (alcore.strategies.Strategy.score).
+SCORERS = {"uniform": _uniform_scores, "std": _std_scores, "probs": _probability_scores}
 
 
 def scores_for(
@@ -210,18 +267,19 @@ def scores_for(
     curvature: str,
     predictive_samples: int,
 ) -> np.ndarray:
-    """Acquisition scores over the grid (higher = label it), shape (G*G,)."""
-    if strategy == "random":
-        return np.zeros(len(grid), np.float32)
-    if strategy in ("max_std", "sampled"):
-        return uncertainty_map(params, x_labelled, y_labelled, grid, preds, prior_prec=prior_prec, curvature=curvature)
-    post = posterior_of(params, x_labelled)
-    g = jnp.asarray(grid)
-    cov = laplace.predictive_cov_blocks(post, params, g, jnp.float32(prior_prec))
-    probs = acquisition.mc_probabilities(
-        forward(params, g), cov, jax.random.key(MC_KEY_SEED), jnp.zeros(predictive_samples)
+    """Acquisition scores over the candidates (higher = label it), shape (m,)."""
+    spec = strategies.get(strategy)
+    return SCORERS[spec.score](
+        params,
+        x_labelled,
+        y_labelled,
+        grid,
+        preds,
+        strategy=spec,
+        prior_prec=prior_prec,
+        curvature=curvature,
+        predictive_samples=predictive_samples,
     )
-    return np.asarray(acquisition.PROBABILITY_SCORES[strategy](probs))
 
 
 def acquire(
@@ -245,6 +303,7 @@ def acquire(
     point is picked twice. k = 1 is exactly the single-point rule. ``key`` drives
     ``sampled`` and ``random`` (split per pick when k > 1).
     """
+    rule = strategies.get(strategy).rule
     preds = predict(params, grid)
     keys = [key] if batch == 1 else list(jax.random.split(key, batch)) if key is not None else [None] * batch
     chosen: list[int] = []
@@ -267,7 +326,7 @@ def acquire(
         )
         if first is None:
             first = scores
-        chosen.append(acquisition.pick(scores, rule=strategy, key=keys[j], exclude=chosen))
+        chosen.append(acquisition.pick(scores, rule=rule, key=keys[j], exclude=chosen))
     return chosen, first, preds
 
 
@@ -279,65 +338,23 @@ def retrain(
     learning_rate: float,
     epochs: int,
     batch_size: int,
-) -> tuple[ModelState, np.ndarray]:
-    """Continue training on the grown set with a fresh loader, the optimizer state kept."""
-    n = len(x)
-    cap = capacity(n)
-    x_pad = np.zeros((cap, 2), np.float32)
-    y_pad = np.zeros(cap, np.int32)
-    x_pad[:n], y_pad[:n] = x, y
+    compile_only: bool = False,
+) -> tuple[ModelState, np.ndarray] | None:
+    """Continue training on the grown set with a fresh loader, the optimizer state kept.
+
+    The set is padded (:func:`padded`), so one compiled program serves every round
+    up to the next capacity step; ``compile_only`` compiles it and runs nothing.
+    """
+    x_pad, y_pad, _ = padded(x, y)
     tx = training.make_optimizer(learning_rate=learning_rate)
-    schedule = training.epoch_batches(n_points=n, n_epochs=epochs, batch_size=batch_size, max_points=cap)
-    params, opt_state, losses = training.train(
-        state.params, state.opt_state, jnp.asarray(x_pad), jnp.asarray(y_pad), schedule, tx=tx
-    )
+    schedule = training.epoch_batches(n_points=len(x), n_epochs=epochs, batch_size=batch_size, max_points=len(x_pad))
+    args = (state.params, state.opt_state, jnp.asarray(x_pad), jnp.asarray(y_pad), schedule)
+    if compile_only:
+        return training.compile_train(*args, tx=tx)
+    params, opt_state, losses = training.train(*args, tx=tx)
     return ModelState(to_numpy(params), to_numpy(opt_state)), training.last_losses(losses)
 
 
 def accuracy(preds: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of grid points classified correctly."""
     return float(np.mean(np.asarray(preds) == np.asarray(labels)))
-
-
-def precompile(config) -> int:
-    """Compile the experiment's JAX programs ahead of time; returns how many.
-
-    For an ``alcore.config.ExperimentConfig``: the three training scans (initial,
-    per round, passive), the grid prediction, and for the full GGN the posterior fit
-    and the acquisition map, on arguments of exactly the shapes the stages will use,
-    without running them. JAX keeps the compiled programs, so the stages' first calls
-    skip compilation. The command line does this while Prefect's server boots; it
-    changes no number.
-    """
-    params = init_params(seed=config.seed, hidden=config.hidden_channels)
-    tx = training.make_optimizer(learning_rate=config.learning_rate)
-    opt_state = tx.init(params)
-    runs = [(config.n_initial, config.initial_epochs, None)]
-    if config.rounds > 0:
-        n = config.n_initial + config.acquisition_batch
-        runs.append((n, config.epochs_per_round, capacity(n)))
-    if config.passive:
-        runs.append((config.n_passive, config.passive_epochs, None))
-    count = 0
-    for n, epochs, max_points in runs:
-        size = n if max_points is None else max_points
-        schedule = training.epoch_batches(
-            n_points=n, n_epochs=epochs, batch_size=config.batch_size, max_points=max_points
-        )
-        x, y = jnp.zeros((size, 2), jnp.float32), jnp.zeros(size, jnp.int32)
-        training.compile_train(params, opt_state, x, y, schedule, tx=tx)
-        count += 1
-    grid = jnp.zeros((config.grid_size**2, 2), jnp.float32)
-    _predict.lower(params, grid).compile()
-    count += 1
-    if config.curvature == "full" and config.rounds > 0 and config.acquisition in ("max_std", "sampled"):
-        cap = capacity(config.n_initial + config.acquisition_batch)
-        with jax.enable_x64(True):
-            fit = laplace.fit_posterior.__wrapped__
-            x_pad, mask = jnp.zeros((cap, 2), jnp.float32), jnp.zeros(cap, jnp.float32)
-            fit.lower(params, x_pad, mask).compile()
-            post = jax.eval_shape(fit, params, x_pad, mask)
-            classes = jnp.zeros(config.grid_size**2, jnp.int32)
-            laplace.predictive_var_of.__wrapped__.lower(post, params, grid, classes, jnp.float32(1.0)).compile()
-        count += 2
-    return count

@@ -26,8 +26,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from alcore.acquisition import STRATEGIES
-from alcore.config import Curvature, ExperimentConfig, _hash
+from alcore import strategies
+from alcore.config import Curvature, ExperimentConfig, digest
 from flows.active_learning import active_learning
 from tasks.sweep_report import sweep_report
 from tasks.workspace import check_writable, enable_compilation_cache
@@ -49,8 +49,8 @@ _KEPT = (
 def parse_strategy(spec: str) -> tuple[str, int]:
     """``"bald"`` -> ("bald", 1); ``"max_std:k5"`` -> ("max_std", 5)."""
     name, _, batch = spec.partition(":")
-    if name not in STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r} in {spec!r}; expected one of {', '.join(STRATEGIES)}")
+    if name not in strategies.REGISTRY:
+        raise ValueError(f"unknown strategy {name!r} in {spec!r}; expected one of {', '.join(strategies.names())}")
     if not batch:
         return name, 1
     if not (batch.startswith("k") and batch[1:].isdigit() and int(batch[1:]) >= 1):
@@ -149,7 +149,7 @@ class SweepConfig(BaseModel):
         return name if len(self.curvatures) == 1 else f"{name}/{config.curvature}"
 
     def sweep_hash(self) -> str:
-        return _hash(self.model_dump(exclude={"workers", "dask_address", "artifacts_dir"}))
+        return digest(self.model_dump(exclude={"workers", "dask_address", "artifacts_dir"}))
 
 
 @task(

@@ -1,5 +1,6 @@
 """Figures of an experiment (matplotlib, Agg; no Prefect). Each returns a PNG path."""
 
+import itertools
 from pathlib import Path
 
 import matplotlib
@@ -139,17 +140,18 @@ def rounds_gif(path: Path, frames, grid_size, ms_per_frame: int = 350) -> Path:
     title and re-renders the canvas (no PNG round trip): 1.1 s instead of 2.7 s for
     the default 50 frames, measured on the 2-core machine.
     """
-    frames = list(frames)
+    frames = iter(frames)  # drawn one at a time: memory does not grow with the rounds
+    first = next(frames, None)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not frames:
+    if first is None:
         return path
     fig, ax = plt.subplots(figsize=(4.2, 4.2), dpi=70)
-    preds, scores, x, y, next_point, title = frames[0]
+    preds, scores, x, y, next_point, title = first
     _uncertainty_axes(ax, preds, scores, grid_size, x, y, next_point)
     image, (labelled, star) = ax.images[0], ax.collections
     heading = ax.set_title(title, fontsize=9)
     images = []
-    for preds, scores, x, y, next_point, title in frames:
+    for preds, scores, x, y, next_point, title in itertools.chain([first], frames):
         image.set_data(_class_image(preds, grid_size, _unit_range(scores)))
         labelled.set_offsets(np.asarray(x)[:, :2])
         labelled.set_facecolors([CLASS_COLORS[int(i)] for i in y])

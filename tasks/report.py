@@ -10,57 +10,68 @@ from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from alcore.config import ExperimentConfig
+from alcore import stages as st
+from alcore.config import ExperimentConfig, digest
 from alcore.experiment import predict
-from tasks import plots, storage
+from tasks import plots
+from tasks.store import Store
 from tasks.workspace import CODE_VERSION, Workspace
 
 
 def artifact_key(config: ExperimentConfig, what: str) -> str:
     """Prefect artifact keys: lowercase letters, digits and dashes only."""
-    return f"al-{config.round_hash()[:10]}-{what}"
+    return f"al-{st.experiment_digest(config)[:10]}-{what}"
 
 
 def build_results(
-    config: ExperimentConfig, *, data, initial, calibration, rounds: list[dict], passive: dict | None, run_info: dict
+    config: ExperimentConfig,
+    *,
+    data,
+    initial: st.Initial,
+    calibration: st.Calibration,
+    rounds: list[st.RoundSummary],
+    passive: st.Passive | None,
+    run_info: dict,
 ) -> dict:
     """The ``results.json`` document. Everything but ``run`` is a pure function of the
     configuration and code version, so a resumed run writes the same values."""
     return {
         "config": config.model_dump(),
-        "config_hash": {"rounds": config.round_hash(), "full": config.full_hash()},
+        "config_hash": {"experiment": st.experiment_digest(config), "passive": st.passive_digest(config)},
         "code_version": CODE_VERSION,
-        "prior_precision": calibration["prior_prec"],
-        "active_accuracy": [r["accuracy"] for r in rounds],
-        "final_active_accuracy": rounds[-1]["accuracy"] if rounds else None,
-        "initial_accuracy": initial.get("accuracy"),
-        "passive_accuracy": None if passive is None else passive["accuracy"],
+        "prior_precision": calibration.prior_prec,
+        "active_accuracy": [r.accuracy for r in rounds],
+        "final_active_accuracy": rounds[-1].accuracy if rounds else None,
+        "initial_accuracy": initial.accuracy,
+        "passive_accuracy": None if passive is None else passive.accuracy,
         # all acquired points in order (k per round); labels_per_round[r] is the
         # labelled-set size after round r + 1
-        "chosen_points": [list(map(float, p)) for r in rounds for p in r["points"]],
-        "chosen_indices": [int(i) for r in rounds for i in r["indices"]],
-        "chosen_labels": [int(c) for r in rounds for c in r["labels"]],
-        "labels_per_round": [r["n_labelled"] for r in rounds],
+        "chosen_points": [list(map(float, p)) for r in rounds for p in r.points],
+        "chosen_indices": [int(i) for r in rounds for i in r.indices],
+        "chosen_labels": [int(c) for r in rounds for c in r.labels],
+        "label_sources": [r.label_source for r in rounds for _ in r.labels],
+        "labels_per_round": [r.n_labelled for r in rounds],
         "initial_points": np.asarray(data.x_initial).tolist(),
         "initial_labels": np.asarray(data.y_initial).tolist(),
         "calibration": {
-            "grid": np.asarray(calibration["grid"]).tolist(),
-            "ece": None if calibration["ece"] is None else np.asarray(calibration["ece"]).tolist(),
+            "objective": calibration.objective,
+            "grid": np.asarray(calibration.grid).tolist(),
+            "curve": None if calibration.curve is None else np.asarray(calibration.curve).tolist(),
         },
         "compute_seconds": {
-            "initial_training": initial["seconds"],
-            "calibration": calibration["seconds"],
-            "rounds": [r["seconds"] for r in rounds],
-            "passive": None if passive is None else passive["seconds"],
+            "initial_training": initial.seconds,
+            "calibration": calibration.seconds,
+            "rounds": [r.seconds for r in rounds],
+            "passive": None if passive is None else passive.seconds,
         },
         "run": run_info,
     }
 
 
-def _before_round(record: dict) -> tuple:
+def _before_round(record: st.RoundRecord) -> tuple:
     """The labelled set before the round's acquisition."""
-    k = len(record["labels"])
-    return record["x_labelled"][:-k], record["y_labelled"][:-k]
+    k = len(record.labels)
+    return record.x_labelled[:-k], record.y_labelled[:-k]
 
 
 def write_json(path: Path, document: dict) -> None:
@@ -73,14 +84,14 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
-@task(name="report", task_run_name="report/plots-and-artifacts", cache_policy=NO_CACHE)
+@task(name="report", task_run_name="report/plots-and-artifacts", cache_policy=NO_CACHE, persist_result=False)
 def report(
     config: ExperimentConfig,
     data,
-    initial: dict,
-    calibration: dict,
-    rounds: list[dict],
-    passive: dict | None,
+    initial: st.Initial,
+    calibration: st.Calibration,
+    rounds: list[st.RoundSummary],
+    passive: st.Passive | None,
     run_info: dict,
 ) -> dict:
     """Write results.json, the PNG plots and the GIF; publish the UI artifacts."""
@@ -95,75 +106,83 @@ def report(
     return document
 
 
-def _figures(config, ws: Workspace, data, calibration: dict, rounds: list[dict], passive: dict | None) -> dict:
+def _figures(config, ws: Workspace, data, calibration: st.Calibration, rounds, passive: st.Passive | None) -> dict:
     """The PNGs and the GIF. They depend only on the configuration, the code and the
-    rounds' files, so when those are unchanged (a fully cached re-run) the existing
-    files are kept instead of drawn again."""
+    rounds' numbers, so when those are unchanged (a fully restored re-run) the
+    existing files are kept instead of drawn again."""
     g = config.grid_size
     key_file = ws.plots / ".figures-key"
-    key = f"{config.full_hash()}-{CODE_VERSION}-" + "-".join(r["sha256"][:12] for r in rounds)
+    key = digest(
+        {
+            "experiment": st.experiment_digest(config),
+            "passive": None if passive is None else passive.accuracy,
+            "code": CODE_VERSION,
+            "rounds": [[r.indices, r.labels, r.accuracy] for r in rounds],
+        }
+    )
     names = ["data", "calibration", "prediction", "uncertainty", "accuracy", "misclassification"]
     existing = {n: ws.plots / f"{n}.png" for n in names if (ws.plots / f"{n}.png").exists()}
     if (ws.plots / "rounds.gif").exists():
         existing["animation"] = ws.plots / "rounds.gif"
     if key_file.exists() and key_file.read_text() == key and existing:
         return existing
-    records = [storage.load(r["file"]) for r in rounds]
+    store = Store(config)
     figures = {
         "data": plots.data_plot(
             ws.plots / "data.png", data.x_initial, data.y_initial, data.x_calibration, data.y_calibration
         )
     }
-    if calibration["ece"] is not None:
+    if calibration.curve is not None:
         figures["calibration"] = plots.calibration_plot(
-            ws.plots / "calibration.png", calibration["grid"], calibration["ece"], calibration["prior_prec"]
+            ws.plots / "calibration.png", calibration.grid, calibration.curve, calibration.prior_prec
         )
-    if records:
-        last = records[-1]
-        final_preds = predict(last["state"].params, data.grid)
+    if rounds:
+        last = store.load(st.ROUND, rounds[-1].round)
+        final_preds = predict(last.state.params, data.grid)
         figures["prediction"] = plots.prediction_plot(
             ws.plots / "prediction.png",
             final_preds,
             g,
-            last["x_labelled"],
-            last["y_labelled"],
+            last.x_labelled,
+            last.y_labelled,
             config.n_initial,
-            f"Active model after {len(records)} rounds: {100 * last['accuracy']:.1f}%",
+            f"Active model after {len(rounds)} rounds: {100 * last.accuracy:.1f}%",
         )
         figures["uncertainty"] = plots.uncertainty_plot(
             ws.plots / "uncertainty.png",
-            last["preds"],
-            last["scores"],
+            last.preds,
+            last.scores,
             g,
             *_before_round(last),
-            last["points"],
-            f"Round {len(records)}: {config.acquisition} scores and the chosen point(s)",
+            last.points,
+            f"Round {len(rounds)}: {config.acquisition} scores and the chosen point(s)",
         )
         figures["accuracy"] = plots.accuracy_plot(
-            ws.plots / "accuracy.png", [r["accuracy"] for r in records], passive and passive["accuracy"]
+            ws.plots / "accuracy.png", [r.accuracy for r in rounds], passive and passive.accuracy
         )
         if passive is not None:
             figures["misclassification"] = plots.misclassification_plot(
                 ws.plots / "misclassification.png",
                 final_preds,
-                passive["preds"],
+                passive.preds,
                 data.grid_labels,
                 g,
-                (last["accuracy"], passive["accuracy"]),
+                (last.accuracy, passive.accuracy),
             )
-        frames = [
-            (
-                r["preds"],
-                r["scores"],
-                *_before_round(r),
-                r["points"],
-                f"round {r['round']}: accuracy after it {100 * r['accuracy']:.1f}%",
-            )
-            for r in records
-        ]
+        frames = (_frame(store.load(st.ROUND, r.round)) for r in rounds)
         figures["animation"] = plots.rounds_gif(ws.plots / "rounds.gif", frames, g)
     key_file.write_text(key)
     return figures
+
+
+def _frame(record: st.RoundRecord) -> tuple:
+    return (
+        record.preds,
+        record.scores,
+        *_before_round(record),
+        record.points,
+        f"round {record.round}: accuracy after it {100 * record.accuracy:.1f}%",
+    )
 
 
 def _publish(config, ws: Workspace, doc: dict, figures: dict, rounds: list[dict]) -> None:
@@ -191,11 +210,11 @@ def _publish(config, ws: Workspace, doc: dict, figures: dict, rounds: list[dict]
     )
     table = [
         {
-            "round": r["round"],
-            "labelled": r["n_labelled"],
-            "points": "; ".join(f"({px:.3f}, {py:.3f})" for px, py in r["points"]),
-            "labels": ", ".join(str(c) for c in r["labels"]),
-            "accuracy_pct": round(100 * r["accuracy"], 2),
+            "round": r.round,
+            "labelled": r.n_labelled,
+            "points": "; ".join(f"({px:.3f}, {py:.3f})" for px, py in r.points),
+            "labels": ", ".join(str(c) for c in r.labels),
+            "accuracy_pct": round(100 * r.accuracy, 2),
         }
         for r in rounds
     ]

@@ -6,6 +6,11 @@ numpy objects). Writes go to a temporary file in the same folder, are fsynced, t
 renamed over the target, so a kill at any moment leaves either the old file or the
 new one, never a mix. Loads verify all three fields; any mismatch raises
 :class:`DamagedFile` naming the file and what is wrong.
+
+Stage records (:func:`save_record`, :func:`load_record`) are stored with the key
+they were computed under (stage, parameters, code version): a file whose key is not
+the one asked for raises :class:`StaleFile`, so a file written by other code or for
+other parameters is never trusted.
 """
 
 import hashlib
@@ -19,8 +24,16 @@ from typing import Any
 import joblib
 
 MAGIC = b"BALSTAT\x00"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: stage records as {"key", "record"} (1: bare payloads)
 _HEADER = struct.Struct("<8sI32s")
+
+
+class StaleFile(Exception):
+    """A result file computed under another key (other code version or parameters)."""
+
+    def __init__(self, path: Path, found: str, expected: str):
+        super().__init__(f"{path}: written under key {found}, expected {expected}")
+        self.path, self.found, self.expected = Path(path), found, expected
 
 
 class DamagedFile(Exception):
@@ -103,3 +116,32 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def save_record(path: Path, key: str, record: tuple) -> str:
+    """Save a stage's record (a NamedTuple) under its key; returns the payload digest.
+
+    The record is stored as a dict of its fields, so a changed record type never
+    unpickles into the wrong shape (and a changed type changes the code version, so
+    the key, first).
+    """
+    return save(path, {"key": key, "record": record._asdict()})
+
+
+def load_record(path: Path, key: str, record_type: type) -> tuple:
+    """Load a record saved by :func:`save_record` under ``key``.
+
+    Raises:
+        FileNotFoundError: no file.
+        DamagedFile: unreadable, truncated, corrupted, or of another format.
+        StaleFile: saved under another key.
+    """
+    content = load(path)
+    if not isinstance(content, dict) or set(content) != {"key", "record"}:
+        raise DamagedFile(path, "not a stage record")
+    if content["key"] != key:
+        raise StaleFile(path, content["key"], key)
+    try:
+        return record_type(**content["record"])
+    except TypeError as e:
+        raise DamagedFile(path, f"record does not fit {record_type.__name__} ({e})") from e

@@ -3,6 +3,7 @@
 No Prefect here: the CLI's ``--status`` and the tests read experiments through it.
 """
 
+import ast
 import hashlib
 import json
 import os
@@ -11,20 +12,60 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alcore.config import ExperimentConfig
-from tasks import storage
+from alcore.stages import experiment_digest, passive_digest
 
 _ROOT = Path(__file__).resolve().parent.parent
-# The code a stage's numbers depend on; its hash is part of every cache key, so a
-# change to the math (or to how a stage assembles its result) never reuses results.
-_VERSIONED_SOURCES = sorted((_ROOT / "alcore").glob("*.py")) + [_ROOT / "tasks" / "stages.py"]
+_CORE = _ROOT / "alcore"
 
 
-def code_version() -> str:
-    """Short hash of the core's and the stages' source."""
+def _core_imports(tree: ast.AST, core: Path) -> set[str]:
+    """Names of the ``alcore`` modules a module's code imports (anywhere in it)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "alcore":
+            if node.module == "alcore":
+                names |= {alias.name for alias in node.names}
+            else:
+                names.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            names |= {a.name.split(".")[1] for a in node.names if a.name.startswith("alcore.")}
+    return {n for n in names if (core / f"{n}.py").exists()}
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                if isinstance(body[0].value.value, str):
+                    node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def code_version(core: Path = _CORE, entry: str = "stages") -> str:
+    """Short hash of the math the stages compute with.
+
+    The modules are those of ``alcore`` that ``alcore/<entry>.py`` imports,
+    directly or through each other (found by reading their imports, so a new module
+    is included as soon as it is used). Each is hashed as its syntax tree without
+    docstrings: comments, docstrings and formatting do not change the version, any
+    change to the code does (``alcore.MATH_VERSION`` is in it: bump it to invalidate
+    results when a dependency's upgrade changes numbers).
+    """
+    core = Path(core)
+    seen, todo = set(), [entry, "__init__"]
+    trees = {}
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        tree = ast.parse((core / f"{name}.py").read_text())
+        trees[name] = ast.dump(_strip_docstrings(tree), include_attributes=False)
+        todo.extend(_core_imports(tree, core) - seen)
     h = hashlib.sha256()
-    for path in _VERSIONED_SOURCES:
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
+    for name in sorted(trees):
+        h.update(name.encode() + b"\0" + trees[name].encode() + b"\0")
     return h.hexdigest()[:12]
 
 
@@ -67,7 +108,7 @@ class Workspace:
 
     @classmethod
     def for_config(cls, config: ExperimentConfig) -> "Workspace":
-        return cls(Path(config.artifacts_dir).expanduser().resolve() / f"al-{config.round_hash()}")
+        return cls(Path(config.artifacts_dir).expanduser().resolve() / f"al-{experiment_digest(config)}")
 
     @property
     def config_file(self) -> Path:
@@ -92,47 +133,13 @@ class Workspace:
         """The passive baseline's file, shared by every experiment with the same budget
         and training schedule (it does not depend on the acquisition strategy), so a
         sweep trains one per seed: ``<artifacts_dir>/passive/passive-<hash>.joblib``."""
-        return self.root.parent / "passive" / f"passive-{config.passive_hash()}.joblib"
+        return self.root.parent / "passive" / f"passive-{passive_digest(config)}.joblib"
 
     def write_config(self, config: ExperimentConfig) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.config_file.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(config.model_dump(), indent=2, sort_keys=True) + "\n")
         os.replace(tmp, self.config_file)
-
-    def status(self) -> dict:
-        """What is on disk: finished stages and rounds, their accuracy and size."""
-        rows = []
-        for stage in ("data", "initial", "calibration"):
-            rows.append(_row(stage, self.stage_file(stage)))
-        round_files = sorted((self.root / "rounds").glob("round-*.joblib"))
-        for path in round_files:
-            rows.append(_row(path.stem, path))
-        return {"folder": str(self.root), "exists": self.root.exists(), "stages": rows}
-
-    def status_for(self, config: ExperimentConfig) -> dict:
-        """:meth:`status` plus the configuration's passive baseline."""
-        out = self.status()
-        out["stages"].append(_row("passive", self.passive_file(config)))
-        return out
-
-
-def _row(name: str, path: Path) -> dict:
-    row = {"stage": name, "file": str(path), "bytes": path.stat().st_size if path.exists() else None}
-    try:
-        content = storage.load(path)
-    except FileNotFoundError:
-        row["state"] = "missing"
-        return row
-    except storage.DamagedFile as e:
-        row["state"] = f"damaged: {e.reason}"
-        return row
-    row["state"] = "ok"
-    for key in ("accuracy", "prior_prec", "labels", "indices"):
-        if isinstance(content, dict) and key in content:
-            value = content[key]
-            row[key] = value.tolist() if hasattr(value, "tolist") else value
-    return row
 
 
 def check_writable(folder: str | Path) -> Path:

@@ -7,7 +7,7 @@ import optax
 import pytest
 from flax import nnx
 
-from alcore import acquisition, calibration, experiment, laplace, laplax_path, problem, training
+from alcore import acquisition, calibration, experiment, laplace, laplax_path, problem, strategies, training
 from alcore.model import MLP, forward, init_params, n_params
 
 # ------------------------------------------------------------------ problem
@@ -285,21 +285,23 @@ def test_calibration_picks_laplax_choice(small_problem):
 
 def test_max_std_rule_picks_the_argmax():
     scores = np.array([0.1, 0.7, 0.3, 0.7])
-    assert acquisition.pick(scores, rule="max_std", key=None, exclude=[]) == 1  # first of ties, as jnp.argmax
-    assert acquisition.pick(scores, rule="max_std", key=None, exclude=[1]) == 3
+    assert acquisition.pick(scores, rule="argmax", key=None, exclude=[]) == 1  # first of ties, as jnp.argmax
+    assert acquisition.pick(scores, rule="argmax", key=None, exclude=[1]) == 3
+    with pytest.raises(ValueError, match="every candidate is excluded"):
+        acquisition.pick(scores, rule="argmax", key=None, exclude=[0, 1, 2, 3])
 
 
 def test_sampled_rule_is_deterministic_and_follows_the_scores():
     scores = np.array([0.0, 0.0, 30.0, 0.0])
     key = experiment.round_key(np.asarray(jax.random.key_data(jax.random.key(3))), 4)
-    assert acquisition.pick(scores, rule="sampled", key=key, exclude=[]) == 2
-    assert acquisition.pick(scores, rule="sampled", key=key, exclude=[2]) != 2
+    assert acquisition.pick(scores, rule="sample", key=key, exclude=[]) == 2
+    assert acquisition.pick(scores, rule="sample", key=key, exclude=[2]) != 2
     # the tutorial's rule: jax.random.categorical with the scores as logits
     wide = np.linspace(0, 3, 50).astype(np.float32)
     for i in range(5):
         k = jax.random.key(i)
-        assert acquisition.pick(wide, rule="sampled", key=k, exclude=[]) == int(jax.random.categorical(k, wide))
-    picks = {acquisition.pick(np.zeros(50), rule="random", key=jax.random.key(i), exclude=[]) for i in range(20)}
+        assert acquisition.pick(wide, rule="sample", key=k, exclude=[]) == int(jax.random.categorical(k, wide))
+    picks = {acquisition.pick(np.zeros(50), rule="sample", key=jax.random.key(i), exclude=[]) for i in range(20)}
     assert len(picks) > 5
 
 
@@ -311,7 +313,7 @@ def test_round_keys_are_the_tutorials_split():
 
 
 def test_unknown_rule_is_rejected():
-    with pytest.raises(ValueError, match="unknown acquisition rule"):
+    with pytest.raises(ValueError, match="unknown pick rule"):
         acquisition.pick(np.ones(3), rule="kmeans", key=None, exclude=[])
 
 
@@ -378,7 +380,7 @@ def trained_small():
     return params, x, y, grid
 
 
-@pytest.mark.parametrize("strategy", ["max_std", "entropy", "bald", "margin", "sampled", "random"])
+@pytest.mark.parametrize("strategy", strategies.names())
 def test_batch_never_picks_a_point_twice(trained_small, strategy):
     params, x, y, grid = trained_small
     idx, scores, preds = experiment.acquire(
@@ -416,8 +418,9 @@ def test_batch_of_one_is_the_single_point_rule(trained_small, strategy):
         predictive_samples=16,
     )
     np.testing.assert_array_equal(scores, single)
-    rule_key = key if strategy == "sampled" else None
-    assert idx == [acquisition.pick(single, rule=strategy, key=rule_key, exclude=[])]
+    spec = strategies.get(strategy)
+    rule_key = key if spec.uses_key else None
+    assert idx == [acquisition.pick(single, rule=spec.rule, key=rule_key, exclude=[])]
 
 
 def test_batch_conditioning_is_adding_the_pick_to_the_ggn(trained_small):
@@ -451,13 +454,14 @@ def test_covariance_blocks_match_the_joint_covariance(small_problem):
 def test_precompile_leaves_the_stages_nothing_big_to_compile():
     import logging
 
+    from alcore import stages
     from alcore.config import ExperimentConfig
 
     # shapes no other test uses, so nothing was compiled for them before
     cfg = ExperimentConfig(
         seed=4, n_initial=13, n_calibration=5, grid_size=17, rounds=2, initial_epochs=3, epochs_per_round=2
     )
-    assert experiment.precompile(cfg) == 6
+    assert stages.precompile(cfg) == 6
     compiled = []
 
     class Listener(logging.Handler):
@@ -469,17 +473,15 @@ def test_precompile_leaves_the_stages_nothing_big_to_compile():
     logging.getLogger("jax").addHandler(listener)
     jax.config.update("jax_log_compiles", True)
     try:
-        data = experiment.generate_data(seed=4, n_initial=13, n_calibration=5, n_passive=cfg.n_passive, grid_size=17)
-        train = dict(seed=4, hidden_channels=32, learning_rate=cfg.learning_rate, batch_size=cfg.batch_size)
-        state, _ = experiment.train_from_scratch(data.x_initial, data.y_initial, epochs=3, **train)
-        experiment.train_from_scratch(data.x_passive, data.y_passive, epochs=cfg.passive_epochs, **train)
-        chosen, _, _ = experiment.acquire(
-            state.params, data.x_initial, data.y_initial, data.grid, strategy="max_std", batch=1, prior_prec=0.4,
-            curvature="full",
-        )  # fmt: skip
-        x = np.concatenate([data.x_initial, data.grid[chosen]])
-        y = np.concatenate([data.y_initial, data.grid_labels[chosen]])
-        experiment.retrain(state, x, y, learning_rate=cfg.learning_rate, epochs=2, batch_size=cfg.batch_size)
+        # the stages themselves, as the flow runs them
+        data = stages.generate_data(cfg)
+        initial = stages.initial_training(cfg, data)
+        stages.passive_baseline(cfg)
+        acquired = stages.acquire(cfg, 1, data, initial.state, data.x_initial, data.y_initial, 0.4)
+        labels = stages.true_labels(cfg, data, acquired)
+        x = np.concatenate([data.x_initial, acquired.points])
+        y = np.concatenate([data.y_initial, labels])
+        stages.retrain(cfg, initial.state, x, y)
     finally:
         jax.config.update("jax_log_compiles", False)
         logging.getLogger("jax").removeHandler(listener)

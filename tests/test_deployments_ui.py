@@ -18,7 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from alcore.acquisition import STRATEGIES
+from alcore import strategies
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
@@ -133,7 +133,7 @@ def test_parameters_form_has_descriptions_defaults_and_bounds(scheduled_run):
     config = s["definitions"]["ExperimentConfig"]["properties"]
     assert config["grid_size"]["minimum"] == 2 and config["grid_size"]["default"] == 100
     assert config["learning_rate"]["exclusiveMinimum"] == 0
-    assert config["acquisition"]["enum"] == list(STRATEGIES)
+    assert config["acquisition"]["enum"] == list(strategies.names())
     assert all(p.get("description") for p in config.values())
 
 

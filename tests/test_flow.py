@@ -40,10 +40,12 @@ def comparable(doc: dict) -> dict:
     return doc
 
 
-def round_cached(doc: dict, r: int) -> bool:
-    flags = [doc["run"]["cached"][f"round-{r:02d}/{s}"] for s in STAGES]
-    assert len(set(flags)) == 1, f"round {r} partly cached: {flags}"
-    return flags[0]
+def round_restored(doc: dict, r: int) -> bool:
+    """Whether round r came from the folder; a round is restored or computed whole."""
+    restored = f"round-{r:02d}" in doc["run"]["restored"]
+    computed = [f"round-{r:02d}/{s}" in doc["run"]["computed"] for s in STAGES]
+    assert computed == [not restored] * 4, f"round {r}: restored {restored}, computed {computed}"
+    return restored
 
 
 def test_tiny_flow_outputs_exist_and_agree(prefect_server, tmp_path):
@@ -59,24 +61,25 @@ def test_tiny_flow_outputs_exist_and_agree(prefect_server, tmp_path):
     # every round file holds the state the reported numbers come from
     labels = np.asarray(problem.true_labels(grid))
     for r in range(1, 4):
-        record = storage.load(folder / "rounds" / f"round-{r:03d}.joblib")
+        record = storage.load(folder / "rounds" / f"round-{r:03d}.joblib")["record"]
         assert record["round"] == r and len(record["y_labelled"]) == TINY["n_initial"] + r
         assert accuracy(predict(record["state"].params, grid), labels) == doc["active_accuracy"][r - 1]
         assert record["labels"] == [doc["chosen_labels"][r - 1]]
-    passive = storage.load(next((folder.parent / "passive").glob("passive-*.joblib")))
+    passive = storage.load(next((folder.parent / "passive").glob("passive-*.joblib")))["record"]
     assert passive["accuracy"] == doc["passive_accuracy"] and len(passive["y"]) == TINY["n_initial"] + 3
     for name in ("data", "prediction", "uncertainty", "misclassification", "accuracy", "calibration"):
         assert (folder / "plots" / f"{name}.png").stat().st_size > 5000
     with Image.open(folder / "plots" / "rounds.gif") as gif:
         assert gif.n_frames == 3
     assert set(doc["run"]["wall_seconds"]) >= {"data", "initial", "calibration", "round-03/evaluate"}
+    assert doc["run"]["restored"] == [] and doc["label_sources"] == ["truth"] * 3
     # artifacts reached the server
     found = httpx.post(
         f"{prefect_server['api_url']}/artifacts/filter",
         json={"artifacts": {"flow_run_id": {"any_": [doc["run"]["flow_run_id"]]}}},
     ).json()
     by_key = {a["key"]: a for a in found}
-    prefix = f"al-{doc['config_hash']['rounds'][:10]}-"
+    prefix = f"al-{doc['config_hash']['experiment'][:10]}-"
     assert {prefix + k for k in ("summary", "round-accuracy", "progress", "results", "animation")} <= set(by_key)
     assert "data:image/png;base64," in by_key[prefix + "summary"]["data"]
     assert by_key[prefix + "progress"]["data"] == 100.0
@@ -115,18 +118,12 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(prefect_server, tmp_pat
     assert 2 <= finished < 8
 
     resumed = results(folder_of(run_flow(env, config)))
-    cached = resumed["run"]["cached"]
-    for r in range(1, finished + 1):
-        # nothing of a finished round is trained or acquired again; only the last file's
-        # `evaluate` may re-run: the kill can land after it wrote the round file and before
-        # Prefect persisted its result (it then rewrites the same numbers)
-        stages = STAGES if r < finished else STAGES[:3]
-        assert all(cached[f"round-{r:02d}/{s}"] for s in stages), f"round {r} was recomputed after the kill"
-    assert not round_cached(resumed, 8)
-    assert resumed["run"]["cached"]["initial"] and resumed["run"]["cached"]["calibration"]
+    # nothing finished is computed again: the rounds whose files exist are restored
+    assert [round_restored(resumed, r) for r in range(1, 9)] == [r <= finished for r in range(1, 9)]
+    assert {"data", "initial", "calibration"} <= set(resumed["run"]["restored"])
 
     fresh = results(folder_of(run_flow(env, config, "--refresh")))
-    assert not any(fresh["run"]["cached"].values())
+    assert fresh["run"]["restored"] == []
     assert comparable(resumed) == comparable(fresh)
 
 
@@ -146,7 +143,7 @@ def test_damaged_round_file_is_reported_and_recomputed(prefect_server, tmp_path)
     after = results(folder_of(proc))
     assert str(damaged) in proc.stdout + proc.stderr and "checksum mismatch" in proc.stdout + proc.stderr
     assert any(str(damaged) in w for w in after["run"]["warnings"])
-    assert [round_cached(after, r) for r in range(1, 5)] == [True, True, False, False]
+    assert [round_restored(after, r) for r in range(1, 5)] == [True, True, False, False]
     assert storage.verify(damaged) is None
     assert str(passive_file) in proc.stdout + proc.stderr and storage.verify(passive_file) is None
     assert comparable(after) == comparable(before)
@@ -159,12 +156,12 @@ def test_changed_parameter_reuses_nothing_and_extension_reuses_everything(prefec
 
     changed_folder = folder_of(run_flow(env, {**config, "learning_rate": 0.002}))
     changed = results(changed_folder)
-    assert changed_folder.name != f"al-{base['config_hash']['rounds']}"
-    assert not any(changed["run"]["cached"].values())
+    assert changed_folder.name != f"al-{base['config_hash']['experiment']}"
+    assert changed["run"]["restored"] == []
 
     extended = results(folder_of(run_flow(env, {**config, "rounds": 5})))
-    assert [round_cached(extended, r) for r in range(1, 6)] == [True, True, True, False, False]
-    assert extended["run"]["cached"]["calibration"]
+    assert [round_restored(extended, r) for r in range(1, 6)] == [True, True, True, False, False]
+    assert "calibration" in extended["run"]["restored"]
     assert extended["active_accuracy"][:3] == base["active_accuracy"]
     assert extended["chosen_points"][:3] == base["chosen_points"]
 
@@ -195,8 +192,27 @@ def test_flow_retry_resumes_from_the_cache(prefect_server, tmp_path):
     proc = run_flow(env, config, "--retries", "1")
     doc = results(folder_of(proc))
     assert "injected fault at after-round-2" in proc.stdout + proc.stderr
-    assert [round_cached(doc, r) for r in range(1, 5)] == [True, True, False, False]
+    assert [round_restored(doc, r) for r in range(1, 5)] == [True, True, False, False]
     flow_run = httpx.get(f"{prefect_server['api_url']}/flow_runs/{doc['run']['flow_run_id']}").json()
     assert flow_run["run_count"] == 2 and flow_run["state_type"] == "COMPLETED"
     fresh = results(folder_of(run_flow(prefect_server["env"], config, "--refresh")))
     assert comparable(doc) == comparable(fresh)
+
+
+def test_resume_needs_only_the_folder_not_prefect_home(prefect_server, tmp_path):
+    """A finished experiment re-run with an empty PREFECT_HOME (a new machine, a fresh
+    container): everything is restored from the folder, nothing recomputed, same
+    numbers; the run graph shows one restore node and no stage of a restored round."""
+    config = {**TINY, "seed": 606, "artifacts_dir": str(tmp_path / "a")}
+    first = results(folder_of(run_flow(prefect_server["env"], config)))
+    env = {**prefect_server["env"], "PREFECT_HOME": str(tmp_path / "empty-home")}
+    again = results(folder_of(run_flow(env, config)))
+    assert again["run"]["restored"] == ["data", "initial", "calibration", "round-01", "round-02", "round-03"]
+    assert again["run"]["computed"] == []
+    assert comparable(again) == comparable(first)
+    assert not (tmp_path / "empty-home" / "storage").exists()  # Prefect stored no result of its own
+    graph = httpx.get(f"{prefect_server['api_url']}/flow_runs/{again['run']['flow_run_id']}/graph-v2").json()
+    labels = [(n[1] if isinstance(n, list) else n)["label"] for n in graph["nodes"]]
+    assert "restore/data, initial, calibration, rounds 1-3" in labels
+    assert not [label for label in labels if label.startswith("round-")]
+    assert "report/plots-and-artifacts" in labels

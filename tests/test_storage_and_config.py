@@ -92,14 +92,6 @@ def test_defaults_are_the_tutorials():
     assert (c.n_passive, c.passive_epochs) == (70, 2750)
 
 
-def test_hashes_separate_what_changes_numbers():
-    base = ExperimentConfig()
-    assert base.round_hash() == ExperimentConfig(rounds=80, artifacts_dir="elsewhere").round_hash()
-    assert base.full_hash() != ExperimentConfig(rounds=80).full_hash()
-    assert base.round_hash() != ExperimentConfig(learning_rate=2e-3).round_hash()
-    assert base.round_hash() != ExperimentConfig(acquisition="sampled").round_hash()
-
-
 @pytest.mark.parametrize(
     ("flags", "names"),
     [
@@ -148,10 +140,12 @@ def test_pydantic_rejects_the_same_values_the_cli_does():
         ExperimentConfig(gird_size=10)
 
 
-def test_workspace_is_named_by_the_round_hash(tmp_path):
+def test_workspace_is_named_by_the_experiment_digest(tmp_path):
+    from alcore.stages import experiment_digest
+
     c = ExperimentConfig(artifacts_dir=str(tmp_path))
     ws = Workspace.for_config(c)
-    assert ws.root == tmp_path / f"al-{c.round_hash()}"
+    assert ws.root == tmp_path / f"al-{experiment_digest(c)}"
     ws.write_config(c)
     assert json.loads(ws.config_file.read_text())["seed"] == c.seed
     assert check_writable(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"

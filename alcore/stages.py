@@ -1,0 +1,481 @@
+"""The experiment's stages: what each one reads from the configuration, and what it computes.
+
+Every stage is declared once, here, with the configuration fields it reads
+(:class:`Stage`), and its functions are decorated with that declaration. A stage
+function never sees the configuration itself, only a :class:`ConfigView` of the
+declared fields: reading any other field raises :class:`UndeclaredField`. A stage's
+key is a hash of its declared fields, those of the stages it runs after, the round
+and the code version (:meth:`Stage.key`), so the key follows from the declaration
+and cannot miss a field the stage reads.
+
+The functions are pure (no Prefect, no files): ``tasks/stages.py`` runs them as
+Prefect tasks and stores their records. Records are NamedTuples of numpy arrays and
+plain values, so they pickle compactly and compare exactly.
+"""
+
+import functools
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from alcore import experiment as ex
+from alcore import problem, strategies
+from alcore.config import digest, n_passive, passive_epochs
+
+
+class UndeclaredField(AttributeError):
+    """A stage read a configuration field it does not declare."""
+
+
+class ConfigView:
+    """The fields of a configuration that one stage declares; nothing else.
+
+    Read-only attribute access like the configuration itself; any other field
+    raises :class:`UndeclaredField` naming the stage and the field.
+    """
+
+    __slots__ = ("_stage", "_values")
+
+    def __init__(self, stage: str, values: dict[str, Any]):
+        object.__setattr__(self, "_stage", stage)
+        object.__setattr__(self, "_values", dict(values))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise UndeclaredField(
+                f"stage {self._stage!r} reads the configuration field {name!r} but does not declare it "
+                "(add it to the stage's `reads` in alcore/stages.py, so it is part of the stage's key)"
+            ) from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError("a configuration view is read-only")
+
+    def __reduce__(self):
+        return ConfigView, (self._stage, self._values)
+
+    def __repr__(self) -> str:
+        return f"ConfigView({self._stage!r}, {self._values!r})"
+
+
+STAGES: dict[str, "Stage"] = {}
+
+
+class Stage:
+    """A stage's declaration: its name, the fields it reads, the stages it runs after.
+
+    Args:
+        name: The stage's name (file and key prefix).
+        reads: Configuration fields its functions read.
+        after: Stages whose results it takes as input: their fields are part of
+            its key too.
+        per_round: Whether it runs once per round (its key includes the round).
+    """
+
+    def __init__(self, name: str, *, reads: Iterable[str], after: Iterable[str] = (), per_round: bool = False):
+        self.name = name
+        self.reads = tuple(sorted(set(reads)))
+        self.after = tuple(after)
+        self.per_round = per_round
+        for upstream in self.after:
+            if upstream not in STAGES:
+                raise ValueError(f"stage {name!r} runs after unknown stage {upstream!r}")
+        STAGES[name] = self
+
+    @functools.cached_property
+    def closure(self) -> tuple[str, ...]:
+        """Every field this stage's result depends on: its own and its upstreams'."""
+        fields = set(self.reads)
+        for upstream in self.after:
+            fields |= set(STAGES[upstream].closure)
+        return tuple(sorted(fields))
+
+    def view(self, config) -> ConfigView:
+        """The part of ``config`` this stage may read (its whole closure: a stage may
+        also need a field an upstream stage reads, e.g. the grid size)."""
+        if isinstance(config, ConfigView):
+            if config._stage != self.name:
+                raise TypeError(f"stage {self.name!r} got the view of stage {config._stage!r}")
+            return config
+        return ConfigView(self.name, {f: getattr(config, f) for f in self.closure})
+
+    def fields(self, config) -> dict[str, Any]:
+        """The values of :attr:`closure` in ``config``."""
+        return {f: getattr(config, f) for f in self.closure}
+
+    def key(self, config, *, code_version: str, round_index: int | None = None) -> str:
+        """The stage's key: name, round, closure fields and code version, hashed."""
+        if self.per_round != (round_index is not None):
+            raise ValueError(f"stage {self.name!r}: round_index is {'required' if self.per_round else 'not used'}")
+        payload = {"stage": self.name, "round": round_index, "fields": self.fields(config), "code": code_version}
+        return f"{self.name}-{digest(payload)}"
+
+    def __call__(self, fn: Callable) -> Callable:
+        """Decorate a function of this stage: its first argument (a configuration or
+        this stage's view) reaches it as this stage's :class:`ConfigView`."""
+
+        @functools.wraps(fn)
+        def wrapper(config, *args, **kwargs):
+            return fn(self.view(config), *args, **kwargs)
+
+        wrapper.stage = self
+        return wrapper
+
+    def __repr__(self) -> str:
+        return f"Stage({self.name!r}, reads={self.reads}, after={self.after})"
+
+
+# ---------------------------------------------------------------- declarations
+
+DATA = Stage("data", reads=("seed", "n_initial", "n_calibration", "grid_size"))
+INITIAL = Stage(
+    "initial", reads=("seed", "hidden_channels", "learning_rate", "batch_size", "initial_epochs"), after=("data",)
+)
+CALIBRATION = Stage(
+    "calibration",
+    reads=("curvature", "log_prior_prec_min", "log_prior_prec_max", "calibration_grid_size", "mc_samples"),
+    after=("initial",),
+)
+ROUND = Stage(
+    "round",
+    reads=("acquisition", "acquisition_batch", "predictive_samples", "learning_rate", "batch_size", "epochs_per_round"),
+    after=("calibration",),
+    per_round=True,
+)
+PASSIVE = Stage(
+    "passive",
+    reads=(
+        "seed",
+        "n_initial",
+        "rounds",
+        "acquisition_batch",
+        "grid_size",
+        "hidden_channels",
+        "learning_rate",
+        "batch_size",
+        "initial_epochs",
+        "epochs_per_round",
+    ),
+)
+
+# Fields no stage reads: where the outputs go and what the flow runs or writes. They
+# change no number, so they are in no key (a test checks every field is one or the other).
+FLOW_FIELDS = {
+    "artifacts_dir": "where the experiment's folder is",
+    "passive": "whether the passive baseline runs",
+    "plots": "whether the report draws its figures",
+}
+
+
+def experiment_digest(config) -> str:
+    """Names the experiment's folder: every field the active loop's rounds depend on
+    (not ``rounds``: round r does not depend on how many follow, so a longer run of
+    the same configuration extends a shorter one in the same folder)."""
+    return digest(ROUND.fields(config))
+
+
+def passive_digest(config) -> str:
+    """Names the passive baseline's file, shared by every experiment with its budget."""
+    return digest(PASSIVE.fields(config))
+
+
+# ---------------------------------------------------------------- records
+
+
+class Initial(NamedTuple):
+    state: ex.ModelState
+    losses: np.ndarray
+    accuracy: float
+    seconds: float
+
+
+class Calibration(NamedTuple):
+    prior_prec: float
+    grid: np.ndarray  # prior precisions tried
+    curve: np.ndarray | None  # the objective at each (None on laplax's path)
+    objective: str  # what the curve is ("ece")
+    seconds: float
+
+
+class Acquired(NamedTuple):
+    indices: list[int]
+    points: np.ndarray
+    scores: np.ndarray  # float32 over the candidates, before the round's first pick
+    preds: np.ndarray  # int8 predicted class of every candidate
+    seconds: float
+
+
+class Retrained(NamedTuple):
+    state: ex.ModelState
+    losses: np.ndarray
+    seconds: float
+
+
+class RoundRecord(NamedTuple):
+    """Everything a round produced: the state the next round starts from."""
+
+    round: int
+    indices: list[int]
+    points: np.ndarray
+    labels: list[int]
+    label_source: str  # who labelled: "truth"
+    accuracy: float
+    scores: np.ndarray
+    preds: np.ndarray
+    x_labelled: np.ndarray
+    y_labelled: np.ndarray
+    state: ex.ModelState
+    losses: np.ndarray
+    seconds: float
+
+    def summary(self) -> "RoundSummary":
+        return RoundSummary(
+            self.round,
+            [int(i) for i in self.indices],
+            np.asarray(self.points).tolist(),
+            [int(c) for c in self.labels],
+            self.label_source,
+            self.accuracy,
+            len(self.y_labelled),
+            self.seconds,
+        )
+
+
+class RoundSummary(NamedTuple):
+    """What the report and the log need of a round (small: no arrays)."""
+
+    round: int
+    indices: list[int]
+    points: list[list[float]]
+    labels: list[int]
+    label_source: str
+    accuracy: float
+    n_labelled: int
+    seconds: float
+
+
+class Passive(NamedTuple):
+    accuracy: float
+    x: np.ndarray
+    y: np.ndarray
+    preds: np.ndarray
+    state: ex.ModelState
+    losses: np.ndarray
+    seconds: float
+
+
+RECORDS = {"data": ex.Data, "initial": Initial, "calibration": Calibration, "round": RoundRecord, "passive": Passive}
+
+
+# ---------------------------------------------------------------- the stages' functions
+
+
+def _train(cfg: ConfigView, x, y, *, epochs: int, compile_only: bool = False):
+    return ex.train_from_scratch(
+        x,
+        y,
+        seed=cfg.seed,
+        hidden_channels=cfg.hidden_channels,
+        learning_rate=cfg.learning_rate,
+        epochs=epochs,
+        batch_size=cfg.batch_size,
+        compile_only=compile_only,
+    )
+
+
+@DATA
+def generate_data(cfg: ConfigView) -> ex.Data:
+    """Initial and calibration points with their true labels, the grid and its labels,
+    the sampling key (the passive points are the passive stage's)."""
+    return ex.generate_data(
+        seed=cfg.seed,
+        n_initial=cfg.n_initial,
+        n_calibration=cfg.n_calibration,
+        n_passive=0,
+        grid_size=cfg.grid_size,
+    )
+
+
+@INITIAL
+def initial_training(cfg: ConfigView, data: ex.Data) -> Initial:
+    """Train the MLP from its seeded initialisation on the initial points."""
+    t0 = time.perf_counter()
+    state, losses = _train(cfg, data.x_initial, data.y_initial, epochs=cfg.initial_epochs)
+    accuracy = ex.accuracy(ex.predict(state.params, data.grid), data.grid_labels)
+    return Initial(state, losses, accuracy, time.perf_counter() - t0)
+
+
+@CALIBRATION
+def calibrate(cfg: ConfigView, data: ex.Data, initial: Initial) -> Calibration:
+    """Prior precision by ECE grid search on the calibration set (the tutorial's)."""
+    t0 = time.perf_counter()
+    tau, grid, curve = ex.calibrate_prior_precision(
+        initial.state.params,
+        data.x_calibration,
+        data.y_calibration,
+        curvature=cfg.curvature,
+        log_min=cfg.log_prior_prec_min,
+        log_max=cfg.log_prior_prec_max,
+        size=cfg.calibration_grid_size,
+        mc_samples=cfg.mc_samples,
+    )
+    return Calibration(tau, grid, curve, "ece", time.perf_counter() - t0)
+
+
+@ROUND
+def acquire(
+    cfg: ConfigView,
+    round_index: int,
+    data: ex.Data,
+    state: ex.ModelState,
+    x_labelled: np.ndarray,
+    y_labelled: np.ndarray,
+    prior_prec: float,
+) -> Acquired:
+    """Score the candidates and choose the round's point(s) to label."""
+    t0 = time.perf_counter()
+    uses_key = strategies.get(cfg.acquisition).uses_key
+    indices, scores, preds = ex.acquire(
+        state.params,
+        x_labelled,
+        y_labelled,
+        data.grid,
+        strategy=cfg.acquisition,
+        batch=cfg.acquisition_batch,
+        prior_prec=prior_prec,
+        curvature=cfg.curvature,
+        predictive_samples=cfg.predictive_samples,
+        key=ex.round_key(data.sampling_key, round_index) if uses_key else None,
+    )
+    return Acquired(
+        indices, np.asarray(data.grid[indices]), scores.astype(np.float32), preds.astype(np.int8), time.perf_counter() - t0
+    )
+
+
+@ROUND
+def true_labels(cfg: ConfigView, data: ex.Data, acquired: Acquired) -> list[int]:
+    """The oracle: the ground truth's labels of the acquired candidates."""
+    return [int(data.grid_labels[i]) for i in acquired.indices]
+
+
+@ROUND
+def retrain(cfg: ConfigView, state: ex.ModelState, x_labelled: np.ndarray, y_labelled: np.ndarray) -> Retrained:
+    """Continue training on the grown labelled set, optimizer state carried over."""
+    t0 = time.perf_counter()
+    new_state, losses = ex.retrain(
+        state,
+        x_labelled,
+        y_labelled,
+        learning_rate=cfg.learning_rate,
+        epochs=cfg.epochs_per_round,
+        batch_size=cfg.batch_size,
+    )
+    return Retrained(new_state, losses, time.perf_counter() - t0)
+
+
+@ROUND
+def evaluate(
+    cfg: ConfigView,
+    round_index: int,
+    data: ex.Data,
+    acquired: Acquired,
+    labels: list[int],
+    retrained: Retrained,
+    x_labelled: np.ndarray,
+    y_labelled: np.ndarray,
+    *,
+    label_source: str = "truth",
+) -> RoundRecord:
+    """Grid accuracy of the retrained model; the round's whole record."""
+    t0 = time.perf_counter()
+    accuracy = ex.accuracy(ex.predict(retrained.state.params, data.grid), data.grid_labels)
+    seconds = acquired.seconds + retrained.seconds + time.perf_counter() - t0
+    return RoundRecord(
+        round_index,
+        [int(i) for i in acquired.indices],
+        acquired.points,
+        [int(c) for c in labels],
+        label_source,
+        accuracy,
+        acquired.scores,
+        acquired.preds,
+        x_labelled,
+        y_labelled,
+        retrained.state,
+        retrained.losses,
+        seconds,
+    )
+
+
+def _passive_points(cfg: ConfigView) -> np.ndarray:
+    return problem.uniform_points(problem.split_keys(cfg.seed).passive, n_passive(cfg))
+
+
+@PASSIVE
+def passive_baseline(cfg: ConfigView) -> Passive:
+    """Uniform random points, the active loop's label and epoch budget."""
+    t0 = time.perf_counter()
+    x = _passive_points(cfg)
+    y = problem.true_labels(x)
+    grid = problem.grid_points(cfg.grid_size)
+    state, losses = _train(cfg, x, y, epochs=passive_epochs(cfg))
+    preds = ex.predict(state.params, grid)
+    return Passive(
+        ex.accuracy(preds, problem.true_labels(grid)), x, y, preds.astype(np.int8), state, losses, time.perf_counter() - t0
+    )
+
+
+# ---------------------------------------------------------------- ahead-of-time compilation
+
+
+def precompile(config, *, first_round: int = 1, passive: bool = True, initial: bool = True) -> int:
+    """Compile the JAX programs the stages still to run will use; returns how many.
+
+    Each program is compiled through the stage's own function (``compile_only``), on
+    arrays of exactly the shapes it will see, so nothing here repeats the stages'
+    shape logic. ``first_round``: the first round to compute (rounds before it are
+    restored, so their programs are not needed); ``passive``/``initial``: whether
+    those stages will be computed. The command line does this while Prefect's server
+    boots; it changes no number.
+    """
+    from alcore.model import init_params
+
+    count = 0
+    zeros = lambda n: (np.zeros((n, 2), np.float32), np.zeros(n, np.int32))  # noqa: E731
+    if initial:
+        _train(INITIAL.view(config), *zeros(config.n_initial), epochs=config.initial_epochs, compile_only=True)
+        count += 1
+    if passive:
+        view = PASSIVE.view(config)
+        _train(view, *zeros(n_passive(view)), epochs=passive_epochs(view), compile_only=True)
+        count += 1
+    grid = problem.grid_points(config.grid_size)
+    if first_round <= config.rounds:
+        cfg = ROUND.view(config)
+        params = init_params(seed=config.seed, hidden=config.hidden_channels)
+        tx_state = ex.training.make_optimizer(learning_rate=config.learning_rate).init(params)
+        n = config.n_initial + (first_round - 1) * config.acquisition_batch
+        if config.curvature == "full" and strategies.get(config.acquisition).score == "std":
+            x, y = zeros(n)
+            preds = np.zeros(len(grid), np.int32)
+            ex.uncertainty_map(params, x, y, grid, preds, prior_prec=1.0, curvature="full", compile_only=True)
+            count += 2
+        retrain_state = ex.ModelState(params, tx_state)
+        x, y = zeros(n + config.acquisition_batch)
+        ex.retrain(
+            retrain_state,
+            x,
+            y,
+            learning_rate=cfg.learning_rate,
+            epochs=cfg.epochs_per_round,
+            batch_size=cfg.batch_size,
+            compile_only=True,
+        )
+        count += 1
+    if initial or passive or first_round <= config.rounds:
+        ex.predict(init_params(seed=config.seed, hidden=config.hidden_channels), grid, compile_only=True)
+        count += 1
+    return count

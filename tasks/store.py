@@ -1,0 +1,162 @@
+"""The experiment folder as the one store of stage results (plain Python; no Prefect).
+
+Every stage's record is a checksummed file in the experiment's folder, saved under
+the stage's key (``alcore.stages.Stage.key``: its declared fields, the round and the
+code version). A resume reads nothing else: Prefect keeps no results of its own
+(tasks run with ``persist_result=False``), so a run with an empty ``PREFECT_HOME``,
+on a new machine or in a fresh container, resumes from the folder alone.
+
+A resume restores the longest valid prefix of the chain data -> initial ->
+calibration -> round 1 -> ... -> round R, and computes the rest. A damaged file
+(truncated, corrupted, another format) ends the prefix with a warning naming it; a
+file written under another key (other code version) ends it with a note; either
+way that stage and every later one are computed again and their files rewritten.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alcore import stages as st
+from alcore.config import ExperimentConfig
+from tasks import storage
+from tasks.workspace import CODE_VERSION, Workspace
+
+CHAIN = (st.DATA, st.INITIAL, st.CALIBRATION)
+
+
+@dataclass
+class Restored:
+    """What a resume found valid in the folder, in chain order."""
+
+    data: object = None
+    initial: st.Initial | None = None
+    calibration: st.Calibration | None = None
+    rounds: list[st.RoundSummary] = field(default_factory=list)
+    last_round: st.RoundRecord | None = None
+    warnings: list[str] = field(default_factory=list)  # damaged files
+    notes: list[str] = field(default_factory=list)  # stale files (other code or parameters)
+
+    @property
+    def names(self) -> list[str]:
+        """The restored stages, as the run graph and results.json name them."""
+        out = [s.name for s, rec in zip(CHAIN, (self.data, self.initial, self.calibration), strict=True) if rec]
+        return out + [f"round-{r.round:02d}" for r in self.rounds]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+class Store:
+    """Keys, files, saving and restoring of one experiment's stages."""
+
+    def __init__(self, config: ExperimentConfig, code_version: str = CODE_VERSION):
+        self.config = config
+        self.code_version = code_version
+        self.workspace = Workspace.for_config(config)
+
+    # -- keys and files
+    def key(self, stage: st.Stage, round_index: int | None = None) -> str:
+        return stage.key(self.config, code_version=self.code_version, round_index=round_index)
+
+    def file(self, stage: st.Stage, round_index: int | None = None) -> Path:
+        if stage is st.ROUND:
+            return self.workspace.round_file(round_index)
+        if stage is st.PASSIVE:
+            return self.workspace.passive_file(self.config)
+        return self.workspace.stage_file(stage.name)
+
+    # -- one stage
+    def save(self, stage: st.Stage, record: tuple, round_index: int | None = None) -> str:
+        """Write a stage's record (atomic, checksummed); returns its digest."""
+        return storage.save_record(self.file(stage, round_index), self.key(stage, round_index), record)
+
+    def load(self, stage: st.Stage, round_index: int | None = None) -> tuple:
+        """A stage's record; raises FileNotFoundError, DamagedFile or StaleFile."""
+        return storage.load_record(
+            self.file(stage, round_index), self.key(stage, round_index), st.RECORDS[stage.name]
+        )
+
+    def check(self, stage: st.Stage, round_index: int | None = None) -> tuple[str, tuple | None, str | None]:
+        """(state, record, message): state is ``ok``, ``missing``, ``damaged`` or
+        ``stale``; the message says why for the last two. A file of an older format
+        is stale, not damaged: it was written correctly, by older code."""
+        path = self.file(stage, round_index)
+        redo = "recomputing it" if stage is st.PASSIVE else "recomputing it and every stage after it"
+        try:
+            return "ok", self.load(stage, round_index), None
+        except FileNotFoundError:
+            return "missing", None, None
+        except storage.DamagedFile as e:
+            if e.reason.startswith("format version"):
+                return "stale", None, f"{path} has an older file {e.reason.split(',')[0]}; {redo}"
+            return "damaged", None, f"damaged result file {path}: {e.reason}; {redo}"
+        except storage.StaleFile:
+            return "stale", None, f"{path} was computed by another code version or configuration; {redo}"
+
+    # -- the chain
+    def probe(self) -> int:
+        """How many chain files exist, in order (a stat per file, no reading): what a
+        resume may restore at most. For deciding what to compile ahead."""
+        count = 0
+        for stage in CHAIN:
+            if not self.file(stage).exists():
+                return count
+            count += 1
+        for r in range(1, self.config.rounds + 1):
+            if not self.file(st.ROUND, r).exists():
+                break
+            count += 1
+        return count
+
+    def restore(self) -> Restored:
+        """Load the longest valid prefix of the chain (every file verified)."""
+        out = Restored()
+        for stage, attr in zip(CHAIN, ("data", "initial", "calibration"), strict=True):
+            state, record, message = self.check(stage)
+            if state != "ok":
+                _note(out, state, message)
+                return out
+            setattr(out, attr, record)
+        for r in range(1, self.config.rounds + 1):
+            state, record, message = self.check(st.ROUND, r)
+            if state != "ok":
+                _note(out, state, message)
+                return out
+            out.rounds.append(record.summary())
+            out.last_round = record
+        return out
+
+    def status(self) -> dict:
+        """What is on disk for this configuration: every stage's file, its state and
+        its main numbers (for ``--status``)."""
+        rows = [_row(stage.name, self.file(stage), *self.check(stage)) for stage in CHAIN]
+        rounds = sorted(self.workspace.round_file(1).parent.glob("round-*.joblib"))
+        for path in rounds:
+            r = int(path.stem.split("-")[1])
+            rows.append(_row(path.stem, path, *self.check(st.ROUND, r)))
+        rows.append(_row("passive", self.file(st.PASSIVE), *self.check(st.PASSIVE)))
+        return {"folder": str(self.workspace.root), "exists": self.workspace.root.exists(), "stages": rows}
+
+
+def _note(out: Restored, state: str, message: str | None) -> None:
+    if state == "damaged":
+        out.warnings.append(message)
+    elif state == "stale":
+        out.notes.append(message)
+
+
+def _row(name: str, path: Path, state: str, record, message: str | None) -> dict:
+    row = {"stage": name, "file": str(path), "bytes": path.stat().st_size if path.exists() else None, "state": state}
+    if message:
+        row["message"] = message
+    if record is not None:
+        for key in ("accuracy", "prior_prec", "labels", "indices"):
+            if key in record._fields:
+                value = getattr(record, key)
+                row[key] = value.tolist() if hasattr(value, "tolist") else value
+    return row
+
+
+def print_status(config: ExperimentConfig) -> None:
+    print(json.dumps(Store(config).status(), indent=2))
