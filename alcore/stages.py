@@ -351,7 +351,11 @@ def acquire(
         key=ex.round_key(data.sampling_key, round_index) if uses_key else None,
     )
     return Acquired(
-        indices, np.asarray(data.grid[indices]), scores.astype(np.float32), preds.astype(np.int8), time.perf_counter() - t0
+        indices,
+        np.asarray(data.grid[indices]),
+        scores.astype(np.float32),
+        preds.astype(np.int8),
+        time.perf_counter() - t0,
     )
 
 
@@ -424,7 +428,13 @@ def passive_baseline(cfg: ConfigView) -> Passive:
     state, losses = _train(cfg, x, y, epochs=passive_epochs(cfg))
     preds = ex.predict(state.params, grid)
     return Passive(
-        ex.accuracy(preds, problem.true_labels(grid)), x, y, preds.astype(np.int8), state, losses, time.perf_counter() - t0
+        ex.accuracy(preds, problem.true_labels(grid)),
+        x,
+        y,
+        preds.astype(np.int8),
+        state,
+        losses,
+        time.perf_counter() - t0,
     )
 
 

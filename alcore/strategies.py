@@ -63,12 +63,17 @@ def register(strategy: Strategy) -> Strategy:
     return strategy
 
 
-register(Strategy("max_std", "largest predictive std of the predicted class (the tutorial's)", "std"))
-register(Strategy("sampled", "drawn with the predicted class's stds as logits (the tutorial's alternative)", "std", "sample"))
-register(Strategy("entropy", "largest entropy of the predictive", "probs", probability_score="entropy_score"))
-register(Strategy("bald", "largest mutual information between label and parameters (BALD)", "probs", probability_score="bald_score"))
-register(Strategy("margin", "smallest margin between the two most probable classes", "probs", probability_score="margin_score"))
-register(Strategy("random", "uniform over the candidates (random-in-the-loop: the active loop's schedule)", "uniform", "sample"))
+for _strategy in (
+    Strategy("max_std", "largest predictive std of the predicted class (the tutorial's)", "std"),
+    Strategy(
+        "sampled", "drawn with the predicted class's stds as logits (the tutorial's alternative)", "std", "sample"
+    ),
+    Strategy("entropy", "largest entropy of the predictive", "probs", probability_score="entropy_score"),
+    Strategy("bald", "largest mutual information of label and parameters", "probs", probability_score="bald_score"),
+    Strategy("margin", "smallest margin of the two most probable classes", "probs", probability_score="margin_score"),
+    Strategy("random", "uniform over the candidates (random-in-the-loop)", "uniform", "sample"),
+):
+    register(_strategy)
 
 
 def names() -> tuple[str, ...]:

@@ -87,9 +87,7 @@ class _Runner:
 
     def __call__(self, stage_task, *args, after=(), name: str, **kwargs):
         t0 = time.perf_counter()
-        state = stage_task(
-            *args, **kwargs, return_state=True, wait_for=[s for s in after if s is not None] or None
-        )
+        state = stage_task(*args, **kwargs, return_state=True, wait_for=[s for s in after if s is not None] or None)
         result = state.result()
         self.seconds[name] = time.perf_counter() - t0
         return result, state

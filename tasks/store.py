@@ -73,9 +73,7 @@ class Store:
 
     def load(self, stage: st.Stage, round_index: int | None = None) -> tuple:
         """A stage's record; raises FileNotFoundError, DamagedFile or StaleFile."""
-        return storage.load_record(
-            self.file(stage, round_index), self.key(stage, round_index), st.RECORDS[stage.name]
-        )
+        return storage.load_record(self.file(stage, round_index), self.key(stage, round_index), st.RECORDS[stage.name])
 
     def check(self, stage: st.Stage, round_index: int | None = None) -> tuple[str, tuple | None, str | None]:
         """(state, record, message): state is ``ok``, ``missing``, ``damaged`` or
