@@ -17,6 +17,7 @@ from alcore import strategies
 # a strategy is named; the run form shows them as an enum.
 Acquisition = Literal[strategies.names()]
 Curvature = Literal["full", "diagonal", "lanczos", "lobpcg"]
+Oracle = Literal["truth", "human"]
 
 
 class ExperimentConfig(BaseModel):
@@ -65,11 +66,32 @@ class ExperimentConfig(BaseModel):
     mc_samples: int = Field(
         30, ge=1, le=10_000, description="Monte-Carlo samples of the predictive in the ECE objective."
     )
-    passive: bool = Field(True, description="Also train the passive baseline (uniform points, same label budget).")
+    oracle: Oracle = Field(
+        "truth",
+        description="Who labels: truth (the problem's ground truth, the tutorial's) or human (a person answers forms in the Prefect UI; needs a Prefect server).",
+    )
+    label_wait_seconds: int = Field(
+        86_400,
+        ge=1,
+        le=30 * 86_400,
+        description="Human oracle: how long a run waits for an answer before it ends (nothing is lost; re-run to continue).",
+    )
+    passive: bool = Field(
+        True,
+        description="Also train the passive baseline (uniform points, same label budget). Off by default with a human oracle (it would ask as many labels again).",
+    )
     plots: bool = Field(True, description="Write the PNG plots and the GIF (sweeps turn this off).")
     artifacts_dir: str = Field(
         "artifacts", min_length=1, description="Folder under which each experiment gets its own output folder."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _human_oracle_skips_the_passive_baseline(cls, values):
+        """With a human oracle the passive baseline is off unless asked for."""
+        if isinstance(values, dict) and values.get("oracle") == "human" and "passive" not in values:
+            return {**values, "passive": False}
+        return values
 
     @model_validator(mode="after")
     def _check_ranges(self):

@@ -35,6 +35,10 @@ class Data(NamedTuple):
     grid: np.ndarray
     grid_labels: np.ndarray
     sampling_key: np.ndarray  # raw key data of the sampling key
+    # the ground truth's labels of the initial and calibration points, when the labels
+    # above came from a person (for reporting how often they agree)
+    initial_truth: np.ndarray | None = None
+    calibration_truth: np.ndarray | None = None
 
 
 class ModelState(NamedTuple):
@@ -294,6 +298,7 @@ def acquire(
     curvature: str,
     predictive_samples: int = 64,
     key: jax.Array | None = None,
+    exclude: list[int] = (),
 ) -> tuple[list[int], np.ndarray, np.ndarray]:
     """Choose ``batch`` grid points to label; returns (indices, first scores, predictions).
 
@@ -301,7 +306,8 @@ def acquire(
     model's predicted probabilities, not labels) before the next is scored, so the
     batch spreads over the uncertain regions instead of crowding one peak, and no
     point is picked twice. k = 1 is exactly the single-point rule. ``key`` drives
-    ``sampled`` and ``random`` (split per pick when k > 1).
+    ``sampled`` and ``random`` (split per pick when k > 1). ``exclude``: candidate
+    indices never to pick (points a person could not label).
     """
     rule = strategies.get(strategy).rule
     preds = predict(params, grid)
@@ -326,7 +332,7 @@ def acquire(
         )
         if first is None:
             first = scores
-        chosen.append(acquisition.pick(scores, rule=rule, key=keys[j], exclude=chosen))
+        chosen.append(acquisition.pick(scores, rule=rule, key=keys[j], exclude=[*exclude, *chosen]))
     return chosen, first, preds
 
 

@@ -14,6 +14,8 @@ import numpy as np
 
 from alcore import prng
 
+N_CLASSES = 3
+
 
 def _f1(x):
     return 1.9 * (x * x * x) - 1.5 * (x * x) + 0.5

@@ -130,7 +130,7 @@ class Stage:
 
 # ---------------------------------------------------------------- declarations
 
-DATA = Stage("data", reads=("seed", "n_initial", "n_calibration", "grid_size"))
+DATA = Stage("data", reads=("seed", "n_initial", "n_calibration", "grid_size", "oracle"))
 INITIAL = Stage(
     "initial", reads=("seed", "hidden_channels", "learning_rate", "batch_size", "initial_epochs"), after=("data",)
 )
@@ -141,7 +141,15 @@ CALIBRATION = Stage(
 )
 ROUND = Stage(
     "round",
-    reads=("acquisition", "acquisition_batch", "predictive_samples", "learning_rate", "batch_size", "epochs_per_round"),
+    reads=(
+        "acquisition",
+        "acquisition_batch",
+        "predictive_samples",
+        "learning_rate",
+        "batch_size",
+        "epochs_per_round",
+        "oracle",
+    ),
     after=("calibration",),
     per_round=True,
 )
@@ -158,6 +166,7 @@ PASSIVE = Stage(
         "batch_size",
         "initial_epochs",
         "epochs_per_round",
+        "oracle",
     ),
 )
 
@@ -165,6 +174,7 @@ PASSIVE = Stage(
 # change no number, so they are in no key (a test checks every field is one or the other).
 FLOW_FIELDS = {
     "artifacts_dir": "where the experiment's folder is",
+    "label_wait_seconds": "how long a run waits for a person's answer",
     "passive": "whether the passive baseline runs",
     "plots": "whether the report draws its figures",
 }
@@ -299,6 +309,20 @@ def generate_data(cfg: ConfigView) -> ex.Data:
     )
 
 
+@DATA
+def label_data(cfg: ConfigView, drawn: ex.Data, initial: list[int] | None, calibration: list[int] | None) -> ex.Data:
+    """The data with the oracle's labels: the ground truth's as drawn (``truth``), or
+    a person's answers (``human``; the truth is kept beside them for the report)."""
+    if cfg.oracle == "truth":
+        return drawn
+    return drawn._replace(
+        y_initial=np.asarray(initial, np.int32),
+        y_calibration=np.asarray(calibration, np.int32),
+        initial_truth=drawn.y_initial,
+        calibration_truth=drawn.y_calibration,
+    )
+
+
 @INITIAL
 def initial_training(cfg: ConfigView, data: ex.Data) -> Initial:
     """Train the MLP from its seeded initialisation on the initial points."""
@@ -334,8 +358,10 @@ def acquire(
     x_labelled: np.ndarray,
     y_labelled: np.ndarray,
     prior_prec: float,
+    exclude: list[int] = (),
 ) -> Acquired:
-    """Score the candidates and choose the round's point(s) to label."""
+    """Score the candidates and choose the round's point(s) to label, never one of
+    ``exclude`` (points a person could not label)."""
     t0 = time.perf_counter()
     uses_key = strategies.get(cfg.acquisition).uses_key
     indices, scores, preds = ex.acquire(
@@ -349,6 +375,7 @@ def acquire(
         curvature=cfg.curvature,
         predictive_samples=cfg.predictive_samples,
         key=ex.round_key(data.sampling_key, round_index) if uses_key else None,
+        exclude=list(exclude),
     )
     return Acquired(
         indices,
@@ -360,9 +387,12 @@ def acquire(
 
 
 @ROUND
-def true_labels(cfg: ConfigView, data: ex.Data, acquired: Acquired) -> list[int]:
-    """The oracle: the ground truth's labels of the acquired candidates."""
-    return [int(data.grid_labels[i]) for i in acquired.indices]
+def labels_of(cfg: ConfigView, data: ex.Data, acquired: Acquired, answers: dict[int, int] | None = None) -> list[int]:
+    """The oracle's labels of the acquired candidates: the ground truth's, or a
+    person's ``answers`` (candidate index -> class)."""
+    if cfg.oracle == "truth":
+        return [int(data.grid_labels[i]) for i in acquired.indices]
+    return [int(answers[i]) for i in acquired.indices]
 
 
 @ROUND
@@ -390,8 +420,6 @@ def evaluate(
     retrained: Retrained,
     x_labelled: np.ndarray,
     y_labelled: np.ndarray,
-    *,
-    label_source: str = "truth",
 ) -> RoundRecord:
     """Grid accuracy of the retrained model; the round's whole record."""
     t0 = time.perf_counter()
@@ -402,7 +430,7 @@ def evaluate(
         [int(i) for i in acquired.indices],
         acquired.points,
         [int(c) for c in labels],
-        label_source,
+        "human" if cfg.oracle == "human" else "truth",
         accuracy,
         acquired.scores,
         acquired.preds,
@@ -414,16 +442,31 @@ def evaluate(
     )
 
 
+def class_probabilities(params: dict, x: np.ndarray) -> np.ndarray:
+    """The model's predicted class probabilities at ``x`` (what a form shows as its guess)."""
+    from alcore.model import forward
+
+    logits = forward({k: {n: np.asarray(v) for n, v in layer.items()} for k, layer in params.items()}, x, xp=np)
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
 def _passive_points(cfg: ConfigView) -> np.ndarray:
     return problem.uniform_points(problem.split_keys(cfg.seed).passive, n_passive(cfg))
 
 
+def passive_points(config) -> np.ndarray:
+    """The passive baseline's uniform points (what a person labels for it)."""
+    return _passive_points(PASSIVE.view(config))
+
+
 @PASSIVE
-def passive_baseline(cfg: ConfigView) -> Passive:
-    """Uniform random points, the active loop's label and epoch budget."""
+def passive_baseline(cfg: ConfigView, labels: list[int] | None = None) -> Passive:
+    """Uniform random points, the active loop's label and epoch budget; labelled by
+    the ground truth, or by a person (``labels``, with a human oracle)."""
     t0 = time.perf_counter()
     x = _passive_points(cfg)
-    y = problem.true_labels(x)
+    y = problem.true_labels(x) if cfg.oracle == "truth" else np.asarray(labels, np.int32)
     grid = problem.grid_points(cfg.grid_size)
     state, losses = _train(cfg, x, y, epochs=passive_epochs(cfg))
     preds = ex.predict(state.params, grid)

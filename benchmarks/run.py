@@ -263,7 +263,7 @@ def project_rounds(cfg, data, state, prior):
 
 def flow_round_profile(flow_run: dict) -> dict:
     """Median wall time of each stage task of a round inside the flow (rounds 2-50)."""
-    walls = flow_run["in_flow_seconds"]
+    walls = flow_run["in_flow_seconds"]  # rounds 2-50: round 1 overlaps the passive baseline's start
     out = {}
     for stage in ("acquire", "label", "retrain", "evaluate"):
         values = [v for k, v in walls.items() if k.endswith("/" + stage) and not k.startswith("round-01/")]
@@ -271,13 +271,50 @@ def flow_round_profile(flow_run: dict) -> dict:
     return out
 
 
+def _cli(env: dict, artifacts: Path, *extra: str) -> dict:
+    """One ``python -m flows.active_learning`` process, as ``make run`` runs it."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.active_learning", "--artifacts-dir", str(artifacts), *extra],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    printed = json.loads(proc.stdout[: proc.stdout.rindex("}") + 1])
+    doc = json.loads(next(artifacts.glob("al-*/results.json")).read_text())
+    rounds = list(doc["run"]["round_seconds"].values())
+    return {
+        "wall_seconds": wall,
+        "flow_call_seconds": printed["flow_call_seconds"],
+        "prior_precision": doc["prior_precision"],
+        "final_active_accuracy": doc["final_active_accuracy"],
+        "passive_accuracy": doc["passive_accuracy"],
+        "in_flow_seconds": doc["run"]["wall_seconds"],
+        "round_median_seconds": float(np.median(rounds)) if rounds else None,
+        "restored_stages": len(doc["run"]["restored"]),
+        "computed_stages": len(doc["run"]["computed"]),
+        "numbers": {k: doc[k] for k in ("prior_precision", "active_accuracy", "passive_accuracy", "chosen_indices")},
+    }
+
+
 def whole_flow(cfg):
     """The default experiment through Prefect, as `make run` runs it: a fresh process
-    with the temporary server (its start included). ``cold``: a fresh PREFECT_HOME
-    (database migrations) and an empty JAX compilation cache, as on a first run;
-    ``warm``: the same command again with ``--refresh`` (every stage recomputed; the
-    database and the compiled programs exist), as on every later run. Peak RSS is the
-    largest of the flow processes."""
+    with the temporary server (its start included), one process per mode, in order:
+
+    - ``cold``: a fresh PREFECT_HOME (database migrations) and an empty JAX
+      compilation cache, as on a first run;
+    - ``warm``: the same command with ``--refresh`` (every stage recomputed; the
+      database and the compiled programs exist), as on every later run;
+    - ``restored``: the same command again: everything is restored from the folder
+      (what a resumed or suspended-and-answered run replays);
+    - ``empty_home``: the same command with a new, empty PREFECT_HOME (a new
+      machine): it must restore everything, from the folder alone.
+
+    Peak RSS is the largest of the flow processes."""
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         env = {
@@ -287,27 +324,11 @@ def whole_flow(cfg):
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         }
         env.pop("PREFECT_API_URL", None)
-        for mode, extra in (("cold", []), ("warm", ["--refresh"])):
-            t0 = time.perf_counter()
-            proc = subprocess.run(
-                [sys.executable, "-m", "flows.active_learning", "--artifacts-dir", str(Path(tmp) / "a"), *extra],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-            )
-            wall = time.perf_counter() - t0
-            if proc.returncode != 0:
-                raise RuntimeError(proc.stderr[-3000:])
-            doc = json.loads(next((Path(tmp) / "a").glob("al-*/results.json")).read_text())
-            out[mode] = {
-                "wall_seconds": wall,
-                "prior_precision": doc["prior_precision"],
-                "final_active_accuracy": doc["final_active_accuracy"],
-                "passive_accuracy": doc["passive_accuracy"],
-                "in_flow_seconds": doc["run"]["wall_seconds"],
-                "cached_stages": sum(doc["run"]["cached"].values()),
-            }
+        artifacts = Path(tmp) / "a"
+        out["cold"] = _cli(env, artifacts)
+        out["warm"] = _cli(env, artifacts, "--refresh")
+        out["restored"] = _cli(env, artifacts)
+        out["empty_home"] = _cli({**env, "PREFECT_HOME": str(Path(tmp) / "empty-home")}, artifacts)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return out
 
@@ -396,10 +417,29 @@ def targets(r: dict) -> dict:
     if "calibration_other_seeds" in r:
         gap = max(abs(row["ece_gap"]) for row in r["calibration_other_seeds"])
         out["other seeds: |ECE(ours) - ECE(laplax's choice)|, by laplax's objective"] = (gap, "<= 0.01", gap <= 0.01)
+    flow = r["project_flow"]
+    warm, restored, empty = flow["warm"], flow["restored"], flow["empty_home"]
+    ratio = restored["flow_call_seconds"] / warm["flow_call_seconds"]
+    out["restored re-run: flow time / fresh flow time"] = (ratio, "<= 0.10", ratio <= 0.10)
+    ratio = restored["wall_seconds"] / warm["wall_seconds"]
+    out["restored re-run: whole process / fresh whole process"] = (ratio, "<= 0.5", ratio <= 0.5)
+    out["replay of a finished 50-round experiment: flow time [s]"] = (
+        restored["flow_call_seconds"],
+        "<= 2",
+        restored["flow_call_seconds"] <= 2,
+    )
+    ratio = warm["round_median_seconds"] / r["project_rounds"]["round_median"]
+    out["flow's median round / the round's computation alone"] = (ratio, "<= 1.3", ratio <= 1.3)
+    same = empty["numbers"] == warm["numbers"] == restored["numbers"]
+    out["empty PREFECT_HOME: stages recomputed, results identical"] = (
+        empty["computed_stages"],
+        "0, identical",
+        empty["computed_stages"] == 0 and empty["restored_stages"] == 53 and same,
+    )
     if "whole_experiment_ratio" in r:
-        for mode in ("cold", "warm"):
+        for mode, limit in (("cold", 0.15), ("warm", 0.06)):
             ratio = r["whole_experiment_ratio"][mode]
-            out[f"whole experiment / tutorial ({mode})"] = (ratio, "<= 0.15", ratio <= 0.15)
+            out[f"whole experiment / tutorial ({mode})"] = (ratio, f"<= {limit}", ratio <= limit)
     return {name: {"value": v, "target": t, "met": bool(m)} for name, (v, t, m) in out.items()}
 
 

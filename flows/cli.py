@@ -22,14 +22,20 @@ def parser() -> argparse.ArgumentParser:
     for name, field in ExperimentConfig.model_fields.items():
         flag = "--" + name.replace("_", "-")
         default = field.default
+        # No argparse defaults: a flag not given is left to the config, whose
+        # defaults and validators decide (e.g. the passive baseline is off by default
+        # with a human oracle).
         if field.annotation is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=field.description)
+            p.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{field.description} (default: {default})",
+            )
             continue
         choices = typing.get_args(field.annotation) or None
         kind = str if choices else field.annotation
-        p.add_argument(
-            flag, type=kind, default=default, choices=choices, help=f"{field.description} (default: {default})"
-        )
+        p.add_argument(flag, type=kind, default=None, choices=choices, help=f"{field.description} (default: {default})")
     p.add_argument("--refresh", action="store_true", help="ignore cached results and recompute every stage")
     p.add_argument(
         "--retries",
@@ -45,7 +51,7 @@ def parse_config(argv: list[str] | None = None) -> tuple[ExperimentConfig, argpa
     """Build the config from flags; exits with a message naming the bad parameter."""
     p = parser()
     args = p.parse_args(argv)
-    values = {name: getattr(args, name) for name in ExperimentConfig.model_fields}
+    values = {name: getattr(args, name) for name in ExperimentConfig.model_fields if getattr(args, name) is not None}
     try:
         config = ExperimentConfig(**values)
         check_writable(config.artifacts_dir)

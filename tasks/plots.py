@@ -18,11 +18,12 @@ CMAP = ListedColormap(CLASS_COLORS)
 EXTENT = (0.0, 1.0, 0.0, 1.0)
 
 
-def _boundaries(ax):
-    xs = np.linspace(0, 1, 200)
-    f1, f2 = boundary_curves(xs)
-    ax.plot(xs, np.asarray(f1), "k--", lw=1.2, label="true boundaries")
-    ax.plot(xs, np.asarray(f2), "k--", lw=1.2)
+def _boundaries(ax, truth: bool = True):
+    if truth:
+        xs = np.linspace(0, 1, 200)
+        f1, f2 = boundary_curves(xs)
+        ax.plot(xs, np.asarray(f1), "k--", lw=1.2, label="true boundaries")
+        ax.plot(xs, np.asarray(f2), "k--", lw=1.2)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_aspect("equal")
@@ -76,16 +77,35 @@ def prediction_plot(path: Path, preds, grid_size, x, y, n_initial, title) -> Pat
     return _save(fig, path)
 
 
-def uncertainty_plot(path: Path, preds, scores, grid_size, x, y, next_points, title) -> Path:
+def uncertainty_plot(path: Path, preds, scores, grid_size, x, y, next_points, title, *, truth: bool = True) -> Path:
+    """The predicted classes shaded by the acquisition scores, the labelled points,
+    the chosen ones starred (numbered when several); ``truth=False`` leaves out the
+    true boundaries (a form asking a person must not show the answer)."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    _uncertainty_axes(ax, preds, scores, grid_size, x, y, next_points)
-    ax.set_title(title)
+    _uncertainty_axes(ax, preds, scores, grid_size, x, y, next_points, truth=truth)
+    pts = np.atleast_2d(np.asarray(next_points))
+    if len(pts) > 1:
+        for n, (px, py) in enumerate(pts, start=1):
+            ax.annotate(str(n), (px, py), xytext=(5, 5), textcoords="offset points", fontsize=9, weight="bold")
+    ax.set_title(title, fontsize=9)
     return _save(fig, path)
 
 
-def _uncertainty_axes(ax, preds, scores, grid_size, x, y, next_point):
+def points_plot(path: Path, points, title) -> Path:
+    """Points to label, numbered as in the form (no boundaries: the answer is the person's)."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    _boundaries(ax, truth=False)
+    ax.scatter(points[:, 0], points[:, 1], c="red", edgecolors="k", s=30, zorder=3)
+    for n, (px, py) in enumerate(points, start=1):
+        ax.annotate(str(n), (px, py), xytext=(4, 4), textcoords="offset points", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _uncertainty_axes(ax, preds, scores, grid_size, x, y, next_point, *, truth: bool = True):
     ax.imshow(_class_image(preds, grid_size, _unit_range(scores)), origin="lower", extent=EXTENT)
-    _boundaries(ax)
+    _boundaries(ax, truth)
     _points(ax, x, y)
     pts = np.atleast_2d(np.asarray(next_point))
     ax.scatter(pts[:, 0], pts[:, 1], marker="*", s=260, c="red", edgecolors="k", zorder=4)

@@ -50,6 +50,8 @@ def build_results(
         "chosen_indices": [int(i) for r in rounds for i in r.indices],
         "chosen_labels": [int(c) for r in rounds for c in r.labels],
         "label_sources": [r.label_source for r in rounds for _ in r.labels],
+        "oracle": config.oracle,
+        "agreement_with_truth": agreement(data, rounds) if config.oracle == "human" else None,
         "labels_per_round": [r.n_labelled for r in rounds],
         "initial_points": np.asarray(data.x_initial).tolist(),
         "initial_labels": np.asarray(data.y_initial).tolist(),
@@ -66,6 +68,25 @@ def build_results(
         },
         "run": run_info,
     }
+
+
+def agreement(data, rounds: list[st.RoundSummary]) -> dict:
+    """How often a person's labels agree with the ground truth, where it exists."""
+    out = {}
+    pairs = {
+        "initial": (data.y_initial, data.initial_truth),
+        "calibration": (data.y_calibration, data.calibration_truth),
+        "rounds": (
+            [c for r in rounds for c in r.labels],
+            [int(data.grid_labels[i]) for r in rounds for i in r.indices],
+        ),
+    }
+    for name, (given, truth) in pairs.items():
+        if truth is not None and len(given):
+            out[name] = {"agree": int(np.sum(np.asarray(given) == np.asarray(truth))), "of": len(given)}
+    total = sum(v["agree"] for v in out.values()), sum(v["of"] for v in out.values())
+    out["all"] = {"agree": total[0], "of": total[1], "fraction": total[0] / total[1] if total[1] else None}
+    return out
 
 
 def _before_round(record: st.RoundRecord) -> tuple:

@@ -36,7 +36,13 @@ def restore(store: Store, what: str) -> Restored:
 @stage_task("data", "data/generate")
 def generate_data(store: Store):
     """Initial and calibration points, the grid and its true labels, the sampling key."""
-    data = st.generate_data(store.config)
+    return st.generate_data(store.config)
+
+
+@stage_task("data-label", "data/label")
+def label_data(store: Store, drawn, initial: list[int] | None, calibration: list[int] | None):
+    """The data with the oracle's labels (the truth's, or a person's answers); saved."""
+    data = st.label_data(store.config, drawn, initial, calibration)
     store.save(st.DATA, data)
     return data
 
@@ -58,15 +64,18 @@ def calibrate(store: Store, data, initial: st.Initial) -> st.Calibration:
 
 
 @stage_task("acquire", "round-{round_index:02d}/acquire")
-def acquire(store: Store, round_index: int, data, state, x_labelled, y_labelled, prior_prec: float) -> st.Acquired:
+def acquire(
+    store: Store, round_index: int, data, state, x_labelled, y_labelled, prior_prec: float, exclude: list[int]
+) -> st.Acquired:
     """Score the candidates and choose the round's point(s) to label."""
-    return st.acquire(store.config, round_index, data, state, x_labelled, y_labelled, prior_prec)
+    return st.acquire(store.config, round_index, data, state, x_labelled, y_labelled, prior_prec, exclude)
 
 
 @stage_task("label", "round-{round_index:02d}/label")
-def label(store: Store, round_index: int, data, acquired: st.Acquired) -> list[int]:
-    """Ask the oracle (the ground truth) for the labels of the acquired points."""
-    return st.true_labels(store.config, data, acquired)
+def label(store: Store, round_index: int, data, acquired: st.Acquired, answers: dict | None) -> list[int]:
+    """The oracle's labels of the acquired points: the ground truth's, or the
+    person's answers (already in the ledger: this records them in the round)."""
+    return st.labels_of(store.config, data, acquired, answers)
 
 
 @stage_task("retrain", "round-{round_index:02d}/retrain")
@@ -86,9 +95,9 @@ def evaluate(
 
 
 @stage_task("passive-train", "passive/train")
-def passive_train(store: Store) -> st.Passive:
+def passive_train(store: Store, labels: list[int] | None = None) -> st.Passive:
     """The passive baseline: uniform points, the same label and epoch budget."""
-    result = st.passive_baseline(store.config)
+    result = st.passive_baseline(store.config, labels)
     store.save(st.PASSIVE, result)
     return result
 

@@ -478,7 +478,7 @@ def test_precompile_leaves_the_stages_nothing_big_to_compile():
         initial = stages.initial_training(cfg, data)
         stages.passive_baseline(cfg)
         acquired = stages.acquire(cfg, 1, data, initial.state, data.x_initial, data.y_initial, 0.4)
-        labels = stages.true_labels(cfg, data, acquired)
+        labels = stages.labels_of(cfg, data, acquired)
         x = np.concatenate([data.x_initial, acquired.points])
         y = np.concatenate([data.y_initial, labels])
         stages.retrain(cfg, initial.state, x, y)

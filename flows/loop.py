@@ -1,0 +1,362 @@
+"""The wiring of one experiment inside the ``active-learning`` flow.
+
+:class:`Loop` restores what the folder holds, runs the stages still to run as
+tasks (big inputs quoted, graph edges given explicitly), asks a person where the
+oracle is human, and keeps the run's bookkeeping (wall times, what was restored
+and computed, progress). The math is in ``alcore.stages``, the task wrappers in
+``tasks.stages``; the flow itself (``flows.active_learning``) only calls this.
+"""
+
+import os
+import time
+
+import numpy as np
+from prefect import get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.context import get_run_context
+from prefect.utilities.annotations import quote
+
+from alcore import problem
+from alcore import stages as st
+from alcore.config import ExperimentConfig
+from flows import oracle
+from tasks import plots, stages
+from tasks.answers import AnswerBook, resolve
+from tasks.report import artifact_key
+from tasks.store import Restored, Store
+from tasks.workspace import check_writable
+
+FAULT_ENV = "BAL_FAULT_ONCE"
+
+
+class Loop:
+    """One experiment's run: restore, prepare, rounds, and what the report needs."""
+
+    def __init__(self, config: ExperimentConfig, refresh: bool):
+        self.config = config
+        self.refresh = refresh
+        self.log = get_run_logger()
+        self.t_start = time.perf_counter()
+        self.store = Store(config)
+        self.folder = self.store.workspace.root
+        check_writable(self.folder)
+        self.store.workspace.write_config(config)
+        self.book = AnswerBook(self.folder / "answers.jsonl")
+        self.human = config.oracle == "human"
+        self.seconds: dict[str, float] = {}
+        self.round_seconds: dict[str, float] = {}
+        self.restored = Restored()
+        self.last = None  # the state of the latest task: the next one's graph edge
+        self.rounds: list[st.RoundSummary] = []
+        self.stopped_after: int | None = None
+
+    # ------------------------------------------------------------ running tasks
+    def run(self, stage_task, *args, after=(), name: str, **kwargs):
+        """Run one stage task; returns (result, state). ``after``: upstream states."""
+        t0 = time.perf_counter()
+        edges = [s for s in after if s is not None]
+        state = stage_task(*args, **kwargs, return_state=True, wait_for=edges or None)
+        result = state.result()
+        self.seconds[name] = time.perf_counter() - t0
+        return result, state
+
+    # ------------------------------------------------------------ restore
+    def restore(self) -> None:
+        """Load the finished stages (one ``restore`` task), unless refreshing."""
+        self.book.read()
+        for message in self.book.warnings:
+            self.log.warning(message)
+        found = 0 if self.refresh else self.store.probe()
+        if not found:
+            return
+        self.restored, self.last = self.run(stages.restore, self.store, describe_prefix(found), name="restore")
+        for message in self.restored.warnings:
+            self.log.warning(message)
+        for message in self.restored.notes:
+            self.log.info(message)
+        if self.restored.names:
+            self.log.info("restored from %s: %s", self.folder, describe_prefix(len(self.restored.names)))
+
+    # ------------------------------------------------------------ data, initial training, calibration
+    def prepare(self):
+        """Data (labelled by the oracle), initial training, calibration."""
+        data = self.restored.data
+        if data is None:
+            drawn, generated = self.run(stages.generate_data, self.store, after=[self.last], name="data")
+            initial_labels, calibration_labels = self._label_data(drawn) if self.human else (None, None)
+            data, self.last = self.run(
+                stages.label_data,
+                self.store,
+                quote(drawn),
+                initial_labels,
+                calibration_labels,
+                after=[generated],
+                name="data/label",
+            )
+        initial = self.restored.initial
+        if initial is None:
+            initial, self.last = self.run(
+                stages.initial_training, self.store, quote(data), after=[self.last], name="initial"
+            )
+        calibration = self.restored.calibration
+        if calibration is None:
+            calibration, self.last = self.run(
+                stages.calibrate, self.store, quote(data), quote(initial), after=[self.last], name="calibration"
+            )
+        self.log.info(
+            "prior precision %.4f (calibrated by %s on %d points)",
+            calibration.prior_prec,
+            calibration.objective.upper(),
+            len(data.y_calibration),
+        )
+        self.data, self.initial, self.calibration = data, initial, calibration
+        return data, initial, calibration
+
+    def _label_data(self, drawn) -> tuple[list[int], list[int]]:
+        """A person labels the initial and the calibration points, one form each."""
+        out = []
+        for ask, points, what in (
+            ("initial", drawn.x_initial, "the initial training points"),
+            ("calibration", drawn.x_calibration, "the held-out calibration points"),
+        ):
+            answers = self.book.for_ask(ask)
+            answer = answers[-1] if answers else self._ask_points(ask, points, what)
+            out.append([answer.labels[i] for i in range(len(points))])
+        return out[0], out[1]
+
+    def _ask_points(self, ask: str, points: np.ndarray, what: str):
+        png = plots.points_plot(self.folder / "forms" / f"{ask}.png", points, f"{len(points)} points to label")
+        rows = "\n".join(f"| point_{n} | {x:.3f} | {y:.3f} |" for n, (x, y) in enumerate(points, start=1))
+        body = (
+            f"Label {what}: choose the class of every point.\n\n{oracle.image_markdown(png, ask)}\n\n"
+            f"| field | x | y |\n|---|---|---|\n{rows}\n"
+        )
+        return oracle.ask(
+            self.book,
+            ask=ask,
+            title=f"{len(points)} {what} of experiment {self.folder.name}",
+            points=[(i, [float(v) for v in p], f"({p[0]:.3f}, {p[1]:.3f})") for i, p in enumerate(points)],
+            classes=self.classes,
+            body=body,
+            wait_seconds=self.config.label_wait_seconds,
+            allow_skip=False,
+            allow_stop=False,
+        )
+
+    @property
+    def classes(self) -> list[str]:
+        """The class names a form offers."""
+        return [str(c) for c in range(problem.N_CLASSES)]
+
+    # ------------------------------------------------------------ the passive baseline's labels
+    def passive_labels(self) -> list[int] | None:
+        """With a human oracle, a person labels the passive baseline's points (one
+        form), unless its file already holds them; None otherwise."""
+        if not self.human or (not self.refresh and self.store.check(st.PASSIVE)[0] == "ok"):
+            return None
+        points = st.passive_points(self.config)
+        answers = self.book.for_ask("passive")
+        answer = answers[-1] if answers else self._ask_points("passive", points, "the passive baseline's points")
+        return [answer.labels[i] for i in range(len(points))]
+
+    # ------------------------------------------------------------ rounds
+    def loop(self) -> None:
+        """The rounds still to run, after the restored ones."""
+        progress = Progress(self.config)
+        self.rounds = list(self.restored.rounds)
+        last_round = self.restored.last_round
+        if last_round is not None:
+            state, x, y = last_round.state, last_round.x_labelled, last_round.y_labelled
+        else:
+            state, x, y = self.initial.state, self.data.x_initial, self.data.y_initial
+        progress.update(len(self.rounds))
+        for summary in self.rounds:
+            if self._stop_requested(summary.round):
+                self.stopped_after = summary.round
+                break
+        retrained_state = None  # the previous round's retrain: the state the next acquisition scores with
+        r = len(self.rounds)
+        while self.stopped_after is None and r < self.config.rounds:
+            r += 1
+            t_round = time.perf_counter()
+            state, x, y, retrained_state = self._round(r, state, x, y, retrained_state)
+            progress.update(r)
+            self.round_seconds[f"round-{r:02d}"] = time.perf_counter() - t_round
+            fault_point(self.folder, f"after-round-{r}")
+            if self._stop_requested(r):
+                self.stopped_after = r
+                self.log.info("stopping after round %d, as the person asked", r)
+        progress.update(len(self.rounds), final=True)
+
+    def _stop_requested(self, r: int) -> bool:
+        return self.human and any(a.stop for a in self.book.for_ask(f"round-{r:03d}"))
+
+    def _round(self, r: int, state, x, y, retrained_state):
+        name = f"round-{r:02d}"
+        acquired, acq, answers = self._acquire_and_ask(r, state, x, y, retrained_state)
+        labels, lab = self.run(
+            stages.label, self.store, r, quote(self.data), quote(acquired), answers, after=[acq], name=f"{name}/label"
+        )
+        x = append(x, acquired.points)
+        y = append(y, labels)
+        retrained, ret = self.run(
+            stages.retrain,
+            self.store,
+            r,
+            quote(state),
+            quote(x),
+            quote(y),
+            after=[lab, self.last],
+            name=f"{name}/retrain",
+        )
+        record, self.last = self.run(
+            stages.evaluate,
+            self.store,
+            r,
+            quote(self.data),
+            quote(acquired),
+            labels,
+            quote(retrained),
+            quote(x),
+            quote(y),
+            after=[acq, lab, ret],
+            name=f"{name}/evaluate",
+        )
+        self.rounds.append(record.summary())
+        picked = ", ".join(
+            f"({px:.3f}, {py:.3f}) -> class {c}" for (px, py), c in zip(acquired.points, labels, strict=True)
+        )
+        self.log.info(
+            "round %d/%d: labelled %s; accuracy %.2f %%", r, self.config.rounds, picked, 100 * record.accuracy
+        )
+        return retrained.state, x, y, ret
+
+    def _acquire_and_ask(self, r: int, state, x, y, retrained_state):
+        """Acquire the round's points and get their labels' answers: for a human, ask
+        until every point has a class (a skipped point is excluded and the next
+        best one proposed); the ledger answers what was asked before."""
+        ask = f"round-{r:03d}"
+        while True:
+            exclude = self.book.skipped() if self.human else []
+            acquired, acq = self.run(
+                stages.acquire,
+                self.store,
+                r,
+                quote(self.data),
+                quote(state),
+                quote(x),
+                quote(y),
+                self.calibration.prior_prec,
+                exclude,
+                after=[retrained_state, self.last],
+                name=f"round-{r:02d}/acquire",
+            )
+            if not self.human:
+                return acquired, acq, None
+            labels, _, _ = resolve(self.book.for_ask(ask), acquired.indices)
+            missing = [i for i in acquired.indices if i not in labels]
+            if not missing:
+                return acquired, acq, labels
+            answer = self._ask_round(r, acquired, missing, state, x, y)
+            if not answer.skipped:
+                labels, _, _ = resolve(self.book.for_ask(ask), acquired.indices)
+                return acquired, acq, labels
+
+    def _ask_round(self, r: int, acquired: st.Acquired, missing: list[int], state, x, y):
+        probs = st.class_probabilities(state.params, self.data.grid[missing])
+        png = plots.uncertainty_plot(
+            self.folder / "forms" / f"round-{r:03d}.png",
+            acquired.preds,
+            acquired.scores,
+            self.config.grid_size,
+            x,
+            y,
+            self.data.grid[missing],
+            f"Round {r}: {self.config.acquisition} scores; label the starred point(s)",
+            truth=False,
+        )
+        rows = []
+        points = []
+        for n, (i, p) in enumerate(zip(missing, probs, strict=True), start=1):
+            x0, y0 = self.data.grid[i]
+            guess = int(np.argmax(p))
+            rows.append(f"| point_{n} | {x0:.3f} | {y0:.3f} | class {guess} ({100 * p[guess]:.0f} %) |")
+            points.append((i, [float(x0), float(y0)], f"({x0:.3f}, {y0:.3f}); the model guesses class {guess}"))
+        body = (
+            f"The model's uncertainty over the grid; the point(s) to label are starred.\n\n"
+            f"{oracle.image_markdown(png, f'round {r}')}\n\n"
+            "| field | x | y | the model's guess |\n|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+            f"Choose a class for each point, or *{oracle.CANNOT_LABEL}* (it is then never proposed again and the "
+            "next best point is asked instead). *Stop after this round* ends the loop after this round."
+        )
+        return oracle.ask(
+            self.book,
+            ask=f"round-{r:03d}",
+            title=f"round {r} of {self.config.rounds}: {len(missing)} point(s)",
+            points=points,
+            classes=self.classes,
+            body=body,
+            wait_seconds=self.config.label_wait_seconds,
+            allow_skip=True,
+            allow_stop=True,
+        )
+
+    # ------------------------------------------------------------ bookkeeping
+    def run_info(self) -> dict:
+        return {
+            "flow_run_id": str(get_run_context().flow_run.id),
+            "wall_seconds": {**self.seconds, "total_before_report": time.perf_counter() - self.t_start},
+            "round_seconds": self.round_seconds,  # each computed round in the flow: its tasks and bookkeeping
+            "restored": self.restored.names,
+            "computed": [n for n in self.seconds if n != "restore"],
+            "warnings": self.restored.warnings + self.book.warnings,
+            "stopped_after_round": self.stopped_after,
+        }
+
+
+def describe_prefix(count: int) -> str:
+    """The first ``count`` stages of data, initial, calibration, round 1, ... in words."""
+    names = ["data", "initial", "calibration"][:count]
+    rounds = count - len(names)
+    if rounds == 1:
+        names.append("round 1")
+    elif rounds > 1:
+        names.append(f"rounds 1-{rounds}")
+    return ", ".join(names) or "nothing"
+
+
+class Progress:
+    """The rounds' progress artifact, updated at most once a second (an API call each)."""
+
+    def __init__(self, config: ExperimentConfig):
+        self.total = config.rounds
+        self.last = 0.0
+        self.id = create_progress_artifact(
+            progress=0.0, key=artifact_key(config, "progress"), description="Active-learning rounds finished"
+        )
+
+    def update(self, done: int, *, final: bool = False) -> None:
+        now = time.monotonic()
+        if final or now - self.last >= 1.0:
+            update_progress_artifact(self.id, progress=100.0 * done / self.total if self.total else 100.0)
+            self.last = now
+
+
+def fault_point(folder, name: str) -> None:
+    """Fail once at a named point, for testing retries and resume for real.
+
+    With ``BAL_FAULT_ONCE=after-round-3`` the flow raises after round 3 the first time
+    it gets there in this experiment folder (a marker file remembers it), as a crash
+    would; a retry or a re-run then passes. Unset (always, outside tests): a no-op.
+    """
+    if os.environ.get(FAULT_ENV) != name:
+        return
+    marker = folder / f".fault-{name}"
+    if marker.exists():
+        return
+    marker.touch()
+    raise RuntimeError(f"injected fault at {name} ({FAULT_ENV})")
+
+
+def append(a, rows):
+    return np.concatenate([np.asarray(a), np.asarray(rows, dtype=np.asarray(a).dtype)])

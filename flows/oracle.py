@@ -1,0 +1,166 @@
+"""A person as the oracle: forms in the Prefect UI, the run waiting in between.
+
+The flow asks with :func:`ask`: it builds a form (a ``prefect.input.RunInput``
+with one enum field per point, so a wrong class is refused by Prefect's schema
+check before the flow sees it), whose description shows what to label and the
+model's uncertainty map with the proposed points marked, and then waits:
+
+- a deployment run (on a worker) *suspends*: the process exits and nothing is held
+  while it waits; the answer reschedules the run, which replays from the top (every
+  finished stage restored from the folder, every answer read from the ledger) and
+  gets the answer back from the repeated ``suspend_flow_run`` call with the same key;
+- any other run against a server *pauses*: the process polls every second.
+
+Every answer goes to the experiment's ledger (``tasks.answers``) before the flow
+uses it, so a replay or a re-run never asks again for it. Keys name the form
+(``round-007-1``: round 7, first form), so replays find their answers whatever
+else happened in between.
+"""
+
+import base64
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+import pydantic
+from prefect import get_run_logger
+from prefect.context import get_run_context
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run, suspend_flow_run
+from prefect.input import RunInput
+from prefect.input.actions import filter_flow_run_input
+from prefect.input.run_input import keyset_from_base_key
+
+from tasks.answers import AnswerBook, FormAnswer, PointAnswer, now
+
+CANNOT_LABEL = "cannot label"
+POLL_SECONDS = 1  # a paused run checks for the answer this often
+
+
+class Unanswered(Exception):
+    """Nobody answered a form within the configured wait."""
+
+
+class _Strict(RunInput):
+    """A form that refuses unknown fields (an answer for a point that was not asked)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+
+def form_model(name: str, fields: list[tuple[str, str]], classes: list[str], *, allow_skip: bool, allow_stop: bool):
+    """A RunInput with one required enum field per point (``fields``: name and
+    description), plus ``stop_after_this_round`` when ``allow_stop``. Unknown fields
+    are refused (``extra="forbid"``)."""
+    choices = tuple(classes) + ((CANNOT_LABEL,) if allow_skip else ())
+    label = Literal[choices]
+    spec = {field: (label, pydantic.Field(..., description=text)) for field, text in fields}
+    if allow_stop:
+        spec["stop_after_this_round"] = (
+            bool,
+            pydantic.Field(False, description="End the loop after this round (the report is written)."),
+        )
+    return pydantic.create_model(name, __base__=_Strict, **spec)
+
+
+def how_to_continue() -> str:
+    """What a person does after a wait expired, for the run's final message."""
+    flow_run = get_run_context().flow_run
+    if flow_run.deployment_id is not None:
+        return "run the deployment again with the same parameters: it continues from the waiting form"
+    return "run the same command again: it continues from the waiting form"
+
+
+NO_SERVER = (
+    "a human oracle needs a Prefect server with its UI, to answer the forms in: start one with `make server`, "
+    "then run with PREFECT_API_URL=http://127.0.0.1:4200/api (e.g. `PREFECT_API_URL=http://127.0.0.1:4200/api "
+    "make run ARGS='--oracle human'`), or deploy with `make deploy` and start the `label` deployment "
+    "(`make worker`, then `.venv/bin/prefect deployment run active-learning/label`)"
+)
+
+
+def image_markdown(png: Path, alt: str) -> str:
+    """An image for the form's description, embedded as a ``data:`` URI."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(Path(png).read_bytes()).decode()})"
+
+
+def _wait(form, description: str, key: str, timeout: int):
+    """Suspend (a deployment's own run) or pause (anything else) until answered."""
+    flow_run = get_run_context().flow_run
+    model = form.with_initial_data(description=description)
+    if flow_run.deployment_id is not None and flow_run.parent_task_run_id is None:
+        return suspend_flow_run(wait_for_input=model, timeout=timeout, key=key), "suspended"
+    return pause_flow_run(wait_for_input=model, timeout=timeout, poll_interval=POLL_SECONDS, key=key), "paused"
+
+
+def _write_sidecar(path: Path, key, ask, attempt, points, fields, classes) -> None:
+    """The form's points with their exact coordinates, as JSON beside the folder's
+    other files: for answering without the UI (a script reads the points here and
+    answers through the API)."""
+    content = {
+        "key": key,
+        "ask": ask,
+        "attempt": attempt,
+        "flow_run_id": str(get_run_context().flow_run.id),
+        "classes": classes,
+        "fields": {
+            f: {"index": int(i), "point": [float(v) for v in xy]}
+            for (i, xy, _), (f, _) in zip(points, fields, strict=True)
+        },
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(content, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _input_id(state_name: str, key: str) -> str | None:
+    """The flow-run input the answer came in (its id), for the ledger."""
+    found = filter_flow_run_input(key_prefix=keyset_from_base_key(f"{state_name}-{key}")["response"], limit=1)
+    return str(found[0].id) if found else None
+
+
+def ask(
+    book: AnswerBook,
+    *,
+    ask: str,
+    title: str,
+    points: list[tuple[int, list[float], str]],
+    classes: list[str],
+    body: str,
+    wait_seconds: int,
+    allow_skip: bool,
+    allow_stop: bool,
+) -> FormAnswer:
+    """Ask a person to label ``points`` (index, coordinates, text for the form) and
+    record the answer in the ledger before returning it.
+
+    Raises:
+        Unanswered: nobody answered within ``wait_seconds`` (a paused run; a
+            suspended run's expiry is the server's).
+    """
+    attempt = len(book.for_ask(ask)) + 1
+    key = f"{ask}-{attempt}"
+    fields = [(f"point_{n}", text) for n, (_, _, text) in enumerate(points, start=1)]
+    form = form_model(f"Labels-{ask}", fields, classes, allow_skip=allow_skip, allow_stop=allow_stop)
+    _write_sidecar(book.path.parent / "forms" / f"{key}.json", key, ask, attempt, points, fields, classes)
+    log = get_run_logger()
+    log.info("waiting for a person to label %d point(s): %s (form %s)", len(points), title, key)
+    try:
+        value, how = _wait(form, f"## {title}\n\n{body}", key, wait_seconds)
+    except FlowPauseTimeout:
+        raise Unanswered(f"nobody answered the form for {title} within {wait_seconds} s") from None
+    answer = FormAnswer(
+        ask=ask,
+        attempt=attempt,
+        points=[
+            PointAnswer(index, list(map(float, xy)), None if (v := getattr(value, f)) == CANNOT_LABEL else int(v))
+            for (index, xy, _), (f, _) in zip(points, fields, strict=True)
+        ],
+        stop=bool(getattr(value, "stop_after_this_round", False)),
+        input_id=_input_id(how, key),
+        answered_at=now(),
+    )
+    book.append(answer)
+    log.info("answer recorded for %s: %s", title, answer.labels)
+    return answer

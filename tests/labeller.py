@@ -1,0 +1,73 @@
+"""A scripted person: answers a human-oracle run's forms through Prefect's REST API.
+
+It reads each waiting form's points from the sidecar the flow writes
+(``<experiment folder>/forms/<key>.json``), waits until the flow run is paused or
+suspended on that form, and resumes it with ``POST /api/flow_runs/{id}/resume``
+and ``{"run_input": {...}}``: exactly what a person's click in the UI sends.
+``answer(point) -> class`` decides the labels (the tests use the ground truth).
+"""
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+
+def waiting_form(api_url: str, flow_run_id: str) -> str | None:
+    """The key of the form a flow run waits on (None if it is not waiting)."""
+    run = httpx.get(f"{api_url}/flow_runs/{flow_run_id}", timeout=10).json()
+    state = run.get("state") or {}
+    if state.get("type") != "PAUSED":
+        return None
+    return state["state_details"].get("pause_key")
+
+
+def resume(api_url: str, flow_run_id: str, run_input: dict) -> httpx.Response:
+    """What the UI's *Resume* button sends."""
+    return httpx.post(f"{api_url}/flow_runs/{flow_run_id}/resume", json={"run_input": run_input}, timeout=30)
+
+
+def truthful_input(form: dict, answer: Callable) -> dict:
+    """The run input answering every field of a sidecar ``form`` with ``answer``."""
+    return {field: str(answer(spec["point"])) for field, spec in form["fields"].items()}
+
+
+def label_until_done(
+    api_url: str,
+    folder_glob: Callable[[], list[Path]],
+    answer: Callable,
+    *,
+    done: Callable[[], bool],
+    timeout: float = 600,
+    stop_after: int | None = None,
+    on_answer: Callable[[dict, float], None] | None = None,
+) -> list[str]:
+    """Answer every form as it appears until ``done()``; returns the answered keys.
+
+    ``folder_glob()`` lists the sidecar files of the experiment. ``stop_after``:
+    tick "stop after this round" on the form of that round. ``on_answer(form, t)``
+    is called with each answered form and the time of the answer.
+    """
+    answered: list[str] = []
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if done():
+            return answered
+        for path in sorted(folder_glob(), key=lambda p: p.stat().st_mtime):
+            form = json.loads(path.read_text())
+            if form["key"] in answered:
+                continue
+            if waiting_form(api_url, form["flow_run_id"]) != form["key"]:
+                continue
+            run_input = truthful_input(form, answer)
+            if stop_after is not None and form["ask"] == f"round-{stop_after:03d}":
+                run_input["stop_after_this_round"] = True
+            response = resume(api_url, form["flow_run_id"], run_input)
+            response.raise_for_status()
+            answered.append(form["key"])
+            if on_answer:
+                on_answer(form, time.time())
+        time.sleep(0.1)
+    raise TimeoutError(f"not done within {timeout} s; answered {answered}")
