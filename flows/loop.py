@@ -116,8 +116,8 @@ class Loop:
         """A person labels the initial and the calibration points, one form each."""
         out = []
         for ask, points, what in (
-            ("initial", drawn.x_initial, "the initial training points"),
-            ("calibration", drawn.x_calibration, "the held-out calibration points"),
+            ("initial", drawn.x_initial, f"the {len(drawn.x_initial)} initial training points"),
+            ("calibration", drawn.x_calibration, f"the {len(drawn.x_calibration)} held-out calibration points"),
         ):
             answers = self.book.for_ask(ask)
             answer = answers[-1] if answers else self._ask_points(ask, points, what)
@@ -134,7 +134,7 @@ class Loop:
         return oracle.ask(
             self.book,
             ask=ask,
-            title=f"{len(points)} {what} of experiment {self.folder.name}",
+            title=f"{what} of experiment {self.folder.name}",
             points=[(i, [float(v) for v in p], f"({p[0]:.3f}, {p[1]:.3f})") for i, p in enumerate(points)],
             classes=self.classes,
             body=body,
@@ -156,7 +156,8 @@ class Loop:
             return None
         points = st.passive_points(self.config)
         answers = self.book.for_ask("passive")
-        answer = answers[-1] if answers else self._ask_points("passive", points, "the passive baseline's points")
+        what = f"the passive baseline's {len(points)} points"
+        answer = answers[-1] if answers else self._ask_points("passive", points, what)
         return [answer.labels[i] for i in range(len(points))]
 
     # ------------------------------------------------------------ rounds
@@ -292,7 +293,7 @@ class Loop:
         return oracle.ask(
             self.book,
             ask=f"round-{r:03d}",
-            title=f"round {r} of {self.config.rounds}: {len(missing)} point(s)",
+            title=f"round {r} of {self.config.rounds}, {len(missing)} point{'s' if len(missing) > 1 else ''}",
             points=points,
             classes=self.classes,
             body=body,

@@ -20,22 +20,27 @@ else happened in between.
 import base64
 import json
 import os
+import time
 from pathlib import Path
 from typing import Literal
 
 import pydantic
 from prefect import get_run_logger
+from prefect.client.orchestration import get_client
 from prefect.context import get_run_context
 from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run, suspend_flow_run
+from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
 from prefect.input.actions import filter_flow_run_input
-from prefect.input.run_input import keyset_from_base_key
+from prefect.input.run_input import keyset_from_base_key, keyset_from_paused_state
+from prefect.states import Paused
+from prefect.utilities.engine import propose_state_sync
 
 from tasks.answers import AnswerBook, FormAnswer, PointAnswer, now
 
 CANNOT_LABEL = "cannot label"
-POLL_SECONDS = 1  # a paused run checks for the answer this often
+POLL_SECONDS = 0.25  # a paused run checks for the answer this often (one API read)
+SERVER_GRACE_SECONDS = 120  # the server's own expiry of a paused run comes this much after ours
 
 
 class Unanswered(Exception):
@@ -90,7 +95,36 @@ def _wait(form, description: str, key: str, timeout: int):
     model = form.with_initial_data(description=description)
     if flow_run.deployment_id is not None and flow_run.parent_task_run_id is None:
         return suspend_flow_run(wait_for_input=model, timeout=timeout, key=key), "suspended"
-    return pause_flow_run(wait_for_input=model, timeout=timeout, poll_interval=POLL_SECONDS, key=key), "paused"
+    return _pause(model, key, timeout), "paused"
+
+
+def _pause(model, key: str, timeout: int):
+    """Pause the run on a form and poll for the answer every ``POLL_SECONDS``.
+
+    Prefect's ``pause_flow_run`` polls at whole seconds and lets the server fail
+    the run when its timeout passes, with a generic message. Here the server's
+    timeout is a little later than the wait, so when the wait expires the flow still
+    ends the run itself, with a message that says which form is waiting and how to
+    continue (see :class:`Unanswered`).
+    """
+    flow_run_id = get_run_context().flow_run.id
+    proposed = Paused(timeout_seconds=timeout + SERVER_GRACE_SECONDS, reschedule=False, pause_key=key)
+    keyset = keyset_from_paused_state(proposed)
+    proposed.state_details.run_input_keyset = keyset
+    with get_client(sync_client=True) as client:
+        state = propose_state_sync(client=client, state=proposed, flow_run_id=flow_run_id)
+        if state.is_running():  # this form was answered before (the key has fired)
+            return model.load(keyset)
+        if not state.is_paused():
+            raise RuntimeError(f"the run could not wait for the form {key}: the server answered {state}")
+        model.save(keyset)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)
+            flow_run = client.read_flow_run(flow_run_id)
+            if flow_run.state and flow_run.state.is_running():
+                return model.load(keyset)
+    raise FlowPauseTimeout(f"nobody answered the form {key} within {timeout} s")
 
 
 def _write_sidecar(path: Path, key, ask, attempt, points, fields, classes) -> None:
@@ -149,7 +183,7 @@ def ask(
     try:
         value, how = _wait(form, f"## {title}\n\n{body}", key, wait_seconds)
     except FlowPauseTimeout:
-        raise Unanswered(f"nobody answered the form for {title} within {wait_seconds} s") from None
+        raise Unanswered(f"nobody answered the form {key} ({title}) within {wait_seconds} s") from None
     answer = FormAnswer(
         ask=ask,
         attempt=attempt,

@@ -43,12 +43,16 @@ def label_until_done(
     timeout: float = 600,
     stop_after: int | None = None,
     on_answer: Callable[[dict, float], None] | None = None,
+    only: Callable[[str], bool] = lambda key: True,
+    override: Callable[[dict], dict] | None = None,
 ) -> list[str]:
     """Answer every form as it appears until ``done()``; returns the answered keys.
 
     ``folder_glob()`` lists the sidecar files of the experiment. ``stop_after``:
     tick "stop after this round" on the form of that round. ``on_answer(form, t)``
-    is called with each answered form and the time of the answer.
+    is called with each answered form and the time of the answer. ``only(key)``:
+    which forms to answer (the others are left waiting). ``override(form)``: answers
+    to use instead of ``answer``'s for some fields.
     """
     answered: list[str] = []
     deadline = time.time() + timeout
@@ -57,15 +61,17 @@ def label_until_done(
             return answered
         for path in sorted(folder_glob(), key=lambda p: p.stat().st_mtime):
             form = json.loads(path.read_text())
-            if form["key"] in answered:
+            if form["key"] in answered or not only(form["key"]):
                 continue
             if waiting_form(api_url, form["flow_run_id"]) != form["key"]:
                 continue
-            run_input = truthful_input(form, answer)
+            run_input = {**truthful_input(form, answer), **(override(form) if override else {})}
             if stop_after is not None and form["ask"] == f"round-{stop_after:03d}":
                 run_input["stop_after_this_round"] = True
             response = resume(api_url, form["flow_run_id"], run_input)
             response.raise_for_status()
+            if response.json()["status"] != "ACCEPT":
+                raise RuntimeError(f"answer to {form['key']} refused: {response.json()['details']}")
             answered.append(form["key"])
             if on_answer:
                 on_answer(form, time.time())
