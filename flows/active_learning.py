@@ -56,12 +56,13 @@ def passive_baseline(config: ExperimentConfig, refresh: bool = False, labels: li
     ``labels``: a person's labels of the points (human oracle)."""
     log = get_run_logger()
     store = Store(config)
-    state, _, message = ("missing", None, None) if refresh else store.check(st.PASSIVE)
-    if state == "damaged":
-        log.warning(message)
-    elif state == "stale":
-        log.info(message)
-    result = stages.passive_restore(store) if state == "ok" else stages.passive_train(store, labels)
+    with store.lock(st.PASSIVE):  # experiments sharing this baseline compute it once
+        state, _, message = ("missing", None, None) if refresh else store.check(st.PASSIVE)
+        if state == "damaged":
+            log.warning(message)
+        elif state == "stale":
+            log.info(message)
+        result = stages.passive_restore(store) if state == "ok" else stages.passive_train(store, labels)
     log.info("passive baseline: %d points, accuracy %.2f %%", len(result.y), 100 * result.accuracy)
     return result
 

@@ -14,20 +14,26 @@ import os
 
 # This machine has no internet: the server's telemetry would only log errors.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 import argparse  # noqa: E402
 import json
+import socket
 import sys
 import time
 import typing
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+from prefect.settings import PREFECT_API_URL
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from alcore import strategies
 from alcore.config import Curvature, ExperimentConfig, digest
+from flows import local_server
 from flows.active_learning import active_learning
 from tasks.sweep_report import sweep_report
 from tasks.workspace import check_writable, enable_compilation_cache
@@ -163,6 +169,7 @@ def run_experiment(config: ExperimentConfig, refresh: bool = False) -> dict:
     flow as a subflow (its stages cached and resumable), reduced to the numbers the
     sweep aggregates."""
     enable_compilation_cache()
+    _check_reachable(config.artifacts_dir)
     t0 = time.perf_counter()
     summary = active_learning(config, refresh=refresh)
     doc = json.loads((Path(summary["folder"]) / "results.json").read_text())
@@ -170,6 +177,36 @@ def run_experiment(config: ExperimentConfig, refresh: bool = False) -> dict:
     kept["wall_seconds"] = time.perf_counter() - t0
     kept["worker_pid"] = os.getpid()
     return kept
+
+
+def _check_reachable(artifacts_dir: str) -> None:
+    """Fail the experiment at once, naming the path and the worker, if this worker
+    cannot write the sweep's artifacts directory (every worker must reach it: the
+    experiments' folders and the shared passive baselines are there)."""
+    try:
+        check_writable(artifacts_dir)
+    except ValueError as e:
+        raise RuntimeError(
+            f"worker {socket.gethostname()} (pid {os.getpid()}) cannot use the sweep's artifacts directory: {e}. "
+            "Every Dask worker must reach it at the same path (a shared filesystem), "
+            "or pass --artifacts-dir with a path they all share."
+        ) from None
+
+
+class _SweepProgress:
+    """Experiments done out of the total, with an estimate of the time left, in the
+    log and as a progress artifact on the sweep's run."""
+
+    def __init__(self, total: int, key: str):
+        self.total, self.done, self.t0 = total, 0, time.perf_counter()
+        self.id = create_progress_artifact(0.0, key=key, description=f"Sweep: experiments done of {total}")
+
+    def step(self) -> str:
+        self.done += 1
+        elapsed = time.perf_counter() - self.t0
+        left = elapsed / self.done * (self.total - self.done)
+        update_progress_artifact(self.id, progress=100.0 * self.done / self.total)
+        return f"{self.done}/{self.total} done, {elapsed:.0f} s so far, about {left:.0f} s left"
 
 
 @flow(name="active-learning-sweep", log_prints=True)
@@ -185,20 +222,23 @@ def sweep(config: SweepConfig = SweepConfig(), refresh: bool = False) -> dict:  
         len(config.seeds),
         len(config.curvatures),
     )
-    futures = [run_experiment.submit(c, refresh=refresh) for c in experiments]
-    results = []
-    for c, fut in zip(experiments, futures, strict=True):
-        r = fut.result()
-        results.append((config.label(c), c.seed, r))
+    progress = _SweepProgress(len(experiments), key=f"sweep-{config.sweep_hash()[:10]}-progress")
+    futures = {run_experiment.submit(c, refresh=refresh): c for c in experiments}
+    done = {}
+    for fut in as_completed(list(futures)):
+        c, r = futures[fut], fut.result()
+        done[id(c)] = (config.label(c), c.seed, r)
         log.info(
-            "%s seed %d: final %.2f %%, passive %.2f %% (%.1f s, pid %d)",
+            "%s seed %d: final %.2f %%, passive %.2f %% (%.1f s, pid %d); %s",
             config.label(c),
             c.seed,
             100 * r["active_accuracy"][-1],
             100 * r["passive_accuracy"],
             r["wall_seconds"],
             r["worker_pid"],
+            progress.step(),
         )
+    results = [done[id(c)] for c in experiments]
     wall = time.perf_counter() - t0
     return sweep_report(config, results, wall)
 
@@ -258,8 +298,9 @@ def parse_args(argv=None) -> tuple[SweepConfig, argparse.Namespace]:
     return config, args
 
 
-def task_runner_for(config: SweepConfig, *, sequential: bool = False):
-    """Dask for the experiments: an existing cluster, or a temporary local one."""
+def task_runner_for(config: SweepConfig, *, sequential: bool = False, api_url: str | None = None):
+    """Dask for the experiments: an existing cluster, or a temporary local one whose
+    workers get the sweep's Prefect API (``api_url``) in their environment."""
     if sequential:
         from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -281,16 +322,32 @@ def task_runner_for(config: SweepConfig, *, sequential: bool = False):
             "threads_per_worker": 1,
             "processes": True,
             "dashboard_address": None,
-            "env": {"XLA_FLAGS": xla_flags, "OMP_NUM_THREADS": "1"},
+            "env": {"XLA_FLAGS": xla_flags, "OMP_NUM_THREADS": "1", **_prefect_env(api_url)},
         },
     )
 
 
+def _prefect_env(api_url: str | None) -> dict:
+    """The environment that points a worker process at the sweep's Prefect API."""
+    env = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    if os.environ.get("PREFECT_API_AUTH_STRING"):
+        env["PREFECT_API_AUTH_STRING"] = os.environ["PREFECT_API_AUTH_STRING"]
+    return env
+
+
 def main(argv=None) -> int:
     config, args = parse_args(argv)
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    runner = task_runner_for(config, sequential=args.sequential)
-    result = sweep.with_options(task_runner=runner)(config, refresh=args.refresh)
+    # One Prefect API for the whole sweep: the user's server, or one temporary server
+    # started here. Its URL is in the settings every task carries to the Dask workers
+    # (and in the local workers' environment), so no worker starts a server of its own
+    # and every experiment's run is on the sweep's server, as its subflow.
+    local_server.start_early()
+    with local_server.connected():
+        api = PREFECT_API_URL.value()
+        runner = task_runner_for(config, sequential=args.sequential, api_url=api)
+        result = sweep.with_options(task_runner=runner)(config, refresh=args.refresh)
     print(json.dumps({k: result[k] for k in ("folder", "wall_seconds", "table")}, indent=2))
     print(f"sweep folder: {result['folder']}")
     return 0

@@ -13,6 +13,8 @@ file written under another key (other code version) ends it with a note; either
 way that stage and every later one are computed again and their files rewritten.
 """
 
+import contextlib
+import fcntl
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +67,20 @@ class Store:
         if stage is st.PASSIVE:
             return self.workspace.passive_file(self.config)
         return self.workspace.stage_file(stage.name)
+
+    @contextlib.contextmanager
+    def lock(self, stage: st.Stage, round_index: int | None = None):
+        """An exclusive lock on a stage's file, across processes (``flock``): two
+        experiments sharing a passive baseline (a sweep's strategies of one seed, on
+        two workers) compute it once; the second waits, then restores it."""
+        path = self.file(stage, round_index).with_suffix(".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # -- one stage
     def save(self, stage: st.Stage, record: tuple, round_index: int | None = None) -> str:

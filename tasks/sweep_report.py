@@ -10,6 +10,7 @@ import numpy as np  # noqa: E402
 from prefect import task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.context import FlowRunContext  # noqa: E402
 
 from alcore.sweep_stats import mean_interval, summarize  # noqa: E402
 from tasks.report import _data_uri, write_json  # noqa: E402
@@ -113,6 +114,7 @@ def sweep_report(config, results: list[tuple[str, int, dict]], wall_seconds: flo
         ],
         "table": rows,
         "wall_seconds": wall_seconds,
+        "flow_run_id": str(FlowRunContext.get().flow_run.id),
         "files": {"learning_curves": str(plot)},
     }
     write_json(folder / "results.json", document)

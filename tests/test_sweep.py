@@ -2,14 +2,19 @@
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
+import httpx
 import pytest
 
 from alcore import sweep_stats
 from flows.sweep import SweepConfig, parse_args, parse_strategy
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, TINY, free_port
 
 T_975_DF2 = 4.302652729911275  # Student t quantile, 2 degrees of freedom
 
@@ -140,3 +145,83 @@ def test_tiny_sweep_on_a_two_worker_local_cluster(prefect_server, tmp_path):
         assert doc["summary"][name]["labels"] == [TINY["n_initial"], TINY["n_initial"] + 1, TINY["n_initial"] + 2]
     assert (folder / "learning_curves.png").stat().st_size > 5000
     assert [row["strategy"] for row in doc["table"]] == ["max_std", "random", "passive (k=1 budget)"]
+
+
+def _sweep(env, tmp_path, *extra, seeds=2, strategies="max_std,random"):
+    sets = [f"--set={k}={v}" for k, v in TINY.items() if k != "rounds"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.sweep", "--seeds", str(seeds), "--first-seed", "21", "--strategies", strategies,
+         "--label-budget", "2", "--artifacts-dir", str(tmp_path), *sets, *extra],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return json.loads(next(tmp_path.glob("sweep-*/results.json")).read_text()), proc
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_sweep_on_a_real_dask_cluster_reports_to_the_sweeps_server(prefect_server, tmp_path):
+    """`dask scheduler` and `dask worker --nworkers 2` as separate processes on
+    loopback, started without any Prefect API in their environment: the sweep by
+    address puts every experiment's flow run on its own server, as subflows of the
+    sweep's run, no worker starts a server, and the numbers equal a sequential sweep's."""
+    port = free_port()
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    bare["PREFECT_HOME"] = str(tmp_path / "worker-home")
+    logs = tmp_path / "cluster"
+    logs.mkdir()
+    dask = str(Path(sys.executable).parent / "dask")
+    scheduler = subprocess.Popen(
+        [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        env=bare, stdout=open(logs / "scheduler.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    workers = subprocess.Popen(
+        [dask, "worker", f"tcp://127.0.0.1:{port}", "--nworkers", "2", "--nthreads", "1", "--host", "127.0.0.1",
+         "--no-dashboard", "--local-directory", str(tmp_path / "dask-space")],
+        cwd=ROOT, env=bare, stdout=open(logs / "workers.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and (logs / "workers.log").read_text().count("Registered to") < 2:
+            time.sleep(0.5)
+        doc, _ = _sweep(prefect_server["env"], tmp_path / "by-address", "--dask-address", f"tcp://127.0.0.1:{port}")
+    finally:
+        for proc in (workers, scheduler):
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+    assert len({e["worker_pid"] for e in doc["experiments"]}) == 2, "both worker processes should have run experiments"
+    assert "temporary server" not in (logs / "workers.log").read_text().lower()
+
+    api = prefect_server["api_url"]
+    sweep_run = httpx.post(
+        f"{api}/flow_runs/filter", json={"flow_runs": {"id": {"any_": [doc["flow_run_id"]]}}}
+    ).json()[0]
+    children = httpx.post(
+        f"{api}/flow_runs/filter",
+        json={"flow_runs": {"parent_flow_run_id": {"any_": [sweep_run["id"]]}}, "limit": 50},
+    ).json()
+    experiment_runs = [c for c in children if c["name"] and c["state_type"] == "COMPLETED"]
+    assert len(experiment_runs) >= 4, [c["name"] for c in children]
+    flows = {httpx.get(f"{api}/flows/{c['flow_id']}").json()["name"] for c in experiment_runs}
+    assert flows == {"active-learning"}
+    for child in experiment_runs:  # each experiment's stages are on the sweep's server too
+        tasks = httpx.post(
+            f"{api}/task_runs/filter", json={"task_runs": {"flow_run_id": {"any_": [child["id"]]}}, "limit": 200}
+        ).json()
+        assert {"data/generate", "model/initial-training", "round-02/evaluate"} <= {t["name"] for t in tasks}
+
+    sequential, _ = _sweep(prefect_server["env"], tmp_path / "sequential", "--sequential")
+    key = lambda e: (e["strategy"], e["seed"])  # noqa: E731
+    got = {key(e): (e["final_accuracy"], e["passive_accuracy"]) for e in doc["experiments"]}
+    want = {key(e): (e["final_accuracy"], e["passive_accuracy"]) for e in sequential["experiments"]}
+    assert got == want
+
+
+def test_a_worker_that_cannot_reach_the_artifacts_directory_fails_naming_it(tmp_path):
+    from flows.sweep import _check_reachable
+
+    blocked = tmp_path / "ro"
+    blocked.mkdir()
+    (blocked / "file").write_text("x")
+    with pytest.raises(RuntimeError, match=r"cannot use the sweep's artifacts directory.*file.*shared filesystem"):
+        _check_reachable(str(blocked / "file" / "sub"))
