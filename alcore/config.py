@@ -12,12 +12,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from alcore import strategies
+from alcore.data import PROBLEMS, file_digest, table_of
 
 # The strategy names come from the registry (alcore/strategies.py), the only place
 # a strategy is named; the run form shows them as an enum.
 Acquisition = Literal[strategies.names()]
 Curvature = Literal["full", "diagonal", "lanczos", "lobpcg"]
 Oracle = Literal["truth", "human"]
+Problem = Literal[PROBLEMS]
 
 
 class ExperimentConfig(BaseModel):
@@ -28,6 +30,26 @@ class ExperimentConfig(BaseModel):
     seed: int = Field(
         2392386, ge=0, le=2**32 - 1, description="Seed split into the initial, calibration, passive and sampling keys."
     )
+    data: Problem = Field(
+        "tutorial",
+        description="The problem: tutorial (the laplax tutorial's square and grid); moons, circles (2-D, synthetic); blobs (synthetic, n_features x n_classes); digits, wine, breast_cancer, iris (shipped with scikit-learn); file (data_file).",
+    )
+    data_file: str | None = Field(
+        None, description="data=file: a .csv (header row), .npy (features) or .npz (arrays x, optionally y)."
+    )
+    label_column: str | None = Field(
+        "label", description="data=file, CSV: the label column's name; none for a file without labels (human oracle)."
+    )
+    class_names: str | None = Field(
+        None, description="Comma-separated class names, for data without labels (the classes a person chooses from)."
+    )
+    test_fraction: float = Field(
+        0.2, ge=0.0, lt=1.0, description="Pool-based data: the share held out as the test set (seeded split)."
+    )
+    pool_size: int = Field(2000, ge=10, le=10_000_000, description="moons, circles, blobs: how many points to draw.")
+    n_features: int = Field(20, ge=1, le=10_000, description="blobs: input dimension.")
+    n_classes: int = Field(5, ge=2, le=1000, description="blobs: number of classes.")
+    noise: float = Field(0.1, ge=0.0, le=10.0, description="moons, circles: std of the Gaussian noise.")
     rounds: int = Field(50, ge=0, le=2000, description="Active-learning rounds: one labelled point each.")
     n_initial: int = Field(20, ge=1, le=10_000, description="Uniform random points labelled before the first round.")
     n_calibration: int = Field(30, ge=1, le=10_000, description="Held-out points for calibrating the prior precision.")
@@ -92,6 +114,46 @@ class ExperimentConfig(BaseModel):
         if isinstance(values, dict) and values.get("oracle") == "human" and "passive" not in values:
             return {**values, "passive": False}
         return values
+
+    @property
+    def data_fingerprint(self) -> str:
+        """SHA-256 of the data file (data=file), "" otherwise: in the data stage's key,
+        so results are never restored for an edited file."""
+        return file_digest(self.data_file) if self.data == "file" else ""
+
+    @model_validator(mode="after")
+    def _check_data(self):
+        """A user's file is read and checked here, before any compute: a missing file
+        or column, NaN values, a single class, too few points, labels the oracle needs."""
+        if self.data == "file" and not self.data_file:
+            raise ValueError("data=file needs data_file, the path of a .csv, .npy or .npz file")
+        if self.data != "file" and self.data_file:
+            raise ValueError(f"data_file is set but data is {self.data!r}: use data=file to read it")
+        if self.data != "file":
+            return self
+        table = table_of(
+            "file",
+            seed=self.seed,
+            pool_size=self.pool_size,
+            n_features=self.n_features,
+            n_classes=self.n_classes,
+            noise=self.noise,
+            data_file=self.data_file,
+            label_column=self.label_column,
+            class_names=self.class_names,
+        )
+        if table.y is None and self.oracle == "truth":
+            raise ValueError(
+                f"data file {self.data_file} has no labels, so there is no truth to simulate an oracle with: "
+                "the oracle must be a person (oracle=human, with a Prefect server)"
+            )
+        n_test = int(round(self.test_fraction * len(table.x))) if table.y is not None else 0
+        if len(table.x) < n_test + self.n_initial + self.n_calibration + 1:
+            raise ValueError(
+                f"data file {self.data_file} has {len(table.x)} points, fewer than the split needs: {n_test} test + "
+                f"{self.n_initial} initial + {self.n_calibration} calibration + at least 1 in the pool"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_ranges(self):

@@ -4,9 +4,10 @@ Every function here is deterministic given its inputs (JAX on the CPU is), takes
 keyword hyperparameters, and returns numpy arrays or floats, so results pickle
 compactly and compare exactly. ``tasks/`` wraps each stage as a Prefect task.
 
-A round r = 1..R is: acquire (the uncertainty map of the current model over the grid
-and the chosen point), label (the oracle), retrain (epochs over the grown set with the
-optimizer state carried over), evaluate (grid accuracy). The tutorial computes the
+A round r = 1..R is: acquire (the acquisition scores of the current model over the
+candidates and the chosen point), label (the oracle), retrain (epochs over the grown
+set with the optimizer state carried over), evaluate (test accuracy; the tutorial's
+test set is its grid). The tutorial computes the
 first acquisition before its loop and one unused acquisition after it; the points,
 models and accuracies are the same.
 """
@@ -17,28 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alcore import acquisition, calibration, laplace, problem, strategies, training
+from alcore import acquisition, calibration, laplace, strategies, training
 from alcore.model import forward, init_params
 
-CAPACITY_CHUNK = 128  # labelled-set arrays are padded to a multiple of this
-
-
-class Data(NamedTuple):
-    """Everything drawn from the seed before training."""
-
-    x_initial: np.ndarray
-    y_initial: np.ndarray
-    x_calibration: np.ndarray
-    y_calibration: np.ndarray
-    x_passive: np.ndarray
-    y_passive: np.ndarray
-    grid: np.ndarray
-    grid_labels: np.ndarray
-    sampling_key: np.ndarray  # raw key data of the sampling key
-    # the ground truth's labels of the initial and calibration points, when the labels
-    # above came from a person (for reporting how often they agree)
-    initial_truth: np.ndarray | None = None
-    calibration_truth: np.ndarray | None = None
+CAPACITY_CHUNK = 128  # labelled-set arrays are padded to a multiple of this (3 classes)
+CAPACITY_ROWS = 256  # ... and to about this many rows of the dual form for more classes
 
 
 class ModelState(NamedTuple):
@@ -48,34 +32,20 @@ class ModelState(NamedTuple):
     opt_state: tuple
 
 
-def capacity(n_points: int) -> int:
-    """Padded size of the labelled set: fixed shapes, so no recompilation per round."""
-    return CAPACITY_CHUNK * -(-n_points // CAPACITY_CHUNK)
+def capacity(n_points: int, n_classes: int = 3) -> int:
+    """Padded size of the labelled set: fixed shapes, so no recompilation per round.
+
+    The dual form's matrices are n (C - 1) wide, so the padding step shrinks as the
+    classes grow (256 / (C - 1) points, rounded up to a multiple of 8): 128 points for
+    the tutorial's 3 classes, 32 for 10 classes, keeping the padded width near 256.
+    """
+    chunk = CAPACITY_CHUNK if n_classes <= 3 else max(8, 8 * -(-CAPACITY_ROWS // (n_classes - 1) // 8))
+    return chunk * -(-n_points // chunk)
 
 
 def to_numpy(tree):
     """A pytree of JAX arrays as numpy arrays (compact, exact pickles)."""
     return jax.tree.map(np.asarray, tree)
-
-
-def generate_data(*, seed: int, n_initial: int, n_calibration: int, n_passive: int, grid_size: int) -> Data:
-    """Draw the tutorial's data sets and the evaluation grid."""
-    keys = problem.split_keys(seed)
-    x0 = problem.uniform_points(keys.initial, n_initial)
-    xc = problem.uniform_points(keys.calibration, n_calibration)
-    xp = problem.uniform_points(keys.passive, n_passive)
-    grid = problem.grid_points(grid_size)
-    return Data(
-        x0,
-        problem.true_labels(x0),
-        xc,
-        problem.true_labels(xc),
-        xp,
-        problem.true_labels(xp),
-        grid,
-        problem.true_labels(grid),
-        sampling_key=keys.sampling,
-    )
 
 
 def train_from_scratch(
@@ -87,14 +57,16 @@ def train_from_scratch(
     learning_rate: float,
     epochs: int,
     batch_size: int,
+    n_classes: int = 3,
     compile_only: bool = False,
 ) -> tuple[ModelState, np.ndarray] | None:
     """Initialise the MLP from ``seed`` and train it; returns the state and per-epoch losses.
 
+    The network's input follows ``x`` (d features) and its output ``n_classes``.
     ``compile_only``: compile the training program for these shapes, run nothing
-    (what :func:`precompile` uses, so it compiles exactly what this runs).
+    (what ``alcore.stages.precompile`` uses, so it compiles exactly what this runs).
     """
-    params = init_params(seed=seed, hidden=hidden_channels)
+    params = init_params(seed=seed, hidden=hidden_channels, in_dim=np.shape(x)[1], n_classes=n_classes)
     tx = training.make_optimizer(learning_rate=learning_rate)
     schedule = training.epoch_batches(n_points=len(x), n_epochs=epochs, batch_size=batch_size)
     args = (params, tx.init(params), jnp.asarray(x), jnp.asarray(y), schedule)
@@ -160,11 +132,19 @@ def _predict(params, x):
     return jnp.argmax(forward(params, x), axis=-1)
 
 
-def padded(x: np.ndarray, y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def n_classes_of(params: dict) -> int:
+    """The number of classes a network's parameters output."""
+    last = params[max(params, key=lambda name: int(name.removeprefix("linear")))]
+    return int(np.shape(last["bias"])[0])
+
+
+def padded(
+    x: np.ndarray, y: np.ndarray | None = None, *, n_classes: int = 3
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The labelled set padded to :func:`capacity`: (x, y, mask), so the shapes of
-    every program that takes it change only every ``CAPACITY_CHUNK`` labels."""
+    every program that takes it change only every capacity step."""
     n = len(x)
-    cap = capacity(n)
+    cap = capacity(n, n_classes)
     x_pad = np.zeros((cap, *np.shape(x)[1:]), np.float32)
     x_pad[:n] = x
     y_pad = np.zeros(cap, np.int32)
@@ -176,7 +156,7 @@ def padded(x: np.ndarray, y: np.ndarray | None = None) -> tuple[np.ndarray, np.n
 def posterior_of(params: dict, x_labelled: np.ndarray) -> laplace.Posterior:
     """The dual-form posterior of the labelled set, padded (:func:`padded`) with a
     mask so every round reuses one compiled program."""
-    x_pad, _, mask = padded(x_labelled)
+    x_pad, _, mask = padded(x_labelled, n_classes=n_classes_of(params))
     return laplace.fit_posterior(params, jnp.asarray(x_pad), jnp.asarray(mask))
 
 
@@ -201,7 +181,7 @@ def uncertainty_map(
     if curvature == "full":
         args = (params, jnp.asarray(grid), jnp.asarray(preds), jnp.float32(prior_prec))
         if compile_only:
-            x_pad, _, mask = padded(x_labelled)
+            x_pad, _, mask = padded(x_labelled, n_classes=n_classes_of(params))
             with jax.enable_x64(True):
                 fit = laplace.fit_posterior.__wrapped__
                 fit.lower(params, jnp.asarray(x_pad), jnp.asarray(mask)).compile()
@@ -351,7 +331,7 @@ def retrain(
     The set is padded (:func:`padded`), so one compiled program serves every round
     up to the next capacity step; ``compile_only`` compiles it and runs nothing.
     """
-    x_pad, y_pad, _ = padded(x, y)
+    x_pad, y_pad, _ = padded(x, y, n_classes=n_classes_of(state.params))
     tx = training.make_optimizer(learning_rate=learning_rate)
     schedule = training.epoch_batches(n_points=len(x), n_epochs=epochs, batch_size=batch_size, max_points=len(x_pad))
     args = (state.params, state.opt_state, jnp.asarray(x_pad), jnp.asarray(y_pad), schedule)
@@ -362,5 +342,23 @@ def retrain(
 
 
 def accuracy(preds: np.ndarray, labels: np.ndarray) -> float:
-    """Fraction of grid points classified correctly."""
+    """Fraction of points classified correctly."""
     return float(np.mean(np.asarray(preds) == np.asarray(labels)))
+
+
+def probabilities(params: dict, x: np.ndarray) -> np.ndarray:
+    """The MAP network's class probabilities at ``x`` (NumPy, float64)."""
+    np_params = {k: {n: np.asarray(v, np.float64) for n, v in layer.items()} for k, layer in params.items()}
+    logits = forward(np_params, np.asarray(x, np.float64), xp=np)
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def metrics(params: dict, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Accuracy, negative log-likelihood (mean) and 15-bin ECE of the MAP predictive."""
+    preds = predict(params, x)
+    probs = probabilities(params, x)
+    y = np.asarray(y)
+    nll = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0))))
+    ece = float(calibration.expected_calibration_errors(probs.max(axis=1)[None], preds == y)[0])
+    return {"accuracy": accuracy(preds, y), "nll": nll, "ece": ece}

@@ -20,9 +20,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from alcore import data as datasets
 from alcore import experiment as ex
 from alcore import problem, strategies
 from alcore.config import digest, n_passive, passive_epochs
+from alcore.data import Data
 
 
 class UndeclaredField(AttributeError):
@@ -130,7 +132,26 @@ class Stage:
 
 # ---------------------------------------------------------------- declarations
 
-DATA = Stage("data", reads=("seed", "n_initial", "n_calibration", "grid_size", "oracle"))
+DATA = Stage(
+    "data",
+    reads=(
+        "data",
+        "data_file",
+        "data_fingerprint",  # derived: the data file's SHA-256 (data_file names the file, this is its content)
+        "label_column",
+        "class_names",
+        "test_fraction",
+        "pool_size",
+        "n_features",
+        "n_classes",
+        "noise",
+        "seed",
+        "n_initial",
+        "n_calibration",
+        "grid_size",
+        "oracle",
+    ),
+)
 INITIAL = Stage(
     "initial", reads=("seed", "hidden_channels", "learning_rate", "batch_size", "initial_epochs"), after=("data",)
 )
@@ -156,19 +177,19 @@ ROUND = Stage(
 PASSIVE = Stage(
     "passive",
     reads=(
-        "seed",
-        "n_initial",
         "rounds",
         "acquisition_batch",
-        "grid_size",
         "hidden_channels",
         "learning_rate",
         "batch_size",
         "initial_epochs",
         "epochs_per_round",
-        "oracle",
     ),
+    after=("data",),
 )
+
+# Values a stage reads that are computed from fields, not fields themselves.
+DERIVED = {"data_fingerprint"}
 
 # Fields no stage reads: where the outputs go and what the flow runs or writes. They
 # change no number, so they are in no key (a test checks every field is one or the other).
@@ -198,8 +219,9 @@ def passive_digest(config) -> str:
 class Initial(NamedTuple):
     state: ex.ModelState
     losses: np.ndarray
-    accuracy: float
+    accuracy: float  # on the test set (the tutorial's: its grid)
     seconds: float
+    metrics: dict | None = None  # accuracy, nll, ece on the test set
 
 
 class Calibration(NamedTuple):
@@ -240,6 +262,7 @@ class RoundRecord(NamedTuple):
     state: ex.ModelState
     losses: np.ndarray
     seconds: float
+    metrics: dict | None = None  # accuracy, nll, ece on the test set (None: no test labels)
 
     def summary(self) -> "RoundSummary":
         return RoundSummary(
@@ -251,6 +274,7 @@ class RoundRecord(NamedTuple):
             self.accuracy,
             len(self.y_labelled),
             self.seconds,
+            self.metrics,
         )
 
 
@@ -265,25 +289,27 @@ class RoundSummary(NamedTuple):
     accuracy: float
     n_labelled: int
     seconds: float
+    metrics: dict | None = None
 
 
 class Passive(NamedTuple):
     accuracy: float
     x: np.ndarray
     y: np.ndarray
-    preds: np.ndarray
+    preds: np.ndarray  # on the test set
     state: ex.ModelState
     losses: np.ndarray
     seconds: float
+    metrics: dict | None = None
 
 
-RECORDS = {"data": ex.Data, "initial": Initial, "calibration": Calibration, "round": RoundRecord, "passive": Passive}
+RECORDS = {"data": Data, "initial": Initial, "calibration": Calibration, "round": RoundRecord, "passive": Passive}
 
 
 # ---------------------------------------------------------------- the stages' functions
 
 
-def _train(cfg: ConfigView, x, y, *, epochs: int, compile_only: bool = False):
+def _train(cfg: ConfigView, x, y, *, epochs: int, n_classes: int, compile_only: bool = False):
     return ex.train_from_scratch(
         x,
         y,
@@ -292,48 +318,66 @@ def _train(cfg: ConfigView, x, y, *, epochs: int, compile_only: bool = False):
         learning_rate=cfg.learning_rate,
         epochs=epochs,
         batch_size=cfg.batch_size,
+        n_classes=n_classes,
         compile_only=compile_only,
     )
 
 
+def _evaluate(params: dict, data: Data) -> tuple[float | None, dict | None]:
+    """Test accuracy and metrics (None where the test set has no labels)."""
+    if data.y_test is None:
+        return None, None
+    metrics = ex.metrics(params, data.x_test, data.y_test)
+    return metrics["accuracy"], metrics
+
+
 @DATA
-def generate_data(cfg: ConfigView) -> ex.Data:
-    """Initial and calibration points with their true labels, the grid and its labels,
-    the sampling key (the passive points are the passive stage's)."""
-    return ex.generate_data(
+def generate_data(cfg: ConfigView) -> Data:
+    """The problem's data: initial and calibration points with their true labels
+    (where known), the pool of candidates, the test set, the sampling key."""
+    return datasets.load(
+        problem_name=cfg.data,
         seed=cfg.seed,
         n_initial=cfg.n_initial,
         n_calibration=cfg.n_calibration,
-        n_passive=0,
         grid_size=cfg.grid_size,
+        test_fraction=cfg.test_fraction,
+        pool_size=cfg.pool_size,
+        n_features=cfg.n_features,
+        n_classes=cfg.n_classes,
+        noise=cfg.noise,
+        data_file=cfg.data_file,
+        label_column=cfg.label_column,
+        class_names=cfg.class_names,
     )
 
 
 @DATA
-def label_data(cfg: ConfigView, drawn: ex.Data, initial: list[int] | None, calibration: list[int] | None) -> ex.Data:
+def label_data(cfg: ConfigView, drawn: Data, initial: list[int] | None, calibration: list[int] | None) -> Data:
     """The data with the oracle's labels: the ground truth's as drawn (``truth``), or
-    a person's answers (``human``; the truth is kept beside them for the report)."""
+    a person's answers (``human``; the truth, where known, is kept beside them)."""
     if cfg.oracle == "truth":
         return drawn
+    known = drawn.pool_labels is not None
     return drawn._replace(
         y_initial=np.asarray(initial, np.int32),
         y_calibration=np.asarray(calibration, np.int32),
-        initial_truth=drawn.y_initial,
-        calibration_truth=drawn.y_calibration,
+        initial_truth=drawn.y_initial if known else None,
+        calibration_truth=drawn.y_calibration if known else None,
     )
 
 
 @INITIAL
-def initial_training(cfg: ConfigView, data: ex.Data) -> Initial:
+def initial_training(cfg: ConfigView, data: Data) -> Initial:
     """Train the MLP from its seeded initialisation on the initial points."""
     t0 = time.perf_counter()
-    state, losses = _train(cfg, data.x_initial, data.y_initial, epochs=cfg.initial_epochs)
-    accuracy = ex.accuracy(ex.predict(state.params, data.grid), data.grid_labels)
-    return Initial(state, losses, accuracy, time.perf_counter() - t0)
+    state, losses = _train(cfg, data.x_initial, data.y_initial, epochs=cfg.initial_epochs, n_classes=data.n_classes)
+    accuracy, metrics = _evaluate(state.params, data)
+    return Initial(state, losses, accuracy, time.perf_counter() - t0, metrics)
 
 
 @CALIBRATION
-def calibrate(cfg: ConfigView, data: ex.Data, initial: Initial) -> Calibration:
+def calibrate(cfg: ConfigView, data: Data, initial: Initial) -> Calibration:
     """Prior precision by ECE grid search on the calibration set (the tutorial's)."""
     t0 = time.perf_counter()
     tau, grid, curve = ex.calibrate_prior_precision(
@@ -353,7 +397,7 @@ def calibrate(cfg: ConfigView, data: ex.Data, initial: Initial) -> Calibration:
 def acquire(
     cfg: ConfigView,
     round_index: int,
-    data: ex.Data,
+    data: Data,
     state: ex.ModelState,
     x_labelled: np.ndarray,
     y_labelled: np.ndarray,
@@ -368,7 +412,7 @@ def acquire(
         state.params,
         x_labelled,
         y_labelled,
-        data.grid,
+        data.pool,
         strategy=cfg.acquisition,
         batch=cfg.acquisition_batch,
         prior_prec=prior_prec,
@@ -379,7 +423,7 @@ def acquire(
     )
     return Acquired(
         indices,
-        np.asarray(data.grid[indices]),
+        np.asarray(data.pool[indices]),
         scores.astype(np.float32),
         preds.astype(np.int8),
         time.perf_counter() - t0,
@@ -387,11 +431,11 @@ def acquire(
 
 
 @ROUND
-def labels_of(cfg: ConfigView, data: ex.Data, acquired: Acquired, answers: dict[int, int] | None = None) -> list[int]:
+def labels_of(cfg: ConfigView, data: Data, acquired: Acquired, answers: dict[int, int] | None = None) -> list[int]:
     """The oracle's labels of the acquired candidates: the ground truth's, or a
     person's ``answers`` (candidate index -> class)."""
     if cfg.oracle == "truth":
-        return [int(data.grid_labels[i]) for i in acquired.indices]
+        return [int(data.pool_labels[i]) for i in acquired.indices]
     return [int(answers[i]) for i in acquired.indices]
 
 
@@ -414,16 +458,17 @@ def retrain(cfg: ConfigView, state: ex.ModelState, x_labelled: np.ndarray, y_lab
 def evaluate(
     cfg: ConfigView,
     round_index: int,
-    data: ex.Data,
+    data: Data,
     acquired: Acquired,
     labels: list[int],
     retrained: Retrained,
     x_labelled: np.ndarray,
     y_labelled: np.ndarray,
 ) -> RoundRecord:
-    """Grid accuracy of the retrained model; the round's whole record."""
+    """Test accuracy (the tutorial's: on its grid) of the retrained model; the round's
+    whole record."""
     t0 = time.perf_counter()
-    accuracy = ex.accuracy(ex.predict(retrained.state.params, data.grid), data.grid_labels)
+    accuracy, metrics = _evaluate(retrained.state.params, data)
     seconds = acquired.seconds + retrained.seconds + time.perf_counter() - t0
     return RoundRecord(
         round_index,
@@ -439,46 +484,41 @@ def evaluate(
         retrained.state,
         retrained.losses,
         seconds,
+        metrics,
     )
 
 
 def class_probabilities(params: dict, x: np.ndarray) -> np.ndarray:
     """The model's predicted class probabilities at ``x`` (what a form shows as its guess)."""
-    from alcore.model import forward
-
-    logits = forward({k: {n: np.asarray(v) for n, v in layer.items()} for k, layer in params.items()}, x, xp=np)
-    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    return ex.probabilities(params, x)
 
 
-def _passive_points(cfg: ConfigView) -> np.ndarray:
-    return problem.uniform_points(problem.split_keys(cfg.seed).passive, n_passive(cfg))
-
-
-def passive_points(config) -> np.ndarray:
-    """The passive baseline's uniform points (what a person labels for it)."""
-    return _passive_points(PASSIVE.view(config))
+def passive_points(config, data: Data) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The passive baseline's points (x, their pool indices or None, true labels or
+    None): the tutorial's uniform draws from the passive key, or a seeded uniform
+    sample of the pool without replacement."""
+    cfg = PASSIVE.view(config)
+    n = n_passive(cfg)
+    if data.grid_size:
+        x = problem.uniform_points(problem.split_keys(cfg.seed).passive, n)
+        return x, None, problem.true_labels(x)
+    if n > len(data.pool):
+        raise datasets.DataError(f"the passive baseline needs {n} points, the pool has {len(data.pool)}")
+    idx = np.sort(np.random.default_rng([cfg.seed, 3]).choice(len(data.pool), size=n, replace=False))
+    return data.pool[idx], idx, None if data.pool_labels is None else data.pool_labels[idx]
 
 
 @PASSIVE
-def passive_baseline(cfg: ConfigView, labels: list[int] | None = None) -> Passive:
+def passive_baseline(cfg: ConfigView, data: Data, labels: list[int] | None = None) -> Passive:
     """Uniform random points, the active loop's label and epoch budget; labelled by
     the ground truth, or by a person (``labels``, with a human oracle)."""
     t0 = time.perf_counter()
-    x = _passive_points(cfg)
-    y = problem.true_labels(x) if cfg.oracle == "truth" else np.asarray(labels, np.int32)
-    grid = problem.grid_points(cfg.grid_size)
-    state, losses = _train(cfg, x, y, epochs=passive_epochs(cfg))
-    preds = ex.predict(state.params, grid)
-    return Passive(
-        ex.accuracy(preds, problem.true_labels(grid)),
-        x,
-        y,
-        preds.astype(np.int8),
-        state,
-        losses,
-        time.perf_counter() - t0,
-    )
+    x, _, truth = passive_points(cfg, data)
+    y = truth if cfg.oracle == "truth" else np.asarray(labels, np.int32)
+    state, losses = _train(cfg, x, y, epochs=passive_epochs(cfg), n_classes=data.n_classes)
+    accuracy, metrics = _evaluate(state.params, data)
+    preds = ex.predict(state.params, data.x_test).astype(np.int8)
+    return Passive(accuracy, x, y, preds, state, losses, time.perf_counter() - t0, metrics)
 
 
 # ---------------------------------------------------------------- ahead-of-time compilation
@@ -488,40 +528,38 @@ def precompile(config, *, first_round: int = 1, passive: bool = True, initial: b
     """Compile the JAX programs the stages still to run will use; returns how many.
 
     Each program is compiled through the stage's own function (``compile_only``), on
-    arrays of exactly the shapes it will see, so nothing here repeats the stages'
-    shape logic. ``first_round``: the first round to compute (rounds before it are
-    restored, so their programs are not needed); ``passive``/``initial``: whether
-    those stages will be computed. The command line does this while Prefect's server
-    boots; it changes no number.
+    arrays of exactly the shapes it will see (the data are drawn for their shapes:
+    cheap), so nothing here repeats the stages' shape logic. ``first_round``: the
+    first round to compute (rounds before it are restored, so their programs are not
+    needed); ``passive``/``initial``: whether those stages will be computed. The
+    command line does this while Prefect's server boots; it changes no number.
     """
     from alcore.model import init_params
 
+    data = generate_data(config)
+    d, c = data.n_features, data.n_classes
     count = 0
-    zeros = lambda n: (np.zeros((n, 2), np.float32), np.zeros(n, np.int32))  # noqa: E731
+    zeros = lambda n: (np.zeros((n, d), np.float32), np.zeros(n, np.int32))  # noqa: E731
     if initial:
-        _train(INITIAL.view(config), *zeros(config.n_initial), epochs=config.initial_epochs, compile_only=True)
+        view = INITIAL.view(config)
+        _train(view, *zeros(len(data.x_initial)), epochs=view.initial_epochs, n_classes=c, compile_only=True)
         count += 1
     if passive:
         view = PASSIVE.view(config)
-        _train(view, *zeros(n_passive(view)), epochs=passive_epochs(view), compile_only=True)
+        _train(view, *zeros(n_passive(view)), epochs=passive_epochs(view), n_classes=c, compile_only=True)
         count += 1
-    grid = problem.grid_points(config.grid_size)
+    params = init_params(seed=config.seed, hidden=config.hidden_channels, in_dim=d, n_classes=c)
     if first_round <= config.rounds:
         cfg = ROUND.view(config)
-        params = init_params(seed=config.seed, hidden=config.hidden_channels)
-        tx_state = ex.training.make_optimizer(learning_rate=config.learning_rate).init(params)
-        n = config.n_initial + (first_round - 1) * config.acquisition_batch
-        if config.curvature == "full" and strategies.get(config.acquisition).score == "std":
-            x, y = zeros(n)
-            preds = np.zeros(len(grid), np.int32)
-            ex.uncertainty_map(params, x, y, grid, preds, prior_prec=1.0, curvature="full", compile_only=True)
+        tx_state = ex.training.make_optimizer(learning_rate=cfg.learning_rate).init(params)
+        n = len(data.x_initial) + (first_round - 1) * cfg.acquisition_batch
+        if cfg.curvature == "full" and strategies.get(cfg.acquisition).score == "std":
+            preds = np.zeros(len(data.pool), np.int32)
+            ex.uncertainty_map(params, *zeros(n), data.pool, preds, prior_prec=1.0, curvature="full", compile_only=True)
             count += 2
-        retrain_state = ex.ModelState(params, tx_state)
-        x, y = zeros(n + config.acquisition_batch)
         ex.retrain(
-            retrain_state,
-            x,
-            y,
+            ex.ModelState(params, tx_state),
+            *zeros(n + cfg.acquisition_batch),
             learning_rate=cfg.learning_rate,
             epochs=cfg.epochs_per_round,
             batch_size=cfg.batch_size,
@@ -529,6 +567,9 @@ def precompile(config, *, first_round: int = 1, passive: bool = True, initial: b
         )
         count += 1
     if initial or passive or first_round <= config.rounds:
-        ex.predict(init_params(seed=config.seed, hidden=config.hidden_channels), grid, compile_only=True)
+        ex.predict(params, data.pool, compile_only=True)
         count += 1
+        if data.x_test is not data.pool and len(data.x_test) != len(data.pool):
+            ex.predict(params, data.x_test, compile_only=True)
+            count += 1
     return count

@@ -22,10 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alcore import acquisition, experiment, laplace, laplax_path, problem
+from alcore import acquisition, experiment, laplace, laplax_path, problem, stages
 from alcore.config import ExperimentConfig
 from benchmarks import tutorial, write_json
-from tasks.stages import data_for, train_with
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,9 +52,9 @@ def labelled_set(cfg, data, state, prior, n_rounds):
     """Run the project's loop for n_rounds to get a realistic larger labelled set."""
     x, y = data.x_initial, data.y_initial
     for _ in range(n_rounds):
-        preds = experiment.predict(state.params, data.grid)
-        scores = experiment.uncertainty_map(state.params, x, y, data.grid, preds, prior_prec=prior, curvature="full")
-        p = data.grid[int(np.argmax(scores))]
+        preds = experiment.predict(state.params, data.pool)
+        scores = experiment.uncertainty_map(state.params, x, y, data.pool, preds, prior_prec=prior, curvature="full")
+        p = data.pool[int(np.argmax(scores))]
         x = np.concatenate([x, p[None]])
         y = np.concatenate([y, [int(problem.true_label(p))]])
         state, _ = experiment.retrain(
@@ -154,8 +153,8 @@ def other_seeds(cfg, seeds):
     rows = []
     for seed in seeds:
         seeded = cfg.model_copy(update={"seed": seed})
-        data = data_for(seeded)
-        state, _ = train_with(seeded, data.x_initial, data.y_initial, epochs=cfg.initial_epochs)
+        data = stages.generate_data(seeded)
+        state = stages.initial_training(seeded, data).state
         row = calibration_comparison(state.params, data.x_calibration, data.y_calibration, cfg)
         row["seed"] = seed
         row["ece_gap"] = row["ece_at_ours"] - row["ece_at_laplax"]
@@ -173,7 +172,7 @@ def tutorial_procedure(cfg, data):
     handler = CompileCounter()
     out = {}
     t_all = time.perf_counter()
-    grid = jnp.asarray(data.grid)
+    grid = jnp.asarray(data.pool)
     model, opt = tutorial.new_model(cfg.seed, cfg.learning_rate)
     loader = tutorial.DataLoader(jnp.asarray(data.x_initial), jnp.asarray(data.y_initial), cfg.batch_size)
     _, out["initial_training"] = timed(tutorial.train_model, model, opt, loader, cfg.initial_epochs)
@@ -193,7 +192,7 @@ def tutorial_procedure(cfg, data):
         preds = tutorial.grid_predictions(model, grid)
         std = tutorial.uncertainty(loader, model, prior, grid)
         nxt = grid[jnp.argmax(std[jnp.arange(len(grid)), preds])]
-        accs.append(float(jnp.mean(preds == jnp.asarray(data.grid_labels))))
+        accs.append(float(jnp.mean(preds == jnp.asarray(data.y_test))))
         jax.block_until_ready(nxt)
         rounds.append(time.perf_counter() - t0)
         compiles.append(handler.count - before)
@@ -208,7 +207,7 @@ def tutorial_procedure(cfg, data):
     out["total"] = time.perf_counter() - t_all
     out["prior_precision"] = float(prior)
     out["final_active_accuracy"] = accs[-1]
-    out["passive_accuracy"] = float(jnp.mean(tutorial.grid_predictions(pmodel, grid) == jnp.asarray(data.grid_labels)))
+    out["passive_accuracy"] = float(jnp.mean(tutorial.grid_predictions(pmodel, grid) == jnp.asarray(data.y_test)))
     return out
 
 
@@ -222,12 +221,12 @@ def project_rounds(cfg, data, state, prior):
     logging.getLogger("jax").addHandler(handler)
     jax.config.update("jax_log_compiles", True)
     x, y = data.x_initial, data.y_initial
-    grid = jnp.asarray(data.grid)
+    grid = jnp.asarray(data.pool)
     times, compiles, parts = [], [], {name: [] for name in ROUND_PARTS}
     for _ in range(cfg.rounds):
         before = handler.count
         stamps = [time.perf_counter()]
-        preds = experiment.predict(state.params, data.grid)
+        preds = experiment.predict(state.params, data.pool)
         stamps.append(time.perf_counter())
         post = jax.block_until_ready(experiment.posterior_of(state.params, x))
         stamps.append(time.perf_counter())
@@ -235,7 +234,7 @@ def project_rounds(cfg, data, state, prior):
             np.asarray(laplace.predictive_var_of(post, state.params, grid, jnp.asarray(preds), jnp.float32(prior)))
         )
         stamps.append(time.perf_counter())
-        p = data.grid[acquisition.pick(scores, rule="max_std", key=None, exclude=[])]
+        p = data.pool[acquisition.pick(scores, rule="argmax", key=None, exclude=[])]
         stamps.append(time.perf_counter())
         label = problem.true_labels(p[None])
         stamps.append(time.perf_counter())
@@ -244,7 +243,7 @@ def project_rounds(cfg, data, state, prior):
             state, x, y, learning_rate=cfg.learning_rate, epochs=cfg.epochs_per_round, batch_size=cfg.batch_size
         )
         stamps.append(time.perf_counter())
-        experiment.accuracy(experiment.predict(state.params, data.grid), data.grid_labels)
+        experiment.accuracy(experiment.predict(state.params, data.pool), data.y_test)
         stamps.append(time.perf_counter())
         times.append(stamps[-1] - stamps[0])
         for name, t0, t1 in zip(ROUND_PARTS, stamps[:-1], stamps[1:], strict=True):
@@ -350,15 +349,15 @@ def main(argv=None):
     }
     print("flow: the whole default experiment through Prefect ...", flush=True)
     result["project_flow"] = whole_flow(cfg)
-    data = data_for(cfg, passive=True)
-    state, _ = train_with(cfg, data.x_initial, data.y_initial, epochs=cfg.initial_epochs)
+    data = stages.generate_data(cfg)
+    state = stages.initial_training(cfg, data).state
     print("calibration: laplax vs ours ...", flush=True)
     result["calibration"] = calibration_comparison(state.params, data.x_calibration, data.y_calibration, cfg)
     prior = result["calibration"]["ours_prior_prec"]
     print("uncertainty maps at n = 20 and n = 70 ...", flush=True)
-    result["uncertainty_n20"] = std_map_comparison(state, data.x_initial, data.y_initial, data.grid, prior)
+    result["uncertainty_n20"] = std_map_comparison(state, data.x_initial, data.y_initial, data.pool, prior)
     s70, x70, y70 = labelled_set(cfg, data, state, prior, 50)
-    result["uncertainty_n70"] = std_map_comparison(s70, x70, y70, data.grid, prior)
+    result["uncertainty_n70"] = std_map_comparison(s70, x70, y70, data.pool, prior)
     print("rounds on the project's path ...", flush=True)
     result["project_rounds"] = project_rounds(cfg, data, state, prior)
     result["flow_round_median_seconds"] = flow_round_profile(result["project_flow"]["warm"])

@@ -53,7 +53,8 @@ from tasks.workspace import enable_compilation_cache
 def passive_baseline(config: ExperimentConfig, refresh: bool = False, labels: list[int] | None = None) -> st.Passive:
     """Train on uniform random points with the active loop's label and epoch budget
     (or restore the result from its file, shared by experiments with this budget).
-    ``labels``: a person's labels of the points (human oracle)."""
+    ``labels``: a person's labels of the points (human oracle). The data come from
+    the experiment's folder: the parent flow has saved them."""
     log = get_run_logger()
     store = Store(config)
     with store.lock(st.PASSIVE):  # experiments sharing this baseline compute it once
@@ -62,8 +63,12 @@ def passive_baseline(config: ExperimentConfig, refresh: bool = False, labels: li
             log.warning(message)
         elif state == "stale":
             log.info(message)
-        result = stages.passive_restore(store) if state == "ok" else stages.passive_train(store, labels)
-    log.info("passive baseline: %d points, accuracy %.2f %%", len(result.y), 100 * result.accuracy)
+        if state == "ok":
+            result = stages.passive_restore(store)
+        else:
+            result = stages.passive_train(store, quote(store.load(st.DATA)), labels)
+    accuracy = "n/a" if result.accuracy is None else f"{100 * result.accuracy:.2f} %"
+    log.info("passive baseline: %d points, accuracy %s", len(result.y), accuracy)
     return result
 
 
@@ -93,12 +98,11 @@ def active_learning(config: ExperimentConfig = DEFAULT_CONFIG, refresh: bool = F
     run = Loop(config, refresh)
     passive_future = None
     try:
-        if config.passive and not run.human:  # beside everything else from the start
-            passive_future = run_passive_baseline.submit(config, refresh)
         run.restore()
-        data, initial, calibration = run.prepare()
-        if config.passive and run.human:  # its points need a person's labels first
+        data = run.prepare_data()
+        if config.passive:  # beside the loop; with a human oracle its points are labelled first
             passive_future = run_passive_baseline.submit(config, refresh, run.passive_labels())
+        initial, calibration = run.prepare_model()
         run.loop()
     except oracle.Unanswered as e:
         message = f"{e}; every answer and finished stage is saved in {run.folder}: {oracle.how_to_continue()}"
@@ -110,8 +114,8 @@ def active_learning(config: ExperimentConfig = DEFAULT_CONFIG, refresh: bool = F
     )
     run.log.info(
         "active %.2f %% vs passive %s after %d rounds; outputs in %s",
-        100 * (document["final_active_accuracy"] or float("nan")),
-        "n/a" if passive is None else f"{100 * passive.accuracy:.2f} %",
+        100 * (document["final_active_accuracy"] if document["final_active_accuracy"] is not None else float("nan")),
+        "n/a" if passive is None or passive.accuracy is None else f"{100 * passive.accuracy:.2f} %",
         len(run.rounds),
         run.folder,
     )

@@ -16,11 +16,10 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.context import get_run_context
 from prefect.utilities.annotations import quote
 
-from alcore import problem
 from alcore import stages as st
 from alcore.config import ExperimentConfig
 from flows import oracle
-from tasks import plots, stages
+from tasks import plots, pool_plots, stages
 from tasks.answers import AnswerBook, resolve
 from tasks.report import artifact_key
 from tasks.store import Restored, Store
@@ -78,8 +77,8 @@ class Loop:
             self.log.info("restored from %s: %s", self.folder, describe_prefix(len(self.restored.names)))
 
     # ------------------------------------------------------------ data, initial training, calibration
-    def prepare(self):
-        """Data (labelled by the oracle), initial training, calibration."""
+    def prepare_data(self):
+        """The data, labelled by the oracle (saved before anything uses them)."""
         data = self.restored.data
         if data is None:
             drawn, generated = self.run(stages.generate_data, self.store, after=[self.last], name="data")
@@ -93,6 +92,12 @@ class Loop:
                 after=[generated],
                 name="data/label",
             )
+        self.data = data
+        return data
+
+    def prepare_model(self):
+        """Initial training and calibration."""
+        data = self.data
         initial = self.restored.initial
         if initial is None:
             initial, self.last = self.run(
@@ -109,10 +114,11 @@ class Loop:
             calibration.objective.upper(),
             len(data.y_calibration),
         )
-        self.data, self.initial, self.calibration = data, initial, calibration
-        return data, initial, calibration
+        self.initial, self.calibration = initial, calibration
+        return initial, calibration
 
     def _label_data(self, drawn) -> tuple[list[int], list[int]]:
+        self.data = drawn  # the forms need the class names
         """A person labels the initial and the calibration points, one form each."""
         out = []
         for ask, points, what in (
@@ -125,17 +131,25 @@ class Loop:
         return out[0], out[1]
 
     def _ask_points(self, ask: str, points: np.ndarray, what: str):
-        png = plots.points_plot(self.folder / "forms" / f"{ask}.png", points, f"{len(points)} points to label")
-        rows = "\n".join(f"| point_{n} | {x:.3f} | {y:.3f} |" for n, (x, y) in enumerate(points, start=1))
+        path = self.folder / "forms" / f"{ask}.png"
+        if self.data.grid_size:
+            png = plots.points_plot(path, points, f"{len(points)} points to label")
+        else:
+            proj = pool_plots.Projection(self.data.pool)
+            png = pool_plots.points_plot(path, proj, points, f"{len(points)} points to label")
+        described = [self._describe(p) for p in points]
+        rows = "\n".join(f"| point_{n} | {text} |" for n, text in enumerate(described, start=1))
         body = (
             f"Label {what}: choose the class of every point.\n\n{oracle.image_markdown(png, ask)}\n\n"
-            f"| field | x | y |\n|---|---|---|\n{rows}\n"
+            f"| field | point |\n|---|---|\n{rows}\n"
         )
         return oracle.ask(
             self.book,
             ask=ask,
             title=f"{what} of experiment {self.folder.name}",
-            points=[(i, [float(v) for v in p], f"({p[0]:.3f}, {p[1]:.3f})") for i, p in enumerate(points)],
+            points=[
+                (i, [float(v) for v in p], text) for i, (p, text) in enumerate(zip(points, described, strict=True))
+            ],
             classes=self.classes,
             body=body,
             wait_seconds=self.config.label_wait_seconds,
@@ -146,7 +160,7 @@ class Loop:
     @property
     def classes(self) -> list[str]:
         """The class names a form offers."""
-        return [str(c) for c in range(problem.N_CLASSES)]
+        return list(self.data.classes)
 
     # ------------------------------------------------------------ the passive baseline's labels
     def passive_labels(self) -> list[int] | None:
@@ -154,7 +168,7 @@ class Loop:
         form), unless its file already holds them; None otherwise."""
         if not self.human or (not self.refresh and self.store.check(st.PASSIVE)[0] == "ok"):
             return None
-        points = st.passive_points(self.config)
+        points = st.passive_points(self.config, self.data)[0]
         answers = self.book.for_ask("passive")
         what = f"the passive baseline's {len(points)} points"
         answer = answers[-1] if answers else self._ask_points("passive", points, what)
@@ -225,7 +239,8 @@ class Loop:
         )
         self.rounds.append(record.summary())
         picked = ", ".join(
-            f"({px:.3f}, {py:.3f}) -> class {c}" for (px, py), c in zip(acquired.points, labels, strict=True)
+            f"{self._describe_point(i)} -> class {self.data.classes[c]}"
+            for i, c in zip(acquired.indices, labels, strict=True)
         )
         self.log.info(
             "round %d/%d: labelled %s; accuracy %.2f %%", r, self.config.rounds, picked, 100 * record.accuracy
@@ -264,29 +279,19 @@ class Loop:
                 return acquired, acq, labels
 
     def _ask_round(self, r: int, acquired: st.Acquired, missing: list[int], state, x, y):
-        probs = st.class_probabilities(state.params, self.data.grid[missing])
-        png = plots.uncertainty_plot(
-            self.folder / "forms" / f"round-{r:03d}.png",
-            acquired.preds,
-            acquired.scores,
-            self.config.grid_size,
-            x,
-            y,
-            self.data.grid[missing],
-            f"Round {r}: {self.config.acquisition} scores; label the starred point(s)",
-            truth=False,
-        )
+        probs = st.class_probabilities(state.params, self.data.pool[missing])
+        png = self._form_map(r, acquired, missing, x, y)
         rows = []
         points = []
         for n, (i, p) in enumerate(zip(missing, probs, strict=True), start=1):
-            x0, y0 = self.data.grid[i]
-            guess = int(np.argmax(p))
-            rows.append(f"| point_{n} | {x0:.3f} | {y0:.3f} | class {guess} ({100 * p[guess]:.0f} %) |")
-            points.append((i, [float(x0), float(y0)], f"({x0:.3f}, {y0:.3f}); the model guesses class {guess}"))
+            where = self._describe_point(i)
+            guess = self.data.classes[int(np.argmax(p))]
+            rows.append(f"| point_{n} | {where} | {guess} ({100 * np.max(p):.0f} %) |")
+            points.append((i, self.data.pool[i].tolist(), f"{where}; the model guesses {guess}"))
         body = (
             f"The model's uncertainty over the grid; the point(s) to label are starred.\n\n"
             f"{oracle.image_markdown(png, f'round {r}')}\n\n"
-            "| field | x | y | the model's guess |\n|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+            "| field | point | the model's guess |\n|---|---|---|\n" + "\n".join(rows) + "\n\n"
             f"Choose a class for each point, or *{oracle.CANNOT_LABEL}* (it is then never proposed again and the "
             "next best point is asked instead). *Stop after this round* ends the loop after this round."
         )
@@ -300,6 +305,32 @@ class Loop:
             wait_seconds=self.config.label_wait_seconds,
             allow_skip=True,
             allow_stop=True,
+        )
+
+    def _describe_point(self, i: int) -> str:
+        """A candidate as a person reads it (its pool index beyond the tutorial)."""
+        text = self._describe(self.data.pool[i])
+        return text if self.data.grid_size else f"pool #{i}: {text}"
+
+    def _describe(self, x: np.ndarray) -> str:
+        """A point's features in the data's own units (before standardisation)."""
+        raw = x * self.data.scaler[1] + self.data.scaler[0] if self.data.scaler is not None else x
+        if len(raw) <= 4:
+            return "(" + ", ".join(f"{v:.3f}" for v in raw) + ")"
+        return "(" + ", ".join(f"{v:.3g}" for v in raw[:4]) + f", ... {len(raw)} features)"
+
+    def _form_map(self, r: int, acquired: st.Acquired, missing: list[int], x, y):
+        """The uncertainty map with the points to label starred (no true boundaries)."""
+        path = self.folder / "forms" / f"round-{r:03d}.png"
+        title = f"Round {r}: {self.config.acquisition} scores; label the starred point(s)"
+        picks = self.data.pool[missing]
+        if self.data.grid_size:
+            return plots.uncertainty_plot(
+                path, acquired.preds, acquired.scores, self.data.grid_size, x, y, picks, title, truth=False
+            )
+        proj = pool_plots.Projection(self.data.pool)
+        return pool_plots.uncertainty_plot(
+            path, proj, self.data.pool, acquired.preds, acquired.scores, x, y, picks, title, self.data.n_classes
         )
 
     # ------------------------------------------------------------ bookkeeping

@@ -59,7 +59,10 @@ def form_model(name: str, fields: list[tuple[str, str]], classes: list[str], *, 
     are refused (``extra="forbid"``)."""
     choices = tuple(classes) + ((CANNOT_LABEL,) if allow_skip else ())
     label = Literal[choices]
-    spec = {field: (label, pydantic.Field(..., description=text)) for field, text in fields}
+    spec = {
+        field: (label, pydantic.Field(..., title=field.replace("_", " ").capitalize(), description=text))
+        for field, text in fields
+    }
     if allow_stop:
         spec["stop_after_this_round"] = (
             bool,

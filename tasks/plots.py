@@ -136,7 +136,7 @@ def accuracy_plot(path: Path, accuracies, passive_accuracy) -> Path:
     if passive_accuracy is not None:
         ax.axhline(100 * passive_accuracy, ls="--", c="k", label="passive baseline (same budget)")
     ax.set_xlabel("active learning round")
-    ax.set_ylabel("grid accuracy [%]")
+    ax.set_ylabel("test accuracy [%]")
     ax.grid(alpha=0.3)
     ax.legend()
     return _save(fig, path)

@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from alcore import stages as st
 from alcore.config import ExperimentConfig, digest
 from alcore.experiment import predict
-from tasks import plots
+from tasks import plots, pool_plots
 from tasks.store import Store
 from tasks.workspace import CODE_VERSION, Workspace
 
@@ -78,7 +78,7 @@ def agreement(data, rounds: list[st.RoundSummary]) -> dict:
         "calibration": (data.y_calibration, data.calibration_truth),
         "rounds": (
             [c for r in rounds for c in r.labels],
-            [int(data.grid_labels[i]) for r in rounds for i in r.indices],
+            None if data.pool_labels is None else [int(data.pool_labels[i]) for r in rounds for i in r.indices],
         ),
     }
     for name, (given, truth) in pairs.items():
@@ -131,7 +131,6 @@ def _figures(config, ws: Workspace, data, calibration: st.Calibration, rounds, p
     """The PNGs and the GIF. They depend only on the configuration, the code and the
     rounds' numbers, so when those are unchanged (a fully restored re-run) the
     existing files are kept instead of drawn again."""
-    g = config.grid_size
     key_file = ws.plots / ".figures-key"
     key = digest(
         {
@@ -148,51 +147,109 @@ def _figures(config, ws: Workspace, data, calibration: st.Calibration, rounds, p
     if key_file.exists() and key_file.read_text() == key and existing:
         return existing
     store = Store(config)
+    figures = _grid_figures(config, ws, store, data, rounds, passive) if data.grid_size else {}
+    if not data.grid_size:
+        figures = _pool_figures(config, ws, store, data, rounds)
+    if calibration.curve is not None:
+        figures["calibration"] = plots.calibration_plot(
+            ws.plots / "calibration.png", calibration.grid, calibration.curve, calibration.prior_prec
+        )
+    if rounds and rounds[0].accuracy is not None:
+        figures["accuracy"] = plots.accuracy_plot(
+            ws.plots / "accuracy.png", [r.accuracy for r in rounds], passive and passive.accuracy
+        )
+    key_file.write_text(key)
+    return figures
+
+
+def _grid_figures(config, ws: Workspace, store: Store, data, rounds, passive) -> dict:
+    """The tutorial's figures: images of the G x G grid."""
+    g = data.grid_size
     figures = {
         "data": plots.data_plot(
             ws.plots / "data.png", data.x_initial, data.y_initial, data.x_calibration, data.y_calibration
         )
     }
-    if calibration.curve is not None:
-        figures["calibration"] = plots.calibration_plot(
-            ws.plots / "calibration.png", calibration.grid, calibration.curve, calibration.prior_prec
-        )
-    if rounds:
-        last = store.load(st.ROUND, rounds[-1].round)
-        final_preds = predict(last.state.params, data.grid)
-        figures["prediction"] = plots.prediction_plot(
-            ws.plots / "prediction.png",
+    if not rounds:
+        return figures
+    last = store.load(st.ROUND, rounds[-1].round)
+    final_preds = predict(last.state.params, data.x_test)
+    figures["prediction"] = plots.prediction_plot(
+        ws.plots / "prediction.png",
+        final_preds,
+        g,
+        last.x_labelled,
+        last.y_labelled,
+        len(data.x_initial),
+        f"Active model after {len(rounds)} rounds: {100 * last.accuracy:.1f}%",
+    )
+    figures["uncertainty"] = plots.uncertainty_plot(
+        ws.plots / "uncertainty.png",
+        last.preds,
+        last.scores,
+        g,
+        *_before_round(last),
+        last.points,
+        f"Round {len(rounds)}: {config.acquisition} scores and the chosen point(s)",
+    )
+    if passive is not None:
+        figures["misclassification"] = plots.misclassification_plot(
+            ws.plots / "misclassification.png",
             final_preds,
+            passive.preds,
+            data.y_test,
             g,
-            last.x_labelled,
-            last.y_labelled,
-            config.n_initial,
-            f"Active model after {len(rounds)} rounds: {100 * last.accuracy:.1f}%",
+            (last.accuracy, passive.accuracy),
         )
-        figures["uncertainty"] = plots.uncertainty_plot(
-            ws.plots / "uncertainty.png",
-            last.preds,
-            last.scores,
-            g,
-            *_before_round(last),
-            last.points,
-            f"Round {len(rounds)}: {config.acquisition} scores and the chosen point(s)",
-        )
-        figures["accuracy"] = plots.accuracy_plot(
-            ws.plots / "accuracy.png", [r.accuracy for r in rounds], passive and passive.accuracy
-        )
-        if passive is not None:
-            figures["misclassification"] = plots.misclassification_plot(
-                ws.plots / "misclassification.png",
-                final_preds,
-                passive.preds,
-                data.grid_labels,
-                g,
-                (last.accuracy, passive.accuracy),
-            )
-        frames = (_frame(store.load(st.ROUND, r.round)) for r in rounds)
-        figures["animation"] = plots.rounds_gif(ws.plots / "rounds.gif", frames, g)
-    key_file.write_text(key)
+    frames = (_frame(store.load(st.ROUND, r.round)) for r in rounds)
+    figures["animation"] = plots.rounds_gif(ws.plots / "rounds.gif", frames, g)
+    return figures
+
+
+def _pool_figures(config, ws: Workspace, store: Store, data, rounds) -> dict:
+    """Pool-based data: scatter plots (on a PCA projection beyond 2 features)."""
+    proj = pool_plots.Projection(data.pool)
+    c = data.n_classes
+    figures = {
+        "data": pool_plots.data_plot(
+            ws.plots / "data.png",
+            proj,
+            data.pool,
+            data.x_initial,
+            data.y_initial,
+            data.x_calibration,
+            data.y_calibration,
+            c,
+        )  # fmt: skip
+    }
+    if not rounds:
+        return figures
+    last = store.load(st.ROUND, rounds[-1].round)
+    acc = "" if last.accuracy is None else f": {100 * last.accuracy:.1f}% test accuracy"
+    figures["prediction"] = pool_plots.prediction_plot(
+        ws.plots / "prediction.png",
+        proj,
+        data.x_test if len(data.x_test) else data.pool,
+        predict(last.state.params, data.x_test if len(data.x_test) else data.pool),
+        data.y_test,
+        f"Active model after {len(rounds)} rounds{acc}",
+        c,
+    )
+    x, y = _before_round(last)
+    figures["uncertainty"] = pool_plots.uncertainty_plot(
+        ws.plots / "uncertainty.png",
+        proj,
+        data.pool,
+        last.preds,
+        last.scores,
+        x,
+        y,
+        last.points,
+        f"Round {len(rounds)}: {config.acquisition} scores and the chosen point(s)",
+        c,
+    )
+    frames = (_frame(store.load(st.ROUND, r.round)) for r in rounds)
+    figures["animation"] = pool_plots.rounds_gif(ws.plots / "rounds.gif", proj, data.pool, frames, c)
     return figures
 
 
@@ -202,7 +259,8 @@ def _frame(record: st.RoundRecord) -> tuple:
         record.scores,
         *_before_round(record),
         record.points,
-        f"round {record.round}: accuracy after it {100 * record.accuracy:.1f}%",
+        f"round {record.round}"
+        + ("" if record.accuracy is None else f": accuracy after it {100 * record.accuracy:.1f}%"),
     )
 
 
@@ -218,7 +276,8 @@ def _publish(config, ws: Workspace, doc: dict, figures: dict, rounds: list[dict]
         f"| prior precision (ECE-calibrated) | {doc['prior_precision']:.4f} |",
         f"| final active accuracy | {fmt(final)} |",
         f"| passive baseline accuracy | {fmt(passive)} |",
-        f"| labels used | {config.n_initial} initial + {len(rounds)} acquired |",
+        f"| data | {config.data} ({len(doc['initial_points'])} initial points) |",
+        f"| labels used | {len(doc['initial_points'])} initial + {sum(len(r.labels) for r in rounds)} acquired |",
         f"| acquisition / curvature | {config.acquisition} / {config.curvature} |",
         f"| experiment folder | `{ws.root}` |",
         "",
@@ -233,9 +292,11 @@ def _publish(config, ws: Workspace, doc: dict, figures: dict, rounds: list[dict]
         {
             "round": r.round,
             "labelled": r.n_labelled,
-            "points": "; ".join(f"({px:.3f}, {py:.3f})" for px, py in r.points),
+            "points": "; ".join(
+                "(" + ", ".join(f"{v:.3g}" for v in p[:4]) + (", ...)" if len(p) > 4 else ")") for p in r.points
+            ),
             "labels": ", ".join(str(c) for c in r.labels),
-            "accuracy_pct": round(100 * r.accuracy, 2),
+            "accuracy_pct": None if r.accuracy is None else round(100 * r.accuracy, 2),
         }
         for r in rounds
     ]

@@ -95,9 +95,9 @@ def evaluate(
 
 
 @stage_task("passive-train", "passive/train")
-def passive_train(store: Store, labels: list[int] | None = None) -> st.Passive:
+def passive_train(store: Store, data, labels: list[int] | None = None) -> st.Passive:
     """The passive baseline: uniform points, the same label and epoch budget."""
-    result = st.passive_baseline(store.config, labels)
+    result = st.passive_baseline(store.config, data, labels)
     store.save(st.PASSIVE, result)
     return result
 

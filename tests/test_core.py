@@ -476,7 +476,7 @@ def test_precompile_leaves_the_stages_nothing_big_to_compile():
         # the stages themselves, as the flow runs them
         data = stages.generate_data(cfg)
         initial = stages.initial_training(cfg, data)
-        stages.passive_baseline(cfg)
+        stages.passive_baseline(cfg, data)
         acquired = stages.acquire(cfg, 1, data, initial.state, data.x_initial, data.y_initial, 0.4)
         labels = stages.labels_of(cfg, data, acquired)
         x = np.concatenate([data.x_initial, acquired.points])

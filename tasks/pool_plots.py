@@ -1,0 +1,160 @@
+"""Figures for pool-based data (anything but the tutorial's grid): scatter plots.
+
+2-D data are drawn as they are; data with more features on a 2-D PCA projection
+fitted on the pool. Large pools are drawn from a fixed subsample (the picks and the
+labelled points always drawn), so a figure costs the same for 2,000 or 100,000
+candidates. The tutorial's grid figures are in ``tasks/plots.py``.
+"""
+
+import itertools
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from tasks.plots import _save  # noqa: E402
+
+MAX_DRAWN = 4000  # pool points drawn per figure (a fixed subsample beyond that)
+
+
+def colors(n_classes: int) -> np.ndarray:
+    cmap = plt.get_cmap("tab10" if n_classes <= 10 else "tab20")
+    return np.array([cmap(i % cmap.N) for i in range(n_classes)])
+
+
+class Projection:
+    """Identity for 2-D data, else the pool's first two principal components."""
+
+    def __init__(self, pool: np.ndarray):
+        pool = np.asarray(pool, np.float64)
+        self.mean = pool.mean(axis=0)
+        if pool.shape[1] <= 2:  # drawn as they are (1-D data on a line)
+            self.axes, self.labels = np.eye(pool.shape[1], 2), ("x1", "x2")
+        else:
+            _, s, vt = np.linalg.svd(pool - self.mean, full_matrices=False)
+            share = s**2 / np.sum(s**2)
+            self.axes = vt[:2].T
+            self.labels = tuple(f"PC{i + 1} ({100 * share[i]:.0f} % of the variance)" for i in range(2))
+        self.is_identity = pool.shape[1] == 2
+        self.pool = pool
+        self.drawn = np.sort(np.random.default_rng(0).permutation(len(pool))[:MAX_DRAWN])
+
+    def __call__(self, x) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        if self.is_identity:
+            return x
+        return (x - (self.mean if x.shape[1] > 2 else 0)) @ self.axes
+
+    def decorate(self, ax, title: str) -> None:
+        ax.set_xlabel(self.labels[0], fontsize=8)
+        ax.set_ylabel(self.labels[1], fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.25)
+
+
+def _labelled(ax, proj, x, y, palette):
+    if x is not None and len(x):
+        p = proj(x)
+        ax.scatter(p[:, 0], p[:, 1], c=palette[np.asarray(y, int)], edgecolors="k", s=30, zorder=3)
+
+
+def _picks(ax, proj, picks):
+    p = proj(np.atleast_2d(picks))
+    ax.scatter(p[:, 0], p[:, 1], marker="*", s=260, c="red", edgecolors="k", zorder=4)
+    if len(p) > 1:
+        for n, (px, py) in enumerate(p, start=1):
+            ax.annotate(str(n), (px, py), xytext=(5, 5), textcoords="offset points", fontsize=9, weight="bold")
+
+
+def _unit(scores):
+    s = np.asarray(scores, np.float64)
+    span = s.max() - s.min()
+    return (s - s.min()) / span if span > 0 else np.zeros_like(s)
+
+
+def _pool_axes(ax, proj, pool, preds, scores, palette):
+    idx = proj.drawn
+    p = proj(pool[idx])
+    rgba = palette[np.asarray(preds)[idx].astype(int)].copy()
+    rgba[:, 3] = 0.15 + 0.8 * _unit(np.asarray(scores)[idx])
+    return ax.scatter(p[:, 0], p[:, 1], c=rgba, s=9, linewidths=0)
+
+
+def data_plot(path: Path, proj: Projection, pool, x0, y0, xc, yc, n_classes: int) -> Path:
+    palette = colors(n_classes)
+    fig, ax = plt.subplots(figsize=(4.8, 4.5))
+    p = proj(pool[proj.drawn])
+    ax.scatter(p[:, 0], p[:, 1], c="#cccccc", s=6, linewidths=0, label="pool (unlabelled)")
+    _labelled(ax, proj, x0, y0, palette)
+    if xc is not None and len(xc):
+        q = proj(xc)
+        ax.scatter(q[:, 0], q[:, 1], c=palette[np.asarray(yc, int)], marker="s", s=18, edgecolors="grey", alpha=0.7)
+    proj.decorate(ax, "Pool, initial (circles) and calibration (squares) points")
+    return _save(fig, path)
+
+
+def points_plot(path: Path, proj: Projection, points, title) -> Path:
+    """Points to label, numbered as in the form, on the pool (grey)."""
+    fig, ax = plt.subplots(figsize=(4.8, 4.5))
+    drawn = proj(proj.pool[proj.drawn])
+    ax.scatter(drawn[:, 0], drawn[:, 1], c="#dddddd", s=6, linewidths=0)
+    p = proj(points)
+    ax.scatter(p[:, 0], p[:, 1], c="red", edgecolors="k", s=30, zorder=3)
+    for n, (px, py) in enumerate(p, start=1):
+        ax.annotate(str(n), (px, py), xytext=(4, 4), textcoords="offset points", fontsize=8)
+    proj.decorate(ax, title)
+    return _save(fig, path)
+
+
+def uncertainty_plot(path: Path, proj: Projection, pool, preds, scores, x, y, picks, title, n_classes: int) -> Path:
+    """Pool points coloured by predicted class, opacity by acquisition score; the
+    labelled points; the picks starred (numbered when several)."""
+    palette = colors(n_classes)
+    fig, ax = plt.subplots(figsize=(4.8, 4.5))
+    _pool_axes(ax, proj, pool, preds, scores, palette)
+    _labelled(ax, proj, x, y, palette)
+    _picks(ax, proj, picks)
+    proj.decorate(ax, title)
+    return _save(fig, path)
+
+
+def prediction_plot(path: Path, proj: Projection, x_test, preds, y_test, title, n_classes: int) -> Path:
+    """Test points coloured by predicted class; the misclassified ones crossed."""
+    palette = colors(n_classes)
+    fig, ax = plt.subplots(figsize=(4.8, 4.5))
+    p = proj(x_test)
+    ax.scatter(p[:, 0], p[:, 1], c=palette[np.asarray(preds, int)], s=10, linewidths=0)
+    if y_test is not None:
+        wrong = np.asarray(preds) != np.asarray(y_test)
+        ax.scatter(p[wrong, 0], p[wrong, 1], marker="x", c="k", s=22, linewidths=0.8, label="misclassified")
+        ax.legend(loc="lower left", fontsize=7)
+    proj.decorate(ax, title)
+    return _save(fig, path)
+
+
+def rounds_gif(path: Path, proj: Projection, pool, frames, n_classes: int, ms_per_frame: int = 350) -> Path:
+    """The rounds, one frame each: (preds, scores, x, y, picks, title)."""
+    palette = colors(n_classes)
+    frames = iter(frames)
+    first = next(frames, None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if first is None:
+        return path
+    fig, ax = plt.subplots(figsize=(4.2, 4.2), dpi=70)
+    images = []
+    for preds, scores, x, y, picks, title in itertools.chain([first], frames):
+        ax.clear()
+        _pool_axes(ax, proj, pool, preds, scores, palette)
+        _labelled(ax, proj, x, y, palette)
+        _picks(ax, proj, picks)
+        proj.decorate(ax, title)
+        fig.canvas.draw()
+        rgb = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3])
+        images.append(rgb.quantize(colors=128, method=Image.Quantize.FASTOCTREE))
+    plt.close(fig)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
+    return path
