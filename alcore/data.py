@@ -205,7 +205,7 @@ def _read_file(path: str, mtime_ns: int, size: int, label_column: str | None) ->
         raise DataError(f"data file {path}: {len(y)} labels for {len(x)} points")
     names, codes = np.unique(np.asarray(y).astype(str), return_inverse=True)
     if len(names) < 2:
-        raise DataError(f"data file {path}: the labels have a single class ({names[0]!r}); need at least two")
+        raise DataError(f"data file {path}: the labels have a single class ({str(names[0])!r}); need at least two")
     return Table(x, codes.astype(np.int32), tuple(str(n) for n in names))
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from laplax.api import calibration, estimate_curvature
 from laplax.curv import create_ggn_mv, create_posterior_fn
 from laplax.enums import CalibrationMethod, CalibrationObjective, CurvApprox, LossFn, Predictive
-from laplax.eval.pushforward import lin_pred_mean, lin_pred_std, lin_setup, set_lin_pushforward
+from laplax.eval.pushforward import lin_pred_cov, lin_pred_mean, lin_pred_std, lin_setup, set_lin_pushforward
 
 from alcore.model import Params, laplax_model_fn
 
@@ -54,6 +54,21 @@ def std_map(
     if batch_size is None:
         return fn(x_eval)
     return jnp.concatenate([fn(x_eval[i : i + batch_size]) for i in range(0, len(x_eval), batch_size)])
+
+
+def cov_blocks(
+    params: Params, x_train: jax.Array, y_train: jax.Array, x_eval: jax.Array, *, prior_prec: float
+) -> jax.Array:
+    """laplax's full-GGN predictive covariance of the logits at each input: (m, C, C)."""
+    model_fn, _, posterior_fn = _posterior(params, x_train, y_train, CurvApprox.FULL)
+    predictive = set_lin_pushforward(
+        model_fn=model_fn,
+        mean_params=params,
+        posterior_fn=posterior_fn,
+        prior_arguments={"prior_prec": prior_prec},
+        pushforward_fns=[lin_setup, lin_pred_mean, lin_pred_cov],
+    )
+    return jax.jit(jax.vmap(lambda x: predictive(x)["pred_cov"]))(x_eval)
 
 
 def calibrate(

@@ -33,8 +33,14 @@ def parser() -> argparse.ArgumentParser:
                 help=f"{field.description} (default: {default})",
             )
             continue
-        choices = typing.get_args(field.annotation) or None
-        kind = str if choices else field.annotation
+        annotation = field.annotation
+        args = typing.get_args(annotation)
+        if typing.get_origin(annotation) is typing.Literal:
+            choices, kind = args, str
+        elif type(None) in args:  # an optional value: "none" on the command line
+            choices, kind = None, _optional(next(a for a in args if a is not type(None)))
+        else:
+            choices, kind = None, annotation
         p.add_argument(flag, type=kind, default=None, choices=choices, help=f"{field.description} (default: {default})")
     p.add_argument("--refresh", action="store_true", help="ignore cached results and recompute every stage")
     p.add_argument(
@@ -47,11 +53,23 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _optional(kind):
+    def parse(text: str):
+        return _NONE if text.strip().lower() in ("none", "null", "") else kind(text)
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+_NONE = object()  # "none" given on the command line (argparse's None means "not given")
+
+
 def parse_config(argv: list[str] | None = None) -> tuple[ExperimentConfig, argparse.Namespace]:
     """Build the config from flags; exits with a message naming the bad parameter."""
     p = parser()
     args = p.parse_args(argv)
     values = {name: getattr(args, name) for name in ExperimentConfig.model_fields if getattr(args, name) is not None}
+    values = {name: None if value is _NONE else value for name, value in values.items()}
     try:
         config = ExperimentConfig(**values)
         check_writable(config.artifacts_dir)

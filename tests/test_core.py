@@ -129,18 +129,23 @@ def test_optimizer_is_reused_so_training_does_not_recompile():
 # ------------------------------------------------------------------ Laplace
 
 
-@pytest.fixture(params=[0, 1], ids=["net-seed-0", "net-seed-1"])
+@pytest.fixture(params=[(0, 2, 3), (1, 2, 3), (2, 5, 4)], ids=["net-seed-0", "net-seed-1", "d5-C4"])
 def small_problem(request):
-    seed = request.param
-    params = init_params(seed=seed, hidden=8)
-    x = np.asarray(jax.random.uniform(jax.random.key(seed + 10), (7, 2)), np.float32)
-    y = np.asarray(problem.true_labels(jnp.asarray(x)))
-    x_eval = np.asarray(jax.random.uniform(jax.random.key(seed + 20), (25, 2)), np.float32)
+    """A small net, its labelled points and points to evaluate: the tutorial's 2-D,
+    3-class shape twice, and 5 features with 4 classes (any d and C must work)."""
+    seed, d, c = request.param
+    params = init_params(seed=seed, hidden=8, in_dim=d, n_classes=c)
+    x = np.asarray(jax.random.uniform(jax.random.key(seed + 10), (7, d)), np.float32)
+    if d == 2:
+        y = np.asarray(problem.true_labels(jnp.asarray(x)))
+    else:
+        y = np.asarray(jax.random.randint(jax.random.key(seed + 30), (7,), 0, c), np.int32)
+    x_eval = np.asarray(jax.random.uniform(jax.random.key(seed + 20), (25, d)), np.float32)
     return params, x, y, x_eval
 
 
 def _padded_posterior(params, x, cap):
-    x_pad = np.zeros((cap, 2), np.float32)
+    x_pad = np.zeros((cap, x.shape[1]), np.float32)
     x_pad[: len(x)] = x
     mask = np.zeros(cap, np.float32)
     mask[: len(x)] = 1
@@ -161,7 +166,7 @@ def test_predictive_std_equals_laplax(small_problem, prior_prec):
 def test_std_of_selected_class_equals_full_map(small_problem):
     params, x, _, x_eval = small_problem
     post = _padded_posterior(params, x, cap=7)
-    classes = jnp.asarray(np.arange(len(x_eval)) % 3)
+    classes = jnp.asarray(np.arange(len(x_eval)) % experiment.n_classes_of(params))
     full = laplace.predictive_var(post, params, jnp.asarray(x_eval), jnp.float32(0.7))
     sel = laplace.predictive_var_of(post, params, jnp.asarray(x_eval), classes, jnp.float32(0.7))
     np.testing.assert_allclose(sel, full[jnp.arange(len(x_eval)), classes], rtol=1e-5, atol=1e-6)
@@ -170,8 +175,8 @@ def test_std_of_selected_class_equals_full_map(small_problem):
 def test_chunked_evaluation_equals_evaluation_in_pieces(small_problem):
     params, x, _, _ = small_problem
     post = _padded_posterior(params, x, cap=8)
-    x_many = np.asarray(jax.random.uniform(jax.random.key(5), (2 * laplace.CHUNK + 345, 2)), np.float32)
-    classes = np.arange(len(x_many)) % 3
+    x_many = np.asarray(jax.random.uniform(jax.random.key(5), (2 * laplace.CHUNK + 345, x.shape[1])), np.float32)
+    classes = np.arange(len(x_many)) % experiment.n_classes_of(params)
     tau = jnp.float32(0.7)
     pieces = [slice(i, i + 700) for i in range(0, len(x_many), 700)]  # each below CHUNK: not chunked
     for fn, args in (
@@ -191,7 +196,7 @@ def test_predictive_cov_diagonal_is_the_variance(small_problem):
     cov = laplace.predictive_cov(post, params, jnp.asarray(x_eval[:4]), jnp.float32(0.3))
     var = laplace.predictive_var(post, params, jnp.asarray(x_eval[:4]), jnp.float32(0.3))
     np.testing.assert_allclose(jnp.einsum("icic->ic", cov), var, rtol=1e-4, atol=1e-5)
-    flat = cov.reshape(12, 12)
+    flat = cov.reshape(4 * var.shape[1], 4 * var.shape[1])
     np.testing.assert_allclose(flat, flat.T, atol=1e-4)
 
 
@@ -441,6 +446,33 @@ def test_batch_conditioning_is_adding_the_pick_to_the_ggn(trained_small):
     assert np.max(np.abs(after - want)) <= 1e-4 * np.max(want)
     assert after[first] < before[first] - 1e-3  # the pick's own uncertainty drops
     assert np.all(after <= before + 1e-4)  # conditioning never adds uncertainty
+
+
+def test_covariance_blocks_equal_laplax(small_problem):
+    params, x, y, x_eval = small_problem
+    post = _padded_posterior(params, x, cap=10)
+    got = laplace.predictive_cov_blocks(post, params, jnp.asarray(x_eval), jnp.float32(0.5))
+    want = laplax_path.cov_blocks(params, jnp.asarray(x), jnp.asarray(y), jnp.asarray(x_eval), prior_prec=0.5)
+    assert got.shape == want.shape == (len(x_eval), experiment.n_classes_of(params), experiment.n_classes_of(params))
+    assert float(jnp.max(jnp.abs(got - want))) <= 1e-4 * float(jnp.max(jnp.abs(want)))
+
+
+@pytest.mark.parametrize("strategy", strategies.names())
+def test_every_strategy_acquires_for_five_features_and_four_classes(strategy):
+    params = init_params(seed=3, hidden=8, in_dim=5, n_classes=4)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((9, 5)).astype(np.float32), rng.integers(0, 4, 9).astype(np.int32)
+    pool = rng.random((40, 5)).astype(np.float32)
+    idx, scores, preds = experiment.acquire(
+        params, x, y, pool, strategy=strategy, batch=3, prior_prec=0.5, curvature="full", predictive_samples=16,
+        key=jax.random.key(2), exclude=[0, 1],
+    )  # fmt: skip
+    assert len(set(idx)) == 3 and not {0, 1} & set(idx) and all(0 <= i < 40 for i in idx)
+    assert scores.shape == (40,) and np.isfinite(scores).all() and set(np.unique(preds)) <= {0, 1, 2, 3}
+    if strategies.get(strategy).score == "std":  # the predicted class's std, as laplax computes it
+        want = laplax_path.std_map(params, jnp.asarray(x), jnp.asarray(y), jnp.asarray(pool), prior_prec=0.5)
+        want = np.asarray(want)[np.arange(40), preds]
+        assert np.max(np.abs(scores - want)) <= 1e-4 * np.max(want)
 
 
 def test_covariance_blocks_match_the_joint_covariance(small_problem):
