@@ -90,8 +90,8 @@ from alcore.laplace import Features, Posterior, _x64, features
 from alcore.model import Params, forward
 
 N_TARGETS = 256  # default size of the target sample drawn from the grid
-N_SAMPLES = 256  # recommended S (module docstring: Monte-Carlo noise)
 TARGET_SEED = 0  # its fixed seed
+N_SAMPLES = 256  # recommended number of joint samples S (module docstring: Monte-Carlo noise)
 CHUNK = 250  # candidates per pass: keeps the (chunk, C, t, C) joint tables in cache
 
 
@@ -253,7 +253,7 @@ def epig_scores(
         params: MAP parameters.
         x: Candidate inputs.
         x_targets: Target inputs (e.g. :func:`target_sample` of the grid).
-        prior_prec: Prior precision :math:`\tau`.
+        prior_prec: Prior precision :math:`\\tau`.
         key: PRNG key of the weight draws (fixed: the same draws every call).
         num_samples_like: Any array of length S, the number of joint samples (static
             shape, traced values), as in ``acquisition.mc_probabilities``.
@@ -285,9 +285,11 @@ def _epig_from_draws(post, params, x, x_targets, prior_prec, z):
 def precompile(post, params, x, x_targets, num_samples: int) -> None:
     """Compile :func:`epig_scores`' programs for these shapes without running them.
 
-    Arguments as for :func:`epig_scores` (``num_samples`` = S); any of them may be
-    ``jax.ShapeDtypeStruct`` trees (e.g. ``jax.eval_shape`` of ``fit_posterior``).
-    JAX keeps the compiled programs, so the first real call skips compilation.
+    Arguments as for :func:`epig_scores` (``num_samples`` = S, the prior precision is
+    taken to be a float32 scalar, as ``experiment.scores_for`` passes it); any of them
+    may be ``jax.ShapeDtypeStruct`` trees (e.g. ``jax.eval_shape`` of
+    ``fit_posterior``). JAX keeps the compiled programs, so the first real call skips
+    compilation.
     """
     with jax.enable_x64(True):
         key = jax.random.key(0)
