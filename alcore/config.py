@@ -20,6 +20,7 @@ Acquisition = Literal[strategies.names()]
 Curvature = Literal["full", "diagonal", "lanczos", "lobpcg"]
 Oracle = Literal["truth", "human"]
 Problem = Literal[PROBLEMS]
+CalibrationObjective = Literal["ece", "marglik"]
 
 
 class ExperimentConfig(BaseModel):
@@ -84,6 +85,24 @@ class ExperimentConfig(BaseModel):
     log_prior_prec_max: float = Field(
         3.0, ge=-10, le=10, description="log10 of the largest prior precision tried in calibration."
     )
+    calibration: CalibrationObjective = Field(
+        "ece",
+        description="How the prior precision is chosen: ece (the tutorial's: ECE of the predictive on held-out labelled calibration points) or marglik (the Laplace marginal likelihood of the labelled set: no extra labels). Default: ece for the tutorial, marglik for other data.",
+    )
+    recalibrate_every: int = Field(
+        0,
+        ge=0,
+        le=10_000,
+        description="Choose the prior precision again every k rounds as the labelled set grows (0: once, before the rounds).",
+    )
+    exclude_labelled: bool = Field(
+        False,
+        description="Never pick a candidate that is already labelled (the tutorial's argmax may pick a grid point twice). Default: off for the tutorial, on for pools.",
+    )
+    count_all_labels: bool = Field(
+        False,
+        description="Give the passive baseline every label the active side used, calibration labels included (off: the tutorial's comparison, initial + acquired labels).",
+    )
     calibration_grid_size: int = Field(100, ge=1, le=10_000, description="Prior precisions tried (log-spaced).")
     mc_samples: int = Field(
         30, ge=1, le=10_000, description="Monte-Carlo samples of the predictive in the ECE objective."
@@ -109,10 +128,18 @@ class ExperimentConfig(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _human_oracle_skips_the_passive_baseline(cls, values):
-        """With a human oracle the passive baseline is off unless asked for."""
-        if isinstance(values, dict) and values.get("oracle") == "human" and "passive" not in values:
-            return {**values, "passive": False}
+    def _defaults_that_depend_on_other_fields(cls, values):
+        """Defaults that follow other fields, where a field is not given: the passive
+        baseline is off with a human oracle; pool data (anything but the tutorial)
+        choose the prior precision by marginal likelihood and never re-pick a point."""
+        if not isinstance(values, dict):
+            return values
+        values = dict(values)
+        if values.get("oracle") == "human":
+            values.setdefault("passive", False)
+        if values.get("data", "tutorial") != "tutorial":
+            values.setdefault("calibration", "marglik")
+            values.setdefault("exclude_labelled", True)
         return values
 
     @property
@@ -148,10 +175,11 @@ class ExperimentConfig(BaseModel):
                 "the oracle must be a person (oracle=human, with a Prefect server)"
             )
         n_test = int(round(self.test_fraction * len(table.x))) if table.y is not None else 0
-        if len(table.x) < n_test + self.n_initial + self.n_calibration + 1:
+        n_cal = held_out_labels(self)
+        if len(table.x) < n_test + self.n_initial + n_cal + 1:
             raise ValueError(
                 f"data file {self.data_file} has {len(table.x)} points, fewer than the split needs: {n_test} test + "
-                f"{self.n_initial} initial + {self.n_calibration} calibration + at least 1 in the pool"
+                f"{self.n_initial} initial + {n_cal} calibration + at least 1 in the pool"
             )
         return self
 
@@ -161,6 +189,10 @@ class ExperimentConfig(BaseModel):
             raise ValueError(
                 f"log_prior_prec_min ({self.log_prior_prec_min}) must not exceed "
                 f"log_prior_prec_max ({self.log_prior_prec_max})"
+            )
+        if self.curvature != "full" and self.calibration == "marglik":
+            raise ValueError(
+                f"calibration 'marglik' uses the full GGN's eigenvalues: use curvature 'full' (got {self.curvature!r})"
             )
         if self.curvature != "full" and strategies.get(self.acquisition).needs_covariance:
             raise ValueError(
@@ -180,9 +212,16 @@ class ExperimentConfig(BaseModel):
         return passive_epochs(self)
 
 
+def held_out_labels(c) -> int:
+    """Labels the calibration uses beyond the labelled set (ECE on held-out points)."""
+    return c.n_calibration if c.calibration == "ece" else 0
+
+
 def n_passive(c) -> int:
-    """Passive label budget of a configuration (or of a stage's view of one)."""
-    return c.n_initial + c.rounds * c.acquisition_batch
+    """Passive label budget of a configuration (or of a stage's view of one): the
+    initial and acquired labels (the tutorial's), plus the calibration's held-out
+    labels when every label counts."""
+    return c.n_initial + c.rounds * c.acquisition_batch + (held_out_labels(c) if c.count_all_labels else 0)
 
 
 def passive_epochs(c) -> int:

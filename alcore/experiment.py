@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alcore import acquisition, calibration, laplace, strategies, training
+from alcore import acquisition, calibration, epig, laplace, strategies, training
 from alcore.model import forward, init_params
 
 CAPACITY_CHUNK = 128  # labelled-set arrays are padded to a multiple of this (3 classes)
@@ -229,14 +229,27 @@ def _probability_scores(
     post = posterior_of(params, x_labelled)
     g = jnp.asarray(grid)
     cov = laplace.predictive_cov_blocks(post, params, g, jnp.float32(prior_prec))
-    probs = acquisition.mc_probabilities(
-        forward(params, g), cov, jax.random.key(MC_KEY_SEED), jnp.zeros(predictive_samples)
-    )
+    samples = max(predictive_samples, strategy.min_samples)
+    probs = acquisition.mc_probabilities(forward(params, g), cov, jax.random.key(MC_KEY_SEED), jnp.zeros(samples))
     return np.asarray(getattr(acquisition, strategy.probability_score)(probs))
 
 
+def _epig_scores(
+    params, x_labelled, y_labelled, grid, preds, *, strategy, prior_prec, predictive_samples, **_
+) -> np.ndarray:
+    """EPIG (alcore/epig.py) with a fixed sample of the candidates as the targets."""
+    post = posterior_of(params, x_labelled)
+    targets = jnp.asarray(np.asarray(grid)[epig.target_indices(len(grid))])
+    samples = max(predictive_samples, strategy.min_samples)
+    scores = epig.epig_scores(
+        post, params, jnp.asarray(grid), targets, jnp.float32(prior_prec), jax.random.key(MC_KEY_SEED),
+        jnp.zeros(samples),
+    )  # fmt: skip
+    return np.asarray(scores)
+
+
 # One scorer per kind of score (alcore.strategies.Strategy.score).
-SCORERS = {"uniform": _uniform_scores, "std": _std_scores, "probs": _probability_scores}
+SCORERS = {"uniform": _uniform_scores, "std": _std_scores, "probs": _probability_scores, "epig": _epig_scores}
 
 
 def scores_for(

@@ -20,10 +20,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from alcore import calibration, marglik, problem, strategies
 from alcore import data as datasets
 from alcore import experiment as ex
-from alcore import problem, strategies
-from alcore.config import digest, n_passive, passive_epochs
+from alcore.config import digest, held_out_labels, n_passive, passive_epochs
 from alcore.data import Data
 
 
@@ -150,6 +150,7 @@ DATA = Stage(
         "n_calibration",
         "grid_size",
         "oracle",
+        "calibration",  # marglik needs no held-out points: none are drawn
     ),
 )
 INITIAL = Stage(
@@ -157,7 +158,14 @@ INITIAL = Stage(
 )
 CALIBRATION = Stage(
     "calibration",
-    reads=("curvature", "log_prior_prec_min", "log_prior_prec_max", "calibration_grid_size", "mc_samples"),
+    reads=(
+        "curvature",
+        "calibration",
+        "log_prior_prec_min",
+        "log_prior_prec_max",
+        "calibration_grid_size",
+        "mc_samples",
+    ),
     after=("initial",),
 )
 ROUND = Stage(
@@ -170,6 +178,8 @@ ROUND = Stage(
         "batch_size",
         "epochs_per_round",
         "oracle",
+        "recalibrate_every",
+        "exclude_labelled",
     ),
     after=("calibration",),
     per_round=True,
@@ -178,6 +188,7 @@ PASSIVE = Stage(
     "passive",
     reads=(
         "rounds",
+        "count_all_labels",
         "acquisition_batch",
         "hidden_channels",
         "learning_rate",
@@ -263,6 +274,7 @@ class RoundRecord(NamedTuple):
     losses: np.ndarray
     seconds: float
     metrics: dict | None = None  # accuracy, nll, ece on the test set (None: no test labels)
+    prior_prec: float | None = None  # in force after the round (the next acquisition's)
 
     def summary(self) -> "RoundSummary":
         return RoundSummary(
@@ -275,6 +287,7 @@ class RoundRecord(NamedTuple):
             len(self.y_labelled),
             self.seconds,
             self.metrics,
+            self.prior_prec,
         )
 
 
@@ -290,6 +303,7 @@ class RoundSummary(NamedTuple):
     n_labelled: int
     seconds: float
     metrics: dict | None = None
+    prior_prec: float | None = None
 
 
 class Passive(NamedTuple):
@@ -339,7 +353,7 @@ def generate_data(cfg: ConfigView) -> Data:
         problem_name=cfg.data,
         seed=cfg.seed,
         n_initial=cfg.n_initial,
-        n_calibration=cfg.n_calibration,
+        n_calibration=held_out_labels(cfg),
         grid_size=cfg.grid_size,
         test_fraction=cfg.test_fraction,
         pool_size=cfg.pool_size,
@@ -378,19 +392,53 @@ def initial_training(cfg: ConfigView, data: Data) -> Initial:
 
 @CALIBRATION
 def calibrate(cfg: ConfigView, data: Data, initial: Initial) -> Calibration:
-    """Prior precision by ECE grid search on the calibration set (the tutorial's)."""
+    """The prior precision: by ECE on the held-out calibration points (the tutorial's)
+    or by the marginal likelihood of the initial labelled points (no extra labels)."""
     t0 = time.perf_counter()
-    tau, grid, curve = ex.calibrate_prior_precision(
-        initial.state.params,
-        data.x_calibration,
-        data.y_calibration,
-        curvature=cfg.curvature,
-        log_min=cfg.log_prior_prec_min,
-        log_max=cfg.log_prior_prec_max,
-        size=cfg.calibration_grid_size,
-        mc_samples=cfg.mc_samples,
+    tau, grid, curve = _prior_precision(cfg, initial.state.params, data, data.x_initial, data.y_initial, first=True)
+    return Calibration(tau, grid, curve, cfg.calibration, time.perf_counter() - t0)
+
+
+def _prior_precision(cfg: ConfigView, params, data: Data, x_labelled, y_labelled, *, first: bool):
+    """(prior precision, grid, objective curve) by the configured objective.
+
+    ECE: the tutorial builds the first posterior from the calibration set itself and
+    scores it there; later recalibrations use the labelled set's posterior (the one
+    the rounds acquire with), scored on the calibration set. Marginal likelihood:
+    the labelled set both defines the posterior and scores its evidence.
+    """
+    bounds = {"log_min": cfg.log_prior_prec_min, "log_max": cfg.log_prior_prec_max, "size": cfg.calibration_grid_size}
+    if cfg.calibration == "marglik":  # NumPy: no compiled shapes to keep fixed
+        return marglik.calibrate(params, np.asarray(x_labelled), np.asarray(y_labelled), **bounds)
+    if first:
+        return ex.calibrate_prior_precision(
+            params,
+            data.x_calibration,
+            data.y_calibration,
+            curvature=cfg.curvature,
+            log_min=cfg.log_prior_prec_min,
+            log_max=cfg.log_prior_prec_max,
+            size=cfg.calibration_grid_size,
+            mc_samples=cfg.mc_samples,
+        )
+    x_pad, _, mask = ex.padded(x_labelled, n_classes=data.n_classes)
+    return calibration.calibrate(
+        params, x_pad, mask, data.x_calibration, data.y_calibration, num_samples=cfg.mc_samples, **bounds
     )
-    return Calibration(tau, grid, curve, "ece", time.perf_counter() - t0)
+
+
+@ROUND
+def recalibrate(cfg: ConfigView, data: Data, state: ex.ModelState, x_labelled, y_labelled) -> Calibration:
+    """The prior precision again, for the grown labelled set and the retrained model."""
+    t0 = time.perf_counter()
+    tau, grid, curve = _prior_precision(cfg, state.params, data, x_labelled, y_labelled, first=False)
+    return Calibration(tau, grid, curve, cfg.calibration, time.perf_counter() - t0)
+
+
+def recalibrates_after(config, round_index: int) -> bool:
+    """Whether the prior precision is chosen again after round ``round_index``."""
+    every = ROUND.view(config).recalibrate_every
+    return bool(every) and round_index % every == 0
 
 
 @ROUND
@@ -464,9 +512,10 @@ def evaluate(
     retrained: Retrained,
     x_labelled: np.ndarray,
     y_labelled: np.ndarray,
+    prior_prec: float | None = None,
 ) -> RoundRecord:
     """Test accuracy (the tutorial's: on its grid) of the retrained model; the round's
-    whole record."""
+    whole record (``prior_prec``: the prior precision in force after it)."""
     t0 = time.perf_counter()
     accuracy, metrics = _evaluate(retrained.state.params, data)
     seconds = acquired.seconds + retrained.seconds + time.perf_counter() - t0
@@ -485,6 +534,7 @@ def evaluate(
         retrained.losses,
         seconds,
         metrics,
+        prior_prec,
     )
 
 

@@ -115,6 +115,7 @@ class Loop:
             len(data.y_calibration),
         )
         self.initial, self.calibration = initial, calibration
+        self.prior_prec = calibration.prior_prec
         return initial, calibration
 
     def _label_data(self, drawn) -> tuple[list[int], list[int]]:
@@ -182,6 +183,7 @@ class Loop:
         last_round = self.restored.last_round
         if last_round is not None:
             state, x, y = last_round.state, last_round.x_labelled, last_round.y_labelled
+            self.prior_prec = last_round.prior_prec if last_round.prior_prec is not None else self.prior_prec
         else:
             state, x, y = self.initial.state, self.data.x_initial, self.data.y_initial
         progress.update(len(self.rounds))
@@ -224,6 +226,22 @@ class Loop:
             after=[lab, self.last],
             name=f"{name}/retrain",
         )
+        evaluated_after = [acq, lab, ret]
+        if st.recalibrates_after(self.config, r):
+            recalibrated, cal = self.run(
+                stages.recalibrate,
+                self.store,
+                r,
+                quote(self.data),
+                quote(retrained.state),
+                quote(x),
+                quote(y),
+                after=[ret],
+                name=f"{name}/recalibrate",
+            )
+            self.log.info("round %d: prior precision %.4g -> %.4g", r, self.prior_prec, recalibrated.prior_prec)
+            self.prior_prec = recalibrated.prior_prec
+            evaluated_after.append(cal)
         record, self.last = self.run(
             stages.evaluate,
             self.store,
@@ -234,7 +252,8 @@ class Loop:
             quote(retrained),
             quote(x),
             quote(y),
-            after=[acq, lab, ret],
+            self.prior_prec,
+            after=evaluated_after,
             name=f"{name}/evaluate",
         )
         self.rounds.append(record.summary())
@@ -254,6 +273,8 @@ class Loop:
         ask = f"round-{r:03d}"
         while True:
             exclude = self.book.skipped() if self.human else []
+            if self.config.exclude_labelled:
+                exclude += [i for summary in self.rounds for i in summary.indices]
             acquired, acq = self.run(
                 stages.acquire,
                 self.store,
@@ -262,7 +283,7 @@ class Loop:
                 quote(state),
                 quote(x),
                 quote(y),
-                self.calibration.prior_prec,
+                self.prior_prec,
                 exclude,
                 after=[retrained_state, self.last],
                 name=f"round-{r:02d}/acquire",

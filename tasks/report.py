@@ -11,7 +11,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 
 from alcore import stages as st
-from alcore.config import ExperimentConfig, digest
+from alcore.config import ExperimentConfig, digest, held_out_labels
 from alcore.experiment import predict
 from tasks import plots, pool_plots
 from tasks.store import Store
@@ -50,6 +50,13 @@ def build_results(
         "chosen_indices": [int(i) for r in rounds for i in r.indices],
         "chosen_labels": [int(c) for r in rounds for c in r.labels],
         "label_sources": [r.label_source for r in rounds for _ in r.labels],
+        "labels": label_budget(config, data, rounds, passive),
+        # every label the active side has used after each round: initial, the
+        # calibration's held-out ones, and the acquired ones so far
+        "labels_used_per_round": [r.n_labelled + held_out_labels(config) for r in rounds],
+        "prior_precision_per_round": [r.prior_prec for r in rounds],
+        "final_metrics": rounds[-1].metrics if rounds else initial.metrics,
+        "passive_metrics": None if passive is None else passive.metrics,
         "oracle": config.oracle,
         "agreement_with_truth": agreement(data, rounds) if config.oracle == "human" else None,
         "labels_per_round": [r.n_labelled for r in rounds],
@@ -67,6 +74,21 @@ def build_results(
             "passive": None if passive is None else passive.seconds,
         },
         "run": run_info,
+    }
+
+
+def label_budget(config: ExperimentConfig, data, rounds: list[st.RoundSummary], passive) -> dict:
+    """Every side's labels, counted: the active side's initial, held-out calibration
+    and acquired labels, and what the passive baseline got."""
+    initial, held_out = len(data.x_initial), held_out_labels(config)
+    acquired = sum(len(r.labels) for r in rounds)
+    return {
+        "counting": "every label" if config.count_all_labels else "initial + acquired (the tutorial's comparison)",
+        "initial": initial,
+        "calibration_held_out": held_out,
+        "acquired": acquired,
+        "active_total": initial + held_out + acquired,
+        "passive_total": None if passive is None else len(passive.y),
     }
 
 
@@ -273,11 +295,13 @@ def _publish(config, ws: Workspace, doc: dict, figures: dict, rounds: list[dict]
         "",
         "| quantity | value |",
         "|---|---|",
-        f"| prior precision (ECE-calibrated) | {doc['prior_precision']:.4f} |",
+        f"| prior precision ({config.calibration}) | {doc['prior_precision']:.4f} |",
         f"| final active accuracy | {fmt(final)} |",
         f"| passive baseline accuracy | {fmt(passive)} |",
         f"| data | {config.data} ({len(doc['initial_points'])} initial points) |",
-        f"| labels used | {len(doc['initial_points'])} initial + {sum(len(r.labels) for r in rounds)} acquired |",
+        f"| labels, active side | {doc['labels']['initial']} initial + {doc['labels']['calibration_held_out']} held out "
+        f"for calibration + {doc['labels']['acquired']} acquired = {doc['labels']['active_total']} |",
+        f"| labels, passive baseline | {doc['labels']['passive_total']} ({doc['labels']['counting']}) |",
         f"| acquisition / curvature | {config.acquisition} / {config.curvature} |",
         f"| experiment folder | `{ws.root}` |",
         "",

@@ -84,12 +84,20 @@ def retrain(store: Store, round_index: int, state, x_labelled, y_labelled) -> st
     return st.retrain(store.config, state, x_labelled, y_labelled)
 
 
+@stage_task("recalibrate", "round-{round_index:02d}/recalibrate")
+def recalibrate(store: Store, round_index: int, data, state, x_labelled, y_labelled) -> st.Calibration:
+    """The prior precision again, for the grown labelled set and the retrained model."""
+    return st.recalibrate(store.config, data, state, x_labelled, y_labelled)
+
+
 @stage_task("evaluate", "round-{round_index:02d}/evaluate")
 def evaluate(
-    store: Store, round_index: int, data, acquired, labels, retrained, x_labelled, y_labelled
+    store: Store, round_index: int, data, acquired, labels, retrained, x_labelled, y_labelled, prior_prec: float
 ) -> st.RoundRecord:
-    """Grid accuracy of the retrained model; writes the round's file (its full state)."""
-    record = st.evaluate(store.config, round_index, data, acquired, labels, retrained, x_labelled, y_labelled)
+    """Test accuracy of the retrained model; writes the round's file (its full state)."""
+    record = st.evaluate(
+        store.config, round_index, data, acquired, labels, retrained, x_labelled, y_labelled, prior_prec
+    )
     store.save(st.ROUND, record, round_index)
     return record
 

@@ -41,10 +41,11 @@ def test_tutorial_data_are_the_tutorials_draws():
 
 @pytest.mark.parametrize("name", [*datasets.SYNTHETIC, *datasets.BUNDLED])
 def test_every_problem_splits_into_disjoint_standardised_sets(name):
-    config = ExperimentConfig(data=name, pool_size=300, n_features=6, n_classes=4, **SMALL)
+    config = ExperimentConfig(data=name, pool_size=300, n_features=6, n_classes=4, calibration="ece", **SMALL)
     from alcore.stages import generate_data
 
     d = generate_data(config)
+    assert len(generate_data(config.model_copy(update={"calibration": "marglik"})).x_calibration) == 0
     again = generate_data(config)
     np.testing.assert_array_equal(d.pool, again.pool)  # the split is seeded
     table = datasets.table_of(name, seed=config.seed, pool_size=300, n_features=6, n_classes=4, noise=0.1,
@@ -84,7 +85,7 @@ def test_a_labelled_csv_is_read_with_named_classes(tmp_path):
         (
             _labelled_rows(20),
             None,
-            {},
+            {"calibration": "ece"},
             "has 20 points, fewer than the split needs: 4 test + 10 initial + 8 calibration",
         ),
         ([[1.0, "abc", 2.0, "cat"]] + _labelled_rows()[1:], None, {}, "not a number"),
