@@ -38,6 +38,16 @@ def area_under_curve(labels: Sequence[int], accuracy: Sequence[float]) -> float:
     return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (x[-1] - x[0]))
 
 
+def accuracy_at(labels: Sequence[int], accuracy: Sequence[float], n: int) -> float | None:
+    """The curve's accuracy at ``n`` labels: its last point at or below ``n`` (None
+    before its first point)."""
+    best = None
+    for m, a in zip(labels, accuracy, strict=True):
+        if m <= n:
+            best = a
+    return best
+
+
 def win_rate(ours: dict[int, float], theirs: dict[int, float]) -> float | None:
     """Fraction of common seeds where ``ours`` beats ``theirs`` (ties count one half)."""
     seeds = sorted(set(ours) & set(theirs))
@@ -57,15 +67,19 @@ def summarize(
     """Per strategy: learning curve mean and 95 % interval per label count, labels to
     each threshold, area under the curve, final accuracy, win rates.
 
+    Every comparison is at the same total labels: a strategy's final accuracy (at its
+    last label count) against the reference's curve at that count (the reference may
+    run longer, to show where it reaches a threshold), and against the passive
+    baseline trained with that many labels.
+
     Args:
         curves: strategy -> seed -> (label counts, accuracies), including the initial
             model's point; every seed of a strategy has the same label counts.
         passive: strategy -> seed -> accuracy of the passive baseline with that
-            strategy's label budget and epoch schedule.
+            strategy's label total.
         reference: the strategy the win rate is measured against (random-in-the-loop).
         thresholds: accuracy levels for "labels to reach".
     """
-    finals = {name: {seed: acc[-1] for seed, (_, acc) in by_seed.items()} for name, by_seed in curves.items()}
     out = {}
     for name, by_seed in curves.items():
         seeds = sorted(by_seed)
@@ -75,19 +89,23 @@ def summarize(
                 raise ValueError(f"strategy {name!r}: seed {s} has other label counts than seed {seeds[0]}")
         matrix = np.array([by_seed[s][1] for s in seeds], dtype=np.float64)
         per_point = [mean_interval(matrix[:, j]) for j in range(matrix.shape[1])]
+        finals = {s: by_seed[s][1][-1] for s in seeds}
+        versus_reference = None
+        if reference in curves and name != reference:
+            theirs = {s: accuracy_at(*curves[reference][s], labels[-1]) for s in seeds if s in curves[reference]}
+            versus_reference = win_rate(finals, {s: a for s, a in theirs.items() if a is not None})
         row = {
             "seeds": seeds,
             "labels": [int(n) for n in labels],
             "curve_mean": [m for m, _ in per_point],
             "curve_ci95": [h for _, h in per_point],
+            "final_labels": int(labels[-1]),
             "final_accuracy": dict(zip(("mean", "ci95"), mean_interval(matrix[:, -1]), strict=True)),
             "auc": dict(
                 zip(("mean", "ci95"), mean_interval([area_under_curve(labels, r) for r in matrix]), strict=True)
             ),
-            "win_rate_vs_passive": win_rate(finals[name], passive.get(name, {})),
-            "win_rate_vs_reference": None
-            if reference not in finals or name == reference
-            else win_rate(finals[name], finals[reference]),
+            "win_rate_vs_passive": win_rate(finals, passive.get(name, {})),
+            "win_rate_vs_reference": versus_reference,
         }
         for t in thresholds:
             reached = [labels_to_reach(labels, r, t) for r in matrix]
@@ -96,6 +114,7 @@ def summarize(
                 "mean": float(np.mean(hit)) if hit else None,
                 "reached": len(hit),
                 "of": len(reached),
+                "per_seed": dict(zip(seeds, reached, strict=True)),
             }
         out[name] = row
     return out

@@ -38,14 +38,22 @@ from flows.active_learning import active_learning
 from tasks.sweep_report import sweep_report
 from tasks.workspace import check_writable, enable_compilation_cache
 
-DEFAULT_STRATEGIES = ("max_std", "sampled", "entropy", "bald", "max_std:k5", "random")
+DEFAULT_STRATEGIES = ("max_std", "sampled", "entropy", "bald", "epig", "random")
+REFERENCE = "random"  # random-in-the-loop: what every strategy is compared with
+# The honest protocol: every label counts (the passive baseline and random-in-the-loop
+# get the active side's total), the prior precision needs no held-out labels and
+# follows the growing labelled set, and no point is labelled twice.
+HONEST = {"count_all_labels": True, "exclude_labelled": True, "calibration": "marglik", "recalibrate_every": 10}
 _KEPT = (
     "prior_precision",
     "active_accuracy",
     "initial_accuracy",
     "passive_accuracy",
     "labels_per_round",
+    "labels_used_per_round",
+    "labels",
     "chosen_points",
+    "chosen_indices",
     "config",
     "config_hash",
     "compute_seconds",
@@ -76,6 +84,16 @@ class SweepConfig(BaseModel):
         list(range(10)), min_length=1, description="Seeds: each one a data draw and a model initialisation."
     )
     label_budget: int = Field(50, ge=1, le=10_000, description="Labels acquired per experiment: rounds = budget / k.")
+    protocol: typing.Literal["honest", "tutorial"] = Field(
+        "honest",
+        description="honest: every label counts for the passive baseline, prior precision by marginal likelihood every 10 rounds, no re-picks; tutorial: the tutorial's settings. `experiment` overrides either.",
+    )
+    reference_budget: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="Labels random-in-the-loop acquires (default: 3 x label_budget), so that how many labels it needs to reach an accuracy is measured even where the strategies need fewer; every comparison is at the same total labels.",
+    )
     curvatures: list[Curvature] = Field(["full"], min_length=1, description="Laplace curvature types.")
     experiment: dict[str, typing.Any] = Field(
         default_factory=dict, description="Other ExperimentConfig fields for every experiment, e.g. {'grid_size': 50}."
@@ -112,8 +130,10 @@ class SweepConfig(BaseModel):
     def _budget_and_overrides(self):
         for spec in self.strategies:
             _, k = parse_strategy(spec)
-            if self.label_budget % k:
-                raise ValueError(f"label_budget {self.label_budget} is not a multiple of k={k} ({spec!r})")
+            if self.budget(spec) % k:
+                raise ValueError(f"label_budget {self.budget(spec)} is not a multiple of k={k} ({spec!r})")
+        if self.reference_budget is not None and self.reference_budget < self.label_budget:
+            raise ValueError("reference_budget must be at least label_budget (comparisons are at the same labels)")
         bad = set(self.experiment) & {
             "seed",
             "acquisition",
@@ -121,26 +141,41 @@ class SweepConfig(BaseModel):
             "rounds",
             "curvature",
             "artifacts_dir",
+            "oracle",
         }
         if bad:
             raise ValueError(f"experiment overrides may not set {sorted(bad)}: the sweep sets them")
         self.experiments()  # every experiment's configuration must validate
         return self
 
+    def budget(self, spec: str) -> int:
+        """Labels a strategy acquires: random-in-the-loop runs longer (see reference_budget)."""
+        if parse_strategy(spec)[0] == REFERENCE:
+            return self.reference_budget or 3 * self.label_budget
+        return self.label_budget
+
     def experiments(self) -> list[ExperimentConfig]:
+        protocol = HONEST if self.protocol == "honest" else {}
+        # the reference's own passive baseline would get its longer budget: it is
+        # compared with the others' (the same seed and label total) instead
+        shared_passive = any(parse_strategy(s) == (parse_strategy(s)[0], 1) and parse_strategy(s)[0] != REFERENCE
+                             for s in self.strategies)  # fmt: skip
         out = []
         for curvature in self.curvatures:
             for spec in self.strategies:
                 name, k = parse_strategy(spec)
+                longer = name == REFERENCE and self.budget(spec) != self.label_budget
                 for seed in self.seeds:
                     out.append(
                         ExperimentConfig(
                             **{
+                                **protocol,
                                 **self.experiment,
+                                **({"passive": False} if longer and shared_passive else {}),
                                 "seed": seed,
                                 "acquisition": name,
                                 "acquisition_batch": k,
-                                "rounds": self.label_budget // k,
+                                "rounds": self.budget(spec) // k,
                                 "curvature": curvature,
                                 "plots": False,
                                 "artifacts_dir": str(Path(self.artifacts_dir) / "experiments"),
@@ -156,6 +191,11 @@ class SweepConfig(BaseModel):
 
     def sweep_hash(self) -> str:
         return digest(self.model_dump(exclude={"workers", "dask_address", "artifacts_dir"}))
+
+    def passive_twin(self, config: ExperimentConfig) -> ExperimentConfig:
+        """The configuration whose passive baseline matches ``config``'s label budget:
+        the reference's own passive would get its longer budget."""
+        return config.model_copy(update={"rounds": self.label_budget // config.acquisition_batch})
 
 
 @task(
@@ -229,11 +269,12 @@ def sweep(config: SweepConfig = SweepConfig(), refresh: bool = False) -> dict:  
         c, r = futures[fut], fut.result()
         done[id(c)] = (config.label(c), c.seed, r)
         log.info(
-            "%s seed %d: final %.2f %%, passive %.2f %% (%.1f s, pid %d); %s",
+            "%s seed %d: final %.2f %% at %d labels, passive %s (%.1f s, pid %d); %s",
             config.label(c),
             c.seed,
             100 * r["active_accuracy"][-1],
-            100 * r["passive_accuracy"],
+            r["labels"]["active_total"],
+            "n/a" if r["passive_accuracy"] is None else f"{100 * r['passive_accuracy']:.2f} %",
             r["wall_seconds"],
             r["worker_pid"],
             progress.step(),
@@ -251,6 +292,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=10, help="number of seeds (0, 1, ..., N-1)")
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--label-budget", type=int, default=50)
+    p.add_argument("--protocol", choices=("honest", "tutorial"), default="honest", help="see SweepConfig.protocol")
+    p.add_argument("--reference-budget", type=int, default=None, help="labels random-in-the-loop acquires (3 x budget)")
     p.add_argument("--curvatures", default="full", help="comma-separated: full, diagonal, lanczos, lobpcg")
     p.add_argument(
         "--set",
@@ -284,6 +327,8 @@ def parse_args(argv=None) -> tuple[SweepConfig, argparse.Namespace]:
             strategies=[s for s in args.strategies.split(",") if s],
             seeds=list(range(args.first_seed, args.first_seed + args.seeds)),
             label_budget=args.label_budget,
+            protocol=args.protocol,
+            reference_budget=args.reference_budget,
             curvatures=[c for c in args.curvatures.split(",") if c],
             experiment=overrides,
             artifacts_dir=args.artifacts_dir,

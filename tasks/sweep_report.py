@@ -17,15 +17,32 @@ from tasks.report import _data_uri, write_json  # noqa: E402
 
 
 def collect(results: list[tuple[str, int, dict]]):
-    """Curves (strategy -> seed -> (labels, accuracies)) including the initial model,
-    and each strategy's budget-matched passive accuracies."""
-    curves, passive = {}, {}
+    """Curves (strategy -> seed -> (total labels used, accuracies)), the initial
+    model's point included, and each strategy's passive accuracies at its label
+    total (a reference that ran longer borrows the budget-matched passive baseline of
+    another strategy of the same seed)."""
+    curves, passive, budget_matched = {}, {}, {}
     for name, seed, r in results:
-        labels = [r["config"]["n_initial"], *r["labels_per_round"]]
+        held_out = r["labels"]["calibration_held_out"]
+        labels = [r["config"]["n_initial"] + held_out, *r["labels_used_per_round"]]
         acc = [r["initial_accuracy"], *r["active_accuracy"]]
         curves.setdefault(name, {})[seed] = (labels, acc)
-        passive.setdefault(name, {})[seed] = r["passive_accuracy"]
+        if r["passive_accuracy"] is not None:
+            passive.setdefault(name, {})[seed] = r["passive_accuracy"]
+            if r["config"]["acquisition_batch"] == 1:
+                budget_matched[seed] = r["passive_accuracy"]
+    for name in curves:
+        if name not in passive:
+            passive[name] = {s: budget_matched[s] for s in curves[name] if s in budget_matched}
     return curves, passive
+
+
+def totals(results: list[tuple[str, int, dict]]) -> dict[str, dict]:
+    """Each strategy's label totals (the same for every seed): active and passive."""
+    out = {}
+    for name, _, r in results:
+        out[name] = {"active": r["labels"]["active_total"], "passive": r["labels"]["passive_total"]}
+    return out
 
 
 def _fmt(stat: dict, pct=True) -> str:
@@ -33,12 +50,13 @@ def _fmt(stat: dict, pct=True) -> str:
     return f"{scale * stat['mean']:.2f} ± {scale * stat['ci95']:.2f}"
 
 
-def table_rows(summary: dict, passive_row: dict) -> list[dict]:
+def table_rows(summary: dict, passive_row: dict, label_totals: dict, passive_total: int | None) -> list[dict]:
     rows = []
     for name, s in summary.items():
         rows.append(
             {
                 "strategy": name,
+                "labels": label_totals[name]["active"],
                 "final_accuracy_pct": _fmt(s["final_accuracy"]),
                 "labels_to_90": _reach(s["labels_to_90"]),
                 "labels_to_95": _reach(s["labels_to_95"]),
@@ -49,7 +67,8 @@ def table_rows(summary: dict, passive_row: dict) -> list[dict]:
         )
     rows.append(
         {
-            "strategy": "passive (k=1 budget)",
+            "strategy": "passive (budget-matched)",
+            "labels": passive_total,
             "final_accuracy_pct": _fmt(passive_row),
             "labels_to_90": "-",
             "labels_to_95": "-",
@@ -65,7 +84,7 @@ def _reach(r: dict) -> str:
     return f"{r['mean']:.1f} ({r['reached']}/{r['of']})" if r["mean"] is not None else f"never (0/{r['of']})"
 
 
-def curves_plot(path: Path, summary: dict, passive_row: dict, budget: int) -> Path:
+def curves_plot(path: Path, summary: dict, passive_row: dict, budget: int, passive_total: int | None) -> Path:
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for name, s in summary.items():
         x = np.asarray(s["labels"])
@@ -73,10 +92,14 @@ def curves_plot(path: Path, summary: dict, passive_row: dict, budget: int) -> Pa
         (line,) = ax.plot(x, m, label=f"{name} (n={len(s['seeds'])})", marker="." if len(x) < 20 else None)
         ax.fill_between(x, m - h, m + h, color=line.get_color(), alpha=0.15)
     pm, ph = 100 * passive_row["mean"], 100 * passive_row["ci95"]
-    ax.axhspan(pm - ph, pm + ph, color="grey", alpha=0.2)
-    ax.axhline(pm, color="k", ls="--", label="passive baseline (final budget)")
-    ax.set_xlabel("labelled points")
-    ax.set_ylabel("grid accuracy [%] (mean, 95 % interval)")
+    if passive_total is not None:
+        ax.errorbar(
+            [passive_total], [pm], yerr=[ph], fmt="ks", capsize=4, label=f"passive baseline ({passive_total} labels)"
+        )
+    for level in (90, 95):
+        ax.axhline(level, color="grey", lw=0.6, ls=":")
+    ax.set_xlabel("labels used (every label counted)")
+    ax.set_ylabel("test accuracy [%] (mean, 95 % interval)")
     ax.set_title(f"Learning curves across seeds (budget {budget} acquired labels)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
@@ -93,20 +116,25 @@ def sweep_report(config, results: list[tuple[str, int, dict]], wall_seconds: flo
     folder.mkdir(parents=True, exist_ok=True)
     curves, passive = collect(results)
     summary = summarize(curves, passive, reference="random" if "random" in curves else None)
+    label_totals = totals(results)
     baseline = min(passive, key=lambda name: int(name.partition(":k")[2] or 1))  # smallest k: the standard budget
     passive_row = dict(zip(("mean", "ci95"), mean_interval(list(passive[baseline].values())), strict=True))
-    plot = curves_plot(folder / "learning_curves.png", summary, passive_row, config.label_budget)
-    rows = table_rows(summary, passive_row)
+    passive_total = next((t["passive"] for t in label_totals.values() if t["passive"] is not None), None)
+    plot = curves_plot(folder / "learning_curves.png", summary, passive_row, config.label_budget, passive_total)
+    rows = table_rows(summary, passive_row, label_totals, passive_total)
     document = {
         "config": config.model_dump(),
         "summary": summary,
-        "passive": {"per_strategy": passive, "baseline": passive_row},
+        "passive": {"per_strategy": passive, "baseline": passive_row, "labels": passive_total},
+        "labels": label_totals,
+        "protocol": config.protocol,
         "experiments": [
             {
                 "strategy": n,
                 "seed": s,
                 "final_accuracy": r["active_accuracy"][-1],
                 "passive_accuracy": r["passive_accuracy"],
+                "labels": r["labels"],
                 "wall_seconds": r["wall_seconds"],
                 "worker_pid": r["worker_pid"],
             }

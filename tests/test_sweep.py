@@ -50,8 +50,8 @@ def test_summary_by_hand():
     )
     assert bald["final_accuracy"]["mean"] == pytest.approx((0.96 + 0.97 + 0.88) / 3)
     # labels to 90 %: seed 0 at 21, seed 1 at 22, seed 2 never
-    assert bald["labels_to_90"] == {"mean": 21.5, "reached": 2, "of": 3}
-    assert bald["labels_to_95"] == {"mean": 22.5, "reached": 2, "of": 3}
+    assert bald["labels_to_90"] == {"mean": 21.5, "reached": 2, "of": 3, "per_seed": {0: 21, 1: 22, 2: None}}
+    assert bald["labels_to_95"] == {"mean": 22.5, "reached": 2, "of": 3, "per_seed": {0: 22, 1: 23, 2: None}}
     # AUC of seed 0: trapezoids (0.855 + 0.93 + 0.955) / 3
     auc0 = (0.855 + 0.93 + 0.955) / 3
     assert sweep_stats.area_under_curve(labels, [0.80, 0.91, 0.95, 0.96]) == pytest.approx(auc0)
@@ -60,6 +60,22 @@ def test_summary_by_hand():
     assert s["random"]["win_rate_vs_reference"] is None
     # vs passive 0.93/0.99/0.80 -> win, loss, win
     assert bald["win_rate_vs_passive"] == pytest.approx(2 / 3)
+
+
+def test_a_longer_reference_is_compared_at_the_same_labels():
+    """random-in-the-loop runs past the strategies' budget (to show where it reaches a
+    threshold); the win rate still compares at the strategy's final label count."""
+    curves = {
+        "epig": {0: ([20, 21, 22], [0.80, 0.90, 0.96]), 1: ([20, 21, 22], [0.80, 0.85, 0.88])},
+        "random": {0: ([20, 21, 22, 23, 24], [0.8, 0.85, 0.90, 0.99, 0.99]), 1: ([20, 21, 22, 23, 24], [0.8, 0.85, 0.89, 0.9, 0.95])},
+    }  # fmt: skip
+    s = sweep_stats.summarize(curves, {"epig": {0: 0.9, 1: 0.9}}, reference="random")
+    # at 22 labels: epig 0.96 vs random 0.90 (win), 0.88 vs 0.89 (loss), although random ends higher
+    assert s["epig"]["win_rate_vs_reference"] == pytest.approx(0.5)
+    assert s["random"]["labels_to_95"]["per_seed"] == {0: 23, 1: 24}
+    assert s["epig"]["labels_to_95"]["per_seed"] == {0: 22, 1: None}
+    assert sweep_stats.accuracy_at([20, 25, 30], [0.5, 0.6, 0.7], 27) == 0.6
+    assert sweep_stats.accuracy_at([20, 25], [0.5, 0.6], 19) is None
 
 
 def test_mismatched_label_counts_are_an_error():
@@ -139,12 +155,17 @@ def test_tiny_sweep_on_a_two_worker_local_cluster(prefect_server, tmp_path):
     for path in experiments:
         r = json.loads(path.read_text())
         finals.setdefault(r["config"]["acquisition"], []).append(r["active_accuracy"][-1])
-        assert len(r["active_accuracy"]) == 2
+        assert len(r["active_accuracy"]) == (6 if r["config"]["acquisition"] == "random" else 2)
+    n0 = TINY["n_initial"]
+    assert doc["summary"]["max_std"]["labels"] == [n0, n0 + 1, n0 + 2]
+    assert doc["summary"]["random"]["labels"] == list(range(n0, n0 + 7))  # the reference runs 3 x longer
     for name in ("max_std", "random"):
         assert doc["summary"][name]["final_accuracy"]["mean"] == pytest.approx(sum(finals[name]) / 2)
-        assert doc["summary"][name]["labels"] == [TINY["n_initial"], TINY["n_initial"] + 1, TINY["n_initial"] + 2]
+    # every label counted: the passive baseline gets the active side's total
+    assert doc["labels"]["max_std"] == {"active": n0 + 2, "passive": n0 + 2}
+    assert doc["passive"]["labels"] == n0 + 2
     assert (folder / "learning_curves.png").stat().st_size > 5000
-    assert [row["strategy"] for row in doc["table"]] == ["max_std", "random", "passive (k=1 budget)"]
+    assert [row["strategy"] for row in doc["table"]] == ["max_std", "random", "passive (budget-matched)"]
 
 
 def _sweep(env, tmp_path, *extra, seeds=2, strategies="max_std,random"):
