@@ -10,9 +10,14 @@
 """
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import ROOT, TINY
@@ -100,3 +105,81 @@ def waiting_form_of(api: str, tmp_path: Path, key: str) -> str | None:
     if not found:
         return None
     return waiting_form(api, json.loads(found[0].read_text())["flow_run_id"])
+
+
+PREFECT = str(Path(sys.executable).parent / "prefect")
+
+
+def _prefect(env, *args):
+    proc = subprocess.run([PREFECT, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"prefect {' '.join(args)}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    return proc
+
+
+def _worker(env, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [PREFECT, "worker", "start", "--pool", "bal-pool"],
+        cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+
+def _children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-g", str(os.getpgid(pid))], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in found if int(p) != pid]
+
+
+def test_a_label_deployment_run_suspends_and_continues_on_a_new_worker(prefect_server, tmp_path):
+    """The `label` deployment on a process worker: each form suspends the run (the
+    flow's process exits), each answer re-runs it from the top, restoring what is
+    done. The worker is SIGKILLed while the run waits and a new one started; the
+    answers (the truth's, through the API) give exactly a truth-oracle run's results."""
+    env = {**prefect_server["env"], "BAL_PROJECT_DIR": str(ROOT), "PREFECT_WORKER_QUERY_SECONDS": "1"}
+    api = prefect_server["api_url"]
+    artifacts = tmp_path / "a"
+    config = {**TINY, "seed": 712, "rounds": 2, "oracle": "human", "artifacts_dir": str(artifacts)}
+    _prefect(env, "work-pool", "create", "bal-pool", "--type", "process", "--overwrite")
+    _prefect(env, "--no-prompt", "deploy", "--name", "label", "--params", json.dumps({"config": config}))
+    first = _worker(env, tmp_path / "worker-1.log")
+    second = None
+    try:
+        out = _prefect(env, "deployment", "run", "active-learning/label", "--params", json.dumps({"config": config}))
+        run_id = next(w for w in out.stdout.split() if len(w) == 36 and w.count("-") == 4)
+        done = lambda: httpx.get(f"{api}/flow_runs/{run_id}").json()["state_type"] in ("COMPLETED", "FAILED", "CRASHED")  # noqa: E731
+        label_until_done(api, forms(artifacts), truth, done=lambda: waiting_form(api, run_id) == "round-001-1",
+                         only=lambda key: key in ("initial-1", "calibration-1"), timeout=300)  # fmt: skip
+        state = httpx.get(f"{api}/flow_runs/{run_id}").json()["state"]
+        assert state["name"] == "Suspended"
+        deadline = time.time() + 30
+        while _children(first.pid) and time.time() < deadline:  # the flow's process exits while it waits
+            time.sleep(0.5)
+        assert not _children(first.pid), "the suspended run's process is still alive"
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        second = _worker(env, tmp_path / "worker-2.log")
+        label_until_done(api, forms(artifacts), truth, done=done, timeout=300)
+        final = httpx.get(f"{api}/flow_runs/{run_id}").json()
+        assert final["state_type"] == "COMPLETED", (tmp_path / "worker-2.log").read_text()[-3000:]
+    finally:
+        for worker in (first, second):
+            if worker is not None and worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGINT)
+                try:
+                    worker.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(worker.pid, signal.SIGKILL)
+        for dep in httpx.post(f"{api}/deployments/filter", json={}).json():
+            if dep["name"] == "label":
+                httpx.delete(f"{api}/deployments/{dep['id']}")
+    states = httpx.get(f"{api}/flow_run_states/", params={"flow_run_id": run_id}).json()
+    assert sum(s["name"] == "Suspended" for s in states) == 4  # initial, calibration, rounds 1 and 2
+    human = results(artifacts)
+    from tests.conftest import run_flow
+    from tests.test_human_oracle import COMPARED
+
+    reference = run_flow(prefect_server["env"], {**config, "oracle": "truth"})
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    truth_doc = results(artifacts, "truth")
+    same = [k for k in COMPARED if k != "passive_accuracy"]  # off by default with a person labelling
+    assert {k: human[k] for k in same} == {k: truth_doc[k] for k in same}
+    assert human["passive_accuracy"] is None
+    assert [e["ask"] for e in ledger(artifacts)] == ["initial", "calibration", "round-001", "round-002"]
