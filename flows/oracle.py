@@ -8,7 +8,7 @@ model's uncertainty map with the proposed points marked, and then waits:
 - a deployment run (on a worker) *suspends*: the process exits and nothing is held
   while it waits; the answer reschedules the run, which replays from the top (every
   finished stage restored from the folder, every answer read from the ledger) and
-  gets the answer back from the repeated ``suspend_flow_run`` call with the same key;
+  gets the answer back from the repeated suspension with the same key;
 - any other run against a server *pauses*: the process polls every second.
 
 Every answer goes to the experiment's ledger (``tasks.answers``) before the flow
@@ -24,16 +24,17 @@ import time
 from pathlib import Path
 from typing import Literal
 
+import httpx
 import pydantic
 from prefect import get_run_logger
+from prefect._flow_run_suspension import mark_flow_run_suspension_requested
 from prefect.client.orchestration import get_client
 from prefect.context import get_run_context
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import suspend_flow_run
+from prefect.exceptions import FlowPauseTimeout, Pause
 from prefect.input import RunInput
 from prefect.input.actions import filter_flow_run_input
 from prefect.input.run_input import keyset_from_base_key, keyset_from_paused_state
-from prefect.states import Paused
+from prefect.states import Paused, Suspended
 from prefect.utilities.engine import propose_state_sync
 
 from tasks.answers import AnswerBook, FormAnswer, PointAnswer, now
@@ -97,8 +98,22 @@ def _wait(form, description: str, key: str, timeout: int):
     flow_run = get_run_context().flow_run
     model = form.with_initial_data(description=description)
     if flow_run.deployment_id is not None and flow_run.parent_task_run_id is None:
-        return suspend_flow_run(wait_for_input=model, timeout=timeout, key=key), "suspended"
+        return _suspend(model, key, timeout), "suspended"
     return _pause(model, key, timeout), "paused"
+
+
+def _propose(client, proposed, model, keyset):
+    """Save the form (schema and description) first, then show the run as waiting
+    on it: Prefect's own pause and suspend do it the other way round, so a person
+    (or a script) answering at once can be refused with "Run input schema not found".
+    Returns the state the server answered with."""
+    proposed.state_details.run_input_keyset = keyset
+    try:
+        model.save(keyset)
+    except httpx.HTTPStatusError as e:  # saved by an earlier run of this flow (a replay): keep it
+        if e.response.status_code != 409:
+            raise
+    return propose_state_sync(client=client, state=proposed, flow_run_id=get_run_context().flow_run.id)
 
 
 def _pause(model, key: str, timeout: int):
@@ -113,14 +128,12 @@ def _pause(model, key: str, timeout: int):
     flow_run_id = get_run_context().flow_run.id
     proposed = Paused(timeout_seconds=timeout + SERVER_GRACE_SECONDS, reschedule=False, pause_key=key)
     keyset = keyset_from_paused_state(proposed)
-    proposed.state_details.run_input_keyset = keyset
     with get_client(sync_client=True) as client:
-        state = propose_state_sync(client=client, state=proposed, flow_run_id=flow_run_id)
+        state = _propose(client, proposed, model, keyset)
         if state.is_running():  # this form was answered before (the key has fired)
             return model.load(keyset)
         if not state.is_paused():
             raise RuntimeError(f"the run could not wait for the form {key}: the server answered {state}")
-        model.save(keyset)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             time.sleep(POLL_SECONDS)
@@ -128,6 +141,23 @@ def _pause(model, key: str, timeout: int):
             if flow_run.state and flow_run.state.is_running():
                 return model.load(keyset)
     raise FlowPauseTimeout(f"nobody answered the form {key} within {timeout} s")
+
+
+def _suspend(model, key: str, timeout: int):
+    """Suspend the run on a form: the process exits (``Pause``) and the answer
+    reschedules the run, which replays from the top and gets here again with the
+    same key: the server then refuses the suspension (the key has fired) and the
+    answer is loaded. The server fails the run when ``timeout`` passes."""
+    proposed = Suspended(timeout_seconds=timeout, pause_key=key)
+    keyset = keyset_from_paused_state(proposed)
+    with get_client(sync_client=True) as client:
+        state = _propose(client, proposed, model, keyset)
+    if state.is_running():
+        return model.load(keyset)
+    if not state.is_paused():
+        raise RuntimeError(f"the run could not suspend on the form {key}: the server answered {state}")
+    mark_flow_run_suspension_requested(get_run_context().flow_run.id, state)
+    raise Pause(state=state)
 
 
 def _write_sidecar(path: Path, key, ask, attempt, points, fields, classes) -> None:

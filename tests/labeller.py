@@ -24,9 +24,15 @@ def waiting_form(api_url: str, flow_run_id: str) -> str | None:
     return state["state_details"].get("pause_key")
 
 
-def resume(api_url: str, flow_run_id: str, run_input: dict) -> httpx.Response:
-    """What the UI's *Resume* button sends."""
-    return httpx.post(f"{api_url}/flow_runs/{flow_run_id}/resume", json={"run_input": run_input}, timeout=30)
+def resume(api_url: str, flow_run_id: str, run_input: dict, attempts: int = 5) -> httpx.Response:
+    """What the UI's *Resume* button sends; retried when the server answers 5xx (its
+    SQLite database can be briefly locked under load: "database is locked", 503)."""
+    for attempt in range(attempts):
+        response = httpx.post(f"{api_url}/flow_runs/{flow_run_id}/resume", json={"run_input": run_input}, timeout=30)
+        if response.status_code < 500 or attempt == attempts - 1:
+            return response
+        time.sleep(0.5 * (attempt + 1))
+    return response
 
 
 def truthful_input(form: dict, answer: Callable) -> dict:
