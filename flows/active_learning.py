@@ -42,8 +42,8 @@ from alcore import stages as st
 from alcore.config import ExperimentConfig
 from flows import local_server, oracle
 from flows.cli import parse_config
-from flows.loop import Loop
-from tasks import stages
+from flows.loop import Loop, StageCannotWrite
+from tasks import stages, storage
 from tasks.report import report
 from tasks.store import Store
 from tasks.workspace import enable_compilation_cache
@@ -66,7 +66,10 @@ def passive_baseline(config: ExperimentConfig, refresh: bool = False, labels: li
         if state == "ok":
             result = stages.passive_restore(store)
         else:
-            result = stages.passive_train(store, quote(store.load(st.DATA)), labels)
+            trained = stages.passive_train(store, quote(store.load(st.DATA)), labels, return_state=True)
+            if trained.is_failed() and trained.name == "CannotWrite":
+                raise StageCannotWrite(trained.message)
+            result = trained.result()
     accuracy = "n/a" if result.accuracy is None else f"{100 * result.accuracy:.2f} %"
     log.info("passive baseline: %d points, accuracy %s", len(result.y), accuracy)
     return result
@@ -95,23 +98,27 @@ def active_learning(config: ExperimentConfig = DEFAULT_CONFIG, refresh: bool = F
         refresh: Ignore every stored result and recompute.
     """
     enable_compilation_cache()
-    run = Loop(config, refresh)
-    passive_future = None
+    log = get_run_logger()
+    run = passive_future = None
     try:
+        run = Loop(config, refresh)
         run.restore()
         data = run.prepare_data()
         if config.passive:  # beside the loop; with a human oracle its points are labelled first
             passive_future = run_passive_baseline.submit(config, refresh, run.passive_labels())
         initial, calibration = run.prepare_model()
         run.loop()
+        passive = passive_future.result() if passive_future is not None else None
+        document = report(
+            config, quote(data), quote(initial), quote(calibration), run.rounds, quote(passive), run.run_info()
+        )
     except oracle.Unanswered as e:
         message = f"{e}; every answer and finished stage is saved in {run.folder}: {oracle.how_to_continue()}"
-        run.log.error(message)
+        log.error(message)
         return Failed(message=message, name="Unanswered")
-    passive = passive_future.result() if passive_future is not None else None
-    document = report(
-        config, quote(data), quote(initial), quote(calibration), run.rounds, quote(passive), run.run_info()
-    )
+    except (StageCannotWrite, storage.CannotWrite) as e:
+        log.error(str(e))
+        return Failed(message=str(e), name="CannotWrite")
     run.log.info(
         "active %.2f %% vs passive %s after %d rounds; outputs in %s",
         100 * (document["final_active_accuracy"] if document["final_active_accuracy"] is not None else float("nan")),

@@ -28,6 +28,10 @@ from tasks.workspace import check_writable
 FAULT_ENV = "BAL_FAULT_ONCE"
 
 
+class StageCannotWrite(Exception):
+    """A stage could not write its file (the task's message says which and what to do)."""
+
+
 class Loop:
     """One experiment's run: restore, prepare, rounds, and what the report needs."""
 
@@ -55,6 +59,8 @@ class Loop:
         t0 = time.perf_counter()
         edges = [s for s in after if s is not None]
         state = stage_task(*args, **kwargs, return_state=True, wait_for=edges or None)
+        if state.is_failed() and state.name == "CannotWrite":
+            raise StageCannotWrite(state.message)
         result = state.result()
         self.seconds[name] = time.perf_counter() - t0
         return result, state

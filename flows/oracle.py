@@ -38,6 +38,7 @@ from prefect.states import Paused, Suspended
 from prefect.utilities.engine import propose_state_sync
 
 from tasks.answers import AnswerBook, FormAnswer, PointAnswer, now
+from tasks.storage import writing
 
 CANNOT_LABEL = "cannot label"
 POLL_SECONDS = 0.25  # a paused run checks for the answer this often (one API read)
@@ -175,10 +176,11 @@ def _write_sidecar(path: Path, key, ask, attempt, points, fields, classes) -> No
             for (i, xy, _), (f, _) in zip(points, fields, strict=True)
         },
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(content, indent=2) + "\n")
-    os.replace(tmp, path)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(content, indent=2) + "\n")
+        os.replace(tmp, path)
 
 
 def _input_id(state_name: str, key: str) -> str | None:

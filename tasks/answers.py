@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
+from tasks.storage import writing
+
 
 class PointAnswer(NamedTuple):
     """One point of a form: its index among the candidates, coordinates, class."""
@@ -90,11 +92,12 @@ class AnswerBook:
         entry = answer._asdict()
         entry["points"] = [p._asdict() for p in answer.points]
         entry["sha256"] = _digest({k: v for k, v in entry.items()})
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(entry, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        with writing(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as f:
+                f.write(json.dumps(entry, sort_keys=True) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
 
     def skipped(self) -> list[int]:
         """Every candidate index a person could not label (excluded from later picks)."""

@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from alcore import stages as st
 from alcore.config import ExperimentConfig, digest, held_out_labels
 from alcore.experiment import predict
-from tasks import plots, pool_plots
+from tasks import plots, pool_plots, storage
 from tasks.store import Store
 from tasks.workspace import CODE_VERSION, Workspace
 
@@ -119,8 +119,12 @@ def _before_round(record: st.RoundRecord) -> tuple:
 
 def write_json(path: Path, document: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(document, indent=2) + "\n")
-    os.replace(tmp, path)
+    with storage.writing(path):
+        try:
+            tmp.write_text(json.dumps(document, indent=2) + "\n")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def _data_uri(path: Path) -> str:
@@ -139,7 +143,8 @@ def report(
 ) -> dict:
     """Write results.json, the PNG plots and the GIF; publish the UI artifacts."""
     ws = Workspace.for_config(config)
-    figures = _figures(config, ws, data, calibration, rounds, passive) if config.plots else {}
+    with storage.writing(ws.plots):
+        figures = _figures(config, ws, data, calibration, rounds, passive) if config.plots else {}
     document = build_results(
         config, data=data, initial=initial, calibration=calibration, rounds=rounds, passive=passive, run_info=run_info
     )

@@ -13,16 +13,33 @@ the big inputs wrapped in ``quote`` so Prefect does not traverse them; the run
 graph's edges come from ``wait_for`` instead.
 """
 
+import functools
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed
 
 from alcore import stages as st
+from tasks import storage
 from tasks.store import Restored, Store
 
 
 def stage_task(name: str, run_name: str):
-    """The task decorator every stage shares."""
-    return task(name=name, task_run_name=run_name, cache_policy=NO_CACHE, persist_result=False)
+    """The task decorator every stage shares. A stage that cannot write its file (a
+    full disk, a read-only folder) ends in the state ``CannotWrite`` with one clear
+    message, not an exception's traceback."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def quietly(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except storage.CannotWrite as e:
+                return Failed(name="CannotWrite", message=str(e))
+
+        return task(name=name, task_run_name=run_name, cache_policy=NO_CACHE, persist_result=False)(quietly)
+
+    return decorate
 
 
 @stage_task("restore", "restore/{what}")

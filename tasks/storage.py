@@ -13,6 +13,8 @@ the one asked for raises :class:`StaleFile`, so a file written by other code or 
 other parameters is never trusted.
 """
 
+import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -36,6 +38,36 @@ class StaleFile(Exception):
         self.path, self.found, self.expected = Path(path), found, expected
 
 
+class CannotWrite(Exception):
+    """A result could not be written: a full disk, a read-only or unwritable folder.
+    The message names the file and says what to do; nothing half-written is left."""
+
+    ADVICE = {
+        errno.ENOSPC: "free space on that filesystem",
+        errno.EDQUOT: "free space (the disk quota is used up)",
+        errno.EROFS: "the filesystem is read-only: remount it writable",
+        errno.EACCES: "make the folder writable for this user",
+        errno.EPERM: "make the folder writable for this user",
+    }
+
+    def __init__(self, path: Path, error: OSError):
+        advice = self.ADVICE.get(error.errno, "fix the folder")
+        super().__init__(
+            f"cannot write {path}: {error.strerror or error}; {advice} (or choose another --artifacts-dir), "
+            "then run the same command again: every finished stage is saved and it resumes from there"
+        )
+        self.path, self.errno = Path(path), error.errno
+
+
+@contextlib.contextmanager
+def writing(path: Path):
+    """An OSError while writing ``path`` (in this context) becomes :class:`CannotWrite`."""
+    try:
+        yield
+    except OSError as e:
+        raise CannotWrite(path, e) from e
+
+
 class DamagedFile(Exception):
     """A result file that cannot be trusted (truncated, corrupted, unknown format)."""
 
@@ -48,23 +80,24 @@ class DamagedFile(Exception):
 def save(path: Path, obj: Any) -> str:
     """Write ``obj`` to ``path`` atomically; returns the payload's SHA-256 (hex)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     joblib.dump(obj, buf)
     payload = buf.getvalue()
     digest = hashlib.sha256(payload).digest()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(_HEADER.pack(MAGIC, FORMAT_VERSION, digest))
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(_HEADER.pack(MAGIC, FORMAT_VERSION, digest))
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)  # nothing half-written is left
+            raise
     _fsync_dir(path.parent)
     return digest.hex()
 

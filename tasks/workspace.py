@@ -13,6 +13,7 @@ from pathlib import Path
 
 from alcore.config import ExperimentConfig
 from alcore.stages import experiment_digest, passive_digest
+from tasks import storage
 
 _ROOT = Path(__file__).resolve().parent.parent
 _CORE = _ROOT / "alcore"
@@ -138,8 +139,9 @@ class Workspace:
     def write_config(self, config: ExperimentConfig) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.config_file.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(config.model_dump(), indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, self.config_file)
+        with storage.writing(self.config_file):
+            tmp.write_text(json.dumps(config.model_dump(), indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, self.config_file)
 
 
 def check_writable(folder: str | Path) -> Path:
