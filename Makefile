@@ -11,7 +11,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: help run test test-fast lint bench sweep status server deploy worker ui stop clean
+.PHONY: help run test test-fast lint bench soak sweep status server deploy worker ui stop clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -44,6 +44,9 @@ sweep: $(STAMP)  ## the default sweep: 10 seeds x 6 strategies on a local Dask c
 
 bench: $(STAMP)  ## the speed benchmark (JSON in artifacts/benchmark.json)
 	$(BIN)/python -m benchmarks.run $(ARGS)
+
+soak: $(STAMP)  ## 20 smoke runs through one worker on a fresh server (JSON in artifacts/soak.json)
+	$(BIN)/python -m benchmarks.soak $(ARGS)
 
 # ---------------------------------------------------------------- run on a schedule
 # make server [PORT=4200] [HOST=127.0.0.1] [AUTH=user:password] [DB=sqlite|postgres]

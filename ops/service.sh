@@ -16,9 +16,9 @@
 # the group (nor of the sessions its processes started, e.g. a worker's flow runs) is
 # left, then sends SIGKILL and waits 5 s more. With CHILD_SIGNAL, the groups of those
 # other sessions get CHILD_SIGNAL first and are waited for (TIMEOUT) before the leader
-# gets SIGNAL. Zombies count as gone (PID 1 may not reap
-# them: it does not on these machines). It says what it did; it exits 1, keeping the pid
-# file, if something survives or cannot be signalled.
+# gets SIGNAL. Zombies count as gone (PID 1 may not reap them: it does not on these
+# machines). It says what it did; it exits 1, keeping the pid file, if something
+# survives or cannot be signalled.
 set -u
 
 # Every process as "pid state ppid pgrp", from /proc (procps may not be installed).
