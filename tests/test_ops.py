@@ -329,6 +329,34 @@ def test_make_server_refuses_a_non_loopback_host_without_a_credential():
         shutil.rmtree(home, ignore_errors=True)
 
 
+def test_make_server_db_postgres_says_what_to_install_when_postgresql_is_missing():
+    home = private_dir("bal-nopg-")
+    try:
+        proc = make("server", "DB=postgres", "PG_BIN=/nonexistent", f"PORT={free_port()}", f"SERVER_HOME={home}")
+        assert proc.returncode != 0
+        assert "PostgreSQL is not installed" in proc.output
+        assert "sudo apt-get install postgresql postgresql-contrib" in proc.output
+        assert not (home / "server.pid").exists() and not (home / "pg").exists()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_make_server_db_postgres_names_a_folder_the_postgres_user_cannot_reach():
+    if os.geteuid() != 0:
+        pytest.skip("as another user than root the cluster runs as that user")
+    _needs_postgres()
+    home = private_dir("bal-pgperm-")
+    closed = home / "closed"
+    closed.mkdir(mode=0o700)
+    try:
+        proc = make("server", "DB=postgres", f"PG_DATA={closed / 'pg'}", f"PORT={free_port()}", f"SERVER_HOME={home}")
+        assert proc.returncode != 0
+        assert f"the 'postgres' user cannot reach {closed / 'pg'}" in proc.output, proc.output
+        assert not (home / "server.pid").exists()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
 # ---------------------------------------------------------------- the default server
 
 
