@@ -11,7 +11,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: help run test test-fast lint bench sweep status server deploy worker ui stop clean
+.PHONY: help run test test-fast lint bench soak sweep status server deploy worker ui stop clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -45,40 +45,124 @@ sweep: $(STAMP)  ## the default sweep: 10 seeds x 6 strategies on a local Dask c
 bench: $(STAMP)  ## the speed benchmark (JSON in artifacts/benchmark.json)
 	$(BIN)/python -m benchmarks.run $(ARGS)
 
-# ---------------------------------------------------------------- run on a schedule
-PORT ?= 4200
-SERVER_HOME := $(CURDIR)/.prefect-server
-SERVER_URL := http://127.0.0.1:$(PORT)
-POOL := bal-pool
-export BAL_PROJECT_DIR := $(CURDIR)
+soak: $(STAMP)  ## 20 smoke runs through one worker on a fresh server (JSON in artifacts/soak.json)
+	$(BIN)/python -m benchmarks.soak $(ARGS)
 
-server: $(STAMP)  ## start a local Prefect server with its UI on 127.0.0.1:$(PORT)
-	@mkdir -p $(SERVER_HOME)
-	@if [ -f $(SERVER_HOME)/server.pid ] && kill -0 $$(cat $(SERVER_HOME)/server.pid) 2>/dev/null; then \
-		echo "server already running: $(SERVER_URL)"; exit 0; fi; \
-	PREFECT_HOME=$(SERVER_HOME) PREFECT_UI_API_URL=$(SERVER_URL)/api PREFECT_SERVER_ANALYTICS_ENABLED=false \
-		setsid $(BIN)/prefect server start --host 127.0.0.1 --port $(PORT) > $(SERVER_HOME)/server.log 2>&1 & \
-	echo $$! > $(SERVER_HOME)/server.pid; \
-	for i in $$(seq 120); do curl -sf $(SERVER_URL)/api/health >/dev/null && break; sleep 1; done; \
-	curl -sf $(SERVER_URL)/api/health >/dev/null && echo "server up: $(SERVER_URL) (log: $(SERVER_HOME)/server.log)" \
-		|| { echo "server did not start; see $(SERVER_HOME)/server.log"; exit 1; }
+# ---------------------------------------------------------------- run on a schedule
+# make server [PORT=4200] [HOST=127.0.0.1] [AUTH=user:password] [DB=sqlite|postgres]
+# Give deploy, worker, ui and stop the same PORT/HOST/SERVER_HOME as the server.
+PORT ?= 4200
+HOST ?= 127.0.0.1
+# Basic-auth credential: required when HOST is not a loopback address. make server
+# records it (SERVER_HOME/auth, mode 600) for deploy and worker. Taken verbatim (a `$`
+# in it is not a make variable) from the command line or the environment (AUTH, else
+# PREFECT_SERVER_API_AUTH_STRING); recipes read it from their environment, never from
+# their command line, so it does not show in the process list.
+AUTH_RAW := $(if $(filter undefined,$(origin AUTH)),$(value PREFECT_SERVER_API_AUTH_STRING),$(value AUTH))
+override AUTH := $(AUTH_RAW)
+export AUTH
+DB ?= sqlite
+SERVER_HOME ?= $(CURDIR)/.prefect-server
+PG_DATA ?= $(SERVER_HOME)/pg
+STOP_TIMEOUT ?= 30
+POOL := bal-pool
+# Clients reach a server that listens on every address (0.0.0.0, ::) through loopback.
+CLIENT_HOST = $(if $(filter 0.0.0.0,$(HOST)),127.0.0.1,$(if $(filter ::,$(HOST)),[::1],$(if $(findstring :,$(HOST)),[$(HOST)],$(HOST))))
+SERVER_URL = http://$(CLIENT_HOST):$(PORT)
+# The API address the UI's browser code calls: set it to a name other machines can
+# resolve when they open the UI of an exposed server.
+UI_API_URL ?= $(SERVER_URL)/api
+LOOPBACK = $(filter 127.% localhost ::1,$(HOST))
+SERVICE = $(SHELL) ops/service.sh
+# Deployment concurrency slots are held under leases. Prefect keeps them in memory by
+# default: a server restart then loses the lease of a run that died unrecorded (its
+# worker SIGKILLed), and its slot is never freed: the deployment's runs wait forever
+# (seen with 3.8.8). In files (SERVER_HOME/concurrency_leases) the lease survives a
+# restart, expires 5 minutes after the run stopped renewing it, and the slot is freed.
+LEASE_STORAGE = prefect.server.concurrency.lease_storage.filesystem
+PREFECT_BIN = $(CURDIR)/$(BIN)/prefect
+
+# The environment of a client of the server: its URL and, if it has one, the
+# credential (AUTH, else the one make server recorded), then a check that the server
+# answers and accepts it. Secrets stay out of command lines (make exports AUTH).
+CLIENT = export PREFECT_API_URL=$(SERVER_URL)/api; \
+	if [ -n "$$AUTH" ]; then PREFECT_API_AUTH_STRING=$$AUTH; \
+	elif [ -s $(SERVER_HOME)/auth ]; then PREFECT_API_AUTH_STRING=$$(cat $(SERVER_HOME)/auth); fi; \
+	if [ -n "$${PREFECT_API_AUTH_STRING:-}" ]; then export PREFECT_API_AUTH_STRING; fi; \
+	if ! curl -s -o /dev/null --max-time 5 $(SERVER_URL)/api/health; then \
+		echo "no Prefect server answers at $(SERVER_URL): start one with make server (same PORT/HOST)" >&2; exit 1; fi; \
+	code=$$(printf 'header = "Authorization: Basic %s"\n' "$$(printf %s "$${PREFECT_API_AUTH_STRING:-}" | base64 | tr -d '\n')" \
+		| curl -s -K - -o /dev/null -w '%{http_code}' --max-time 5 $(SERVER_URL)/api/admin/version); \
+	if [ "$$code" = 401 ] && [ -z "$${PREFECT_API_AUTH_STRING:-}" ]; then \
+		echo "the server at $(SERVER_URL) wants a credential (401): AUTH=user:password, the one it was started with" >&2; exit 1; \
+	elif [ "$$code" = 401 ]; then \
+		echo "the server at $(SERVER_URL) refused the credential (401): AUTH=user:password, the one it was started with" >&2; exit 1; fi
+
+server: $(STAMP)  ## start a Prefect server with its UI on $(HOST):$(PORT) (AUTH=user:pw, DB=postgres)
+	@set -e; \
+	if [ -z "$(LOOPBACK)" ] && [ -z "$$AUTH" ]; then \
+		echo "make server: refusing HOST=$(HOST) without AUTH: the API would be open, unauthenticated," >&2; \
+		echo "to every machine that can reach this one. Give it a credential (clients then send it" >&2; \
+		echo "as PREFECT_API_AUTH_STRING; make deploy and make worker do):" >&2; \
+		echo "    make server HOST=$(HOST) AUTH=user:password" >&2; \
+		echo "or keep the default HOST=127.0.0.1 (this machine only)." >&2; \
+		exit 2; fi; \
+	case "$(DB)" in sqlite|postgres) ;; \
+		*) echo "make server: DB=$(DB) is not a choice: DB=sqlite (default) or DB=postgres" >&2; exit 2;; esac; \
+	mkdir -p $(SERVER_HOME); \
+	if $(SERVICE) running server $(SERVER_HOME)/server.pid; then \
+		echo "server already running: $(SERVER_URL) (make stop first to change its settings)"; exit 0; fi; \
+	rc=0; curl -s -o /dev/null --max-time 3 http://$(CLIENT_HOST):$(PORT)/ || rc=$$?; \
+	if [ $$rc != 7 ]; then \
+		echo "make server: something already listens on $(CLIENT_HOST):$(PORT) (another server?); choose another PORT=" >&2; exit 1; fi; \
+	if [ "$(DB)" = postgres ]; then \
+		$(SHELL) ops/postgres.sh start "$(PG_DATA)"; \
+		PREFECT_SERVER_DATABASE_CONNECTION_URL=$$($(SHELL) ops/postgres.sh url "$(PG_DATA)"); \
+		export PREFECT_SERVER_DATABASE_CONNECTION_URL; database="PostgreSQL in $(PG_DATA)"; \
+	else database="SQLite in $(SERVER_HOME)/prefect.db"; fi; \
+	if [ -n "$$AUTH" ]; then \
+		(umask 077; printf '%s\n' "$$AUTH" > $(SERVER_HOME)/auth); \
+		PREFECT_SERVER_API_AUTH_STRING=$$AUTH; export PREFECT_SERVER_API_AUTH_STRING; \
+	else rm -f $(SERVER_HOME)/auth; fi; \
+	PREFECT_HOME=$(SERVER_HOME) PREFECT_UI_API_URL=$(UI_API_URL) PREFECT_SERVER_ANALYTICS_ENABLED=false \
+		PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=$(LEASE_STORAGE) \
+		$(SERVICE) start server $(SERVER_HOME)/server.pid $(SERVER_HOME)/server.log \
+		$(PREFECT_BIN) server start --host $(HOST) --port $(PORT); \
+	i=0; until curl -sf -o /dev/null --max-time 2 $(SERVER_URL)/api/health; do \
+		if ! $(SERVICE) running server $(SERVER_HOME)/server.pid; then \
+			echo "server exited; the end of $(SERVER_HOME)/server.log:" >&2; tail -n 20 $(SERVER_HOME)/server.log >&2; exit 1; fi; \
+		i=$$((i + 1)); if [ $$i -ge 240 ]; then \
+			echo "server not healthy after 120 s, still starting? see $(SERVER_HOME)/server.log; make stop stops it" >&2; exit 1; fi; \
+		sleep 0.5; done; \
+	echo "server up: $(SERVER_URL) (listening on $(HOST); $$database; log: $(SERVER_HOME)/server.log)"; \
+	if [ -n "$$AUTH" ]; then echo "clients need PREFECT_API_AUTH_STRING (make deploy and make worker send the one given)"; fi
 
 deploy: $(STAMP)  ## create the process work pool and apply prefect.yaml's deployments
-	PREFECT_API_URL=$(SERVER_URL)/api $(BIN)/prefect work-pool create $(POOL) --type process --overwrite
-	PREFECT_API_URL=$(SERVER_URL)/api $(BIN)/prefect --no-prompt deploy --all
+	@$(CLIENT); \
+	$(PREFECT_BIN) work-pool create $(POOL) --type process --overwrite && \
+	$(PREFECT_BIN) --no-prompt deploy --all
 
 worker: $(STAMP)  ## start a worker for the pool (runs the scheduled flows)
-	@PREFECT_API_URL=$(SERVER_URL)/api setsid $(BIN)/prefect worker start --pool $(POOL) \
-		> $(SERVER_HOME)/worker.log 2>&1 & echo $$! > $(SERVER_HOME)/worker.pid; \
-	echo "worker started (log: $(SERVER_HOME)/worker.log)"
+	@mkdir -p $(SERVER_HOME); $(CLIENT); \
+	$(SERVICE) start worker $(SERVER_HOME)/worker.pid $(SERVER_HOME)/worker.log \
+		$(PREFECT_BIN) worker start --pool $(POOL)
 
 ui:  ## print (and try to open) the UI's address
 	@echo "Prefect UI: $(SERVER_URL)"; (command -v xdg-open >/dev/null && xdg-open $(SERVER_URL) >/dev/null 2>&1) || true
 
-stop:  ## stop the worker (SIGINT: it ignores SIGTERM while running flows) and the server
-	@if [ -f $(SERVER_HOME)/worker.pid ]; then kill -INT -- -$$(cat $(SERVER_HOME)/worker.pid) 2>/dev/null || true; rm -f $(SERVER_HOME)/worker.pid; fi
-	@if [ -f $(SERVER_HOME)/server.pid ]; then kill -TERM -- -$$(cat $(SERVER_HOME)/server.pid) 2>/dev/null || true; rm -f $(SERVER_HOME)/server.pid; fi
-	@echo stopped
+# The worker's flow runs first (SIGTERM: each records itself Crashed, "aborted by a
+# termination signal", and frees its deployment's concurrency slot; a worker stopping
+# first would kill them unrecorded, left Running), then the worker (SIGINT: it ignores
+# SIGTERM while it runs flows), then the server, then PostgreSQL. Each is waited for
+# (STOP_TIMEOUT seconds, then SIGKILL); the exit status says whether all is gone.
+stop:  ## stop the worker, the server and its PostgreSQL; wait until they are gone
+	@status=0; \
+	$(SERVICE) stop worker $(SERVER_HOME)/worker.pid INT $(STOP_TIMEOUT) TERM || status=1; \
+	$(SERVICE) stop server $(SERVER_HOME)/server.pid TERM $(STOP_TIMEOUT) || status=1; \
+	if [ -f $(PG_DATA)/PG_VERSION ]; then $(SHELL) ops/postgres.sh stop $(PG_DATA) $(STOP_TIMEOUT) || status=1; fi; \
+	if [ $$status = 0 ]; then echo "nothing left running"; \
+	else echo "make stop: not everything stopped (see above)" >&2; fi; \
+	exit $$status
 
 clean:  ## remove the environment and outputs
 	rm -rf $(VENV) artifacts .pytest_cache
