@@ -142,10 +142,14 @@ deploy: $(STAMP)  ## create the process work pool and apply prefect.yaml's deplo
 	$(PREFECT_BIN) work-pool create $(POOL) --type process --overwrite && \
 	$(PREFECT_BIN) --no-prompt deploy --all
 
-worker: $(STAMP)  ## start a worker for the pool (runs the scheduled flows)
+# The worker asks the server for runs every WORKER_POLL seconds (Prefect's default is
+# 10): a human-oracle run that was answered waits for that before it continues.
+WORKER_POLL ?= 2
+
+worker: $(STAMP)  ## start a worker for the pool (runs the scheduled flows; WORKER_POLL=2 s)
 	@mkdir -p $(SERVER_HOME); $(CLIENT); \
-	$(SERVICE) start worker $(SERVER_HOME)/worker.pid $(SERVER_HOME)/worker.log \
-		$(PREFECT_BIN) worker start --pool $(POOL)
+	PREFECT_WORKER_QUERY_SECONDS=$(WORKER_POLL) $(SERVICE) start worker $(SERVER_HOME)/worker.pid \
+		$(SERVER_HOME)/worker.log $(PREFECT_BIN) worker start --pool $(POOL)
 
 ui:  ## print (and try to open) the UI's address
 	@echo "Prefect UI: $(SERVER_URL)"; (command -v xdg-open >/dev/null && xdg-open $(SERVER_URL) >/dev/null 2>&1) || true

@@ -19,7 +19,6 @@ else happened in between.
 
 import base64
 import json
-import os
 import time
 from pathlib import Path
 from typing import Literal
@@ -38,7 +37,7 @@ from prefect.states import Paused, Suspended
 from prefect.utilities.engine import propose_state_sync
 
 from tasks.answers import AnswerBook, FormAnswer, PointAnswer, now
-from tasks.storage import writing
+from tasks.storage import write_text
 
 CANNOT_LABEL = "cannot label"
 POLL_SECONDS = 0.25  # a paused run checks for the answer this often (one API read)
@@ -176,11 +175,7 @@ def _write_sidecar(path: Path, key, ask, attempt, points, fields, classes) -> No
             for (i, xy, _), (f, _) in zip(points, fields, strict=True)
         },
     }
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(content, indent=2) + "\n")
-        os.replace(tmp, path)
+    write_text(path, json.dumps(content, indent=2) + "\n")
 
 
 def _input_id(state_name: str, key: str) -> str | None:

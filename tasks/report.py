@@ -2,7 +2,6 @@
 
 import base64
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -118,13 +117,7 @@ def _before_round(record: st.RoundRecord) -> tuple:
 
 
 def write_json(path: Path, document: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    with storage.writing(path):
-        try:
-            tmp.write_text(json.dumps(document, indent=2) + "\n")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+    storage.write_text(path, json.dumps(document, indent=2) + "\n")
 
 
 def _data_uri(path: Path) -> str:

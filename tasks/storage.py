@@ -102,6 +102,24 @@ def save(path: Path, obj: Any) -> str:
     return digest.hex()
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (a temporary file of its own, then a rename), so
+    two processes writing the same file at once both succeed and a reader never sees
+    half of it."""
+    path = Path(path)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
 def load(path: Path) -> Any:
     """Read a file written by :func:`save`, verifying it; raises :class:`DamagedFile`."""
     path = Path(path)

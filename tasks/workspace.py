@@ -137,11 +137,7 @@ class Workspace:
         return self.root.parent / "passive" / f"passive-{passive_digest(config)}.joblib"
 
     def write_config(self, config: ExperimentConfig) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.config_file.with_suffix(".json.tmp")
-        with storage.writing(self.config_file):
-            tmp.write_text(json.dumps(config.model_dump(), indent=2, sort_keys=True) + "\n")
-            os.replace(tmp, self.config_file)
+        storage.write_text(self.config_file, json.dumps(config.model_dump(), indent=2, sort_keys=True) + "\n")
 
 
 def check_writable(folder: str | Path) -> Path:
