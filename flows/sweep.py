@@ -208,6 +208,7 @@ def run_experiment(config: ExperimentConfig, refresh: bool = False) -> dict:
     """One experiment, in whichever worker the task runner chose: the active-learning
     flow as a subflow (its stages cached and resumable), reduced to the numbers the
     sweep aggregates."""
+    started = time.time()
     enable_compilation_cache()
     _check_reachable(config.artifacts_dir)
     t0 = time.perf_counter()
@@ -215,6 +216,8 @@ def run_experiment(config: ExperimentConfig, refresh: bool = False) -> dict:
     doc = json.loads((Path(summary["folder"]) / "results.json").read_text())
     kept = {k: doc[k] for k in _KEPT}
     kept["wall_seconds"] = time.perf_counter() - t0
+    kept["flow_seconds"] = summary["flow_seconds"]  # inside the experiment's flow run
+    kept["started_at"], kept["finished_at"] = started, time.time()
     kept["worker_pid"] = os.getpid()
     return kept
 
@@ -253,7 +256,7 @@ class _SweepProgress:
 def sweep(config: SweepConfig = SweepConfig(), refresh: bool = False) -> dict:  # noqa: B008 - frozen model
     """Run every experiment of the grid on the task runner and aggregate them."""
     log = get_run_logger()
-    t0 = time.perf_counter()
+    t0, started_at = time.perf_counter(), time.time()
     experiments = config.experiments()
     log.info(
         "sweep: %d experiments (%d strategies x %d seeds x %d curvatures)",
@@ -281,7 +284,7 @@ def sweep(config: SweepConfig = SweepConfig(), refresh: bool = False) -> dict:  
         )
     results = [done[id(c)] for c in experiments]
     wall = time.perf_counter() - t0
-    return sweep_report(config, results, wall)
+    return sweep_report(config, results, wall, started_at)
 
 
 def _parser() -> argparse.ArgumentParser:

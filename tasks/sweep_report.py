@@ -110,7 +110,7 @@ def curves_plot(path: Path, summary: dict, passive_row: dict, budget: int, passi
 
 
 @task(name="sweep-report", task_run_name="sweep/aggregate-and-report", cache_policy=NO_CACHE)
-def sweep_report(config, results: list[tuple[str, int, dict]], wall_seconds: float) -> dict:
+def sweep_report(config, results: list[tuple[str, int, dict]], wall_seconds: float, started_at: float) -> dict:
     """Aggregate the experiments; write results.json and the learning curves; publish."""
     folder = Path(config.artifacts_dir).expanduser().resolve() / f"sweep-{config.sweep_hash()}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -136,12 +136,16 @@ def sweep_report(config, results: list[tuple[str, int, dict]], wall_seconds: flo
                 "passive_accuracy": r["passive_accuracy"],
                 "labels": r["labels"],
                 "wall_seconds": r["wall_seconds"],
+                "flow_seconds": r["flow_seconds"],
+                "started_at": r["started_at"],
+                "finished_at": r["finished_at"],
                 "worker_pid": r["worker_pid"],
             }
             for n, s, r in results
         ],
         "table": rows,
         "wall_seconds": wall_seconds,
+        "started_at": started_at,
         "flow_run_id": str(FlowRunContext.get().flow_run.id),
         "files": {"learning_curves": str(plot)},
     }

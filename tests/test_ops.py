@@ -562,6 +562,27 @@ def test_a_flow_run_of_the_project_on_postgres_with_the_credential(exposed_serve
     assert not (server.home / "prefect.db").exists()
 
 
+def test_a_small_sweep_on_postgres(exposed_server, tmp_path):
+    """A 2-worker sweep against the PostgreSQL-backed server: every experiment's run
+    lands there, and the server logs no "database is locked" (SQLite's complaint
+    under concurrent writers)."""
+    server = exposed_server
+    sets = [f"--set={k}={v}" for k, v in TINIEST.items() if k != "rounds"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.sweep", "--seeds", "2", "--first-seed", "31", "--strategies", "max_std,bald",
+         "--label-budget", "2", "--workers", "2", "--artifacts-dir", str(tmp_path), *sets],
+        cwd=ROOT, env=server.client_env(), capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(next(tmp_path.glob("sweep-*/results.json")).read_text())
+    assert len(doc["experiments"]) == 4
+    children = server.http.post(
+        "/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {"any_": [doc["flow_run_id"]]}}, "limit": 20}
+    ).json()
+    assert sum(c["state_type"] == "COMPLETED" for c in children) >= 4
+    assert "database is locked" not in (server.home / "server.log").read_text()
+
+
 def test_a_plain_worker_runs_a_deployment(exposed_server, plain_worker, tmp_path):
     server = exposed_server
     run_id = server.run_deployment("smoke", {**TINIEST, "artifacts_dir": str(tmp_path)})
