@@ -325,7 +325,7 @@ class Loop:
         return oracle.ask(
             self.book,
             ask=f"round-{r:03d}",
-            title=f"round {r} of {self.config.rounds}, {len(missing)} point{'s' if len(missing) > 1 else ''}",
+            title=f"Round {r} of {self.config.rounds}, {len(missing)} point{'s' if len(missing) > 1 else ''}",
             points=points,
             classes=self.classes,
             body=body,

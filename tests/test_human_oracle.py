@@ -171,7 +171,7 @@ def test_an_expired_wait_ends_the_run_clearly_and_a_rerun_continues(prefect_serv
     )
     assert proc.wait() == 1
     last = (tmp_path / "human.log").read_text().strip().splitlines()[-1]
-    assert last.startswith("Unanswered: nobody answered the form round-002-1 (round 2 of 2, 1 point) within 6 s")
+    assert last.startswith("Unanswered: nobody answered the form round-002-1 (Round 2 of 2, 1 point) within 6 s")
     assert "run the same command again: it continues from the waiting form" in last
     run_id = json.loads(next((tmp_path / "a").glob("al-*/forms/round-002-1.json")).read_text())["flow_run_id"]
     import httpx

@@ -48,6 +48,7 @@ def test_a_person_answers_the_form_in_the_browser(prefect_server, tmp_path):
         answer = str(1 - truth(point) if truth(point) < 2 else 0)  # not the truth: the UI's answer must win
 
         driver = _browser()
+        driver.set_window_size(1400, 1700)  # room for the map and the form in one screenshot
         driver.get(f"{ui}/v2/runs/flow-run/{run_id}")
         assert _wait_for(driver, lambda: "Paused" in driver.find_element(By.TAG_NAME, "body").text)
         menu = driver.find_elements(By.XPATH, "//button[normalize-space()='Open menu' or @aria-label='Open menu']")
@@ -72,9 +73,15 @@ def test_a_person_answers_the_form_in_the_browser(prefect_server, tmp_path):
             ],
         )
         assert widths, "the uncertainty map did not render in the form"
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        driver.execute_script(
+            "Array.from(arguments[0].querySelectorAll('*')).forEach(e => { e.scrollTop = 0; });", dialog
+        )
+        time.sleep(0.5)
+        driver.save_screenshot(str(SHOTS / "label-form-map.png"))
         text = dialog.text
         assert f"({point[0]:.3f}, {point[1]:.3f})" in text, "the point's coordinates are not on the page"
-        assert "Round 1 of 1" in text or "round 1 of 1" in text
+        assert "Round 1 of 1" in text
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", selects[0])
         selects[0].click()
         option = _wait_for(
@@ -83,7 +90,6 @@ def test_a_person_answers_the_form_in_the_browser(prefect_server, tmp_path):
         )
         option[0].click()
         time.sleep(0.5)
-        SHOTS.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(SHOTS / "label-form.png"))
         submit = [b for b in dialog.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Resume"][-1]
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", submit)
