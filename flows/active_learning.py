@@ -35,7 +35,7 @@ from prefect.context import get_run_context
 
 from alcore.config import ExperimentConfig
 from alcore.experiment import precompile
-from flows import local_server
+from flows import local_server, resilience  # resilience: lost-server handling (flows/resilience.py)
 from flows.cli import parse_config
 from tasks import stages, storage
 from tasks.report import artifact_key, report
@@ -246,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     run = active_learning.with_options(retries=args.retries, retry_delay_seconds=1) if args.retries else active_learning
     enable_compilation_cache()
     with local_server.connected(while_waiting=lambda: _precompile(config)):
-        result = run(config, refresh=args.refresh)
+        with resilience.guard(ws.root, rounds=config.rounds, argv=argv):  # resilience: see flows/resilience.py
+            result = run(config, refresh=args.refresh)
     print(json.dumps(result, indent=2))
     print(f"experiment folder: {result['folder']}")
     return 0

@@ -1,0 +1,330 @@
+"""A run that outlives a short restart of its Prefect server, and ends cleanly when
+the server is gone.
+
+What Prefect 3.8.8 does when the API disappears in the middle of a flow run (read in
+its source, measured here):
+
+- Task runs are created client-side; their states, and flow-run heartbeats, are
+  *events*, sent over a websocket by a background worker (``EventsWorker``). An event
+  that cannot be sent costs ~7 s (11 reconnection attempts), then the worker logs a
+  warning and an error that prints the whole event. The event is kept and sent again
+  after the next successful reconnection, so nothing is lost if the server returns.
+- Logs are sent in batches by another worker (``APILogWorker``) through Prefect's
+  HTTP client.
+- Flow-run states (the run's and the passive subflow's), subflow creation and
+  artifacts (the progress bar after each round, the report) are *blocking* HTTP calls
+  on the run's thread. Prefect's client retries a refused connection (only on a client
+  that has connected once, which the run's has) ``PREFECT_CLIENT_MAX_RETRIES`` times
+  (default 5) after 2, 4, 8, 16, 32 s (+-20 % jitter): a blocking call waits out an
+  outage of about a minute, then raises ``httpx.ConnectError``. The flow engine then
+  tries to report the failure, which waits another minute.
+- At exit Prefect drains both workers (``threading._register_atexit``): with the
+  server gone, every queued event costs ~7 s again. Measured on the first version: a
+  server killed after round 6 gave an exception ~70 s later and an exit after 229 s,
+  with 244 lines of tracebacks and event dumps.
+
+So a short restart needs nothing but the client's retries, which this module makes
+sure cover the grace period below (:func:`_retries_for`). What it adds is the other
+half: :class:`ServerWatch`, a thread that asks the server's ``/health`` every second.
+While the server does not answer it keeps Prefect's delivery workers quiet (one
+warning instead of event dumps; one line when it is back). When it has not answered
+for ``BAL_SERVER_GRACE_SECONDS`` (default 40) it declares the server lost: it prints
+one line (which server, where the finished rounds are, the command that resumes)
+and ends the process at once with exit code 75 (``EX_TEMPFAIL``), skipping Prefect's
+exit-time flushing to a server that is not there.
+
+Ending the process from the watchdog is as safe as ``kill -9``, which the project
+already survives at any moment: stage files are written to a temporary file and
+renamed, and a half-written Prefect result is treated as a cache miss (the stage is
+recomputed, with identical numbers). The same command then resumes from the saved
+rounds; it needs the server only for the UI, not for the cache.
+"""
+
+import logging
+import os
+import shlex
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import httpx
+
+EXIT_SERVER_LOST = 75  # EX_TEMPFAIL (sysexits.h): temporary failure, try again later
+GRACE_ENV = "BAL_SERVER_GRACE_SECONDS"
+DEFAULT_GRACE_SECONDS = 40.0
+PROBE_INTERVAL_SECONDS = 1.0
+PROBE_TIMEOUT_SECONDS = 2.0
+START_CHECK_SECONDS = 5.0  # at the start, the server gets this long to answer once
+ANNOUNCE_AFTER_SECONDS = 3.0  # a warning only for an outage, not for one slow answer
+# After the server is back, delivery attempts that started during the outage may
+# still fail for a few seconds: their noise stays hidden that long.
+QUIET_AFTER_RECOVERY_SECONDS = 15.0
+# Loggers of Prefect's background delivery: they report every event and log batch
+# they could not send (the event in full), then again at exit.
+DELIVERY_LOGGERS = ("prefect._internal.concurrency", "prefect.events.clients", "EventsWorker", "APILogWorker")
+
+log = logging.getLogger("prefect.resilience")
+
+
+def grace_seconds() -> float:
+    """How long the server may be unreachable before the run gives up on it."""
+    value = os.environ.get(GRACE_ENV)
+    if not value:
+        return DEFAULT_GRACE_SECONDS
+    try:
+        grace = float(value)
+    except ValueError:
+        raise ValueError(f"{GRACE_ENV} must be a number of seconds (got {value!r})") from None
+    if not 5 <= grace <= 3600:
+        raise ValueError(f"{GRACE_ENV} must be between 5 and 3600 seconds (got {value!r})")
+    return grace
+
+
+def _retries_for(grace: float) -> int:
+    """The fewest client retries whose back-off (2 + 4 + ... + 2^n s, 20 % jitter
+    down) outlasts ``grace`` plus two probes: a blocking call must still be waiting
+    when the watchdog decides, or it fails the run first."""
+    n = 1
+    while 0.8 * (2 ** (n + 1) - 2) <= grace + 2 * (PROBE_INTERVAL_SECONDS + PROBE_TIMEOUT_SECONDS):
+        n += 1
+    return n
+
+
+def resume_command(argv: list[str] | None = None) -> str:
+    """The command line that started this process (the one that resumes the run)."""
+    if argv is None and getattr(sys, "orig_argv", None):
+        return shlex.join(sys.orig_argv)
+    args = sys.argv[1:] if argv is None else argv
+    return shlex.join([sys.executable, "-m", "flows.active_learning", *args])
+
+
+def saved_rounds(folder: Path) -> int:
+    """Consecutive round files from round 1 (``rounds/round-NNN.joblib``)."""
+    r = 0
+    while (folder / "rounds" / f"round-{r + 1:03d}.joblib").exists():
+        r += 1
+    return r
+
+
+def lost_message(what: str, folder: Path, command: str, *, rounds: int | None = None) -> str:
+    """The one line a user reads when the run ends for want of its server.
+
+    ``what`` says what happened to which server ("lost the Prefect server at ...").
+    """
+    done = saved_rounds(folder)
+    of = f" of {rounds}" if rounds is not None else ""
+    if done:
+        saved = f"rounds 1-{done}{of} are saved in {folder}"
+    else:
+        saved = f"no round{of} finished yet (finished stages are saved in {folder})"
+    return f"error: {what}; {saved}; once the server is back, resume with: {command}"
+
+
+class ServerWatch:
+    """Polls ``<api>/health`` from a daemon thread; calls ``on_lost`` once the server
+    has not answered for ``grace`` seconds, and hides Prefect's delivery noise while it
+    does not answer.
+
+    Any HTTP answer below 500 counts as an answer (an auth-protected or Cloud API may
+    refuse the probe and still be there); refused connections, timeouts and 5xx do not.
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        *,
+        grace: float,
+        on_lost: Callable[[float], None],
+        interval: float = PROBE_INTERVAL_SECONDS,
+    ):
+        self.api_url = api_url.rstrip("/")
+        self.grace = grace
+        self.interval = interval
+        self.on_lost = on_lost
+        self.down_since: float | None = None
+        self.back_at: float | None = None
+        self.outages: list[float] = []  # seconds each finished outage lasted
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="bal-server-watch", daemon=True)
+        self._client = httpx.Client(timeout=PROBE_TIMEOUT_SECONDS, headers=_auth_headers())
+        self._filter = _QuietFilter(self)
+        self._raise_exceptions = logging.raiseExceptions
+
+    def answers(self) -> bool:
+        try:
+            return self._client.get(f"{self.api_url}/health").status_code < 500
+        except httpx.HTTPError:
+            return False
+
+    def quiet(self) -> bool:
+        """Whether Prefect's delivery workers are to be kept quiet now."""
+        if self.down_since is not None:
+            return True
+        return self.back_at is not None and time.monotonic() - self.back_at < QUIET_AFTER_RECOVERY_SECONDS
+
+    def start(self) -> "ServerWatch":
+        for name in DELIVERY_LOGGERS:
+            logging.getLogger(name).addFilter(self._filter)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop watching (``answers`` still works: the exit-time check uses it)."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=PROBE_TIMEOUT_SECONDS + self.interval)
+        for name in DELIVERY_LOGGERS:
+            logging.getLogger(name).removeFilter(self._filter)
+        logging.raiseExceptions = self._raise_exceptions
+
+    def _loop(self) -> None:
+        announced = False
+        while not self._stop.wait(self.interval):
+            ok = self.answers()
+            now = time.monotonic()
+            if ok:
+                if self.down_since is not None:
+                    self.outages.append(now - self.down_since)
+                    self.down_since, self.back_at = None, now
+                    logging.raiseExceptions = self._raise_exceptions
+                    if announced:
+                        log.warning(
+                            "The Prefect server at %s answers again after %.0f s", self.api_url, self.outages[-1]
+                        )
+                    announced = False
+                continue
+            if self.down_since is None:
+                self.down_since = now
+                # APILogWorker reports a failed batch on stderr itself unless this is off
+                logging.raiseExceptions = False
+            down = now - self.down_since
+            if down >= self.grace:
+                self.on_lost(down)
+                return
+            if not announced and down >= ANNOUNCE_AFTER_SECONDS:  # a busy server may miss one probe
+                announced = True
+                log.warning(
+                    "The Prefect server at %s does not answer; the run goes on and waits up to %.0f s for it",
+                    self.api_url,
+                    self.grace,
+                )
+
+
+class _QuietFilter(logging.Filter):
+    def __init__(self, watch: ServerWatch):
+        super().__init__()
+        self.watch = watch
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.watch.quiet()
+
+
+def _auth_headers() -> dict:
+    """The basic-auth header Prefect's client sends, if the server wants one."""
+    from prefect.settings import get_current_settings
+
+    auth = get_current_settings().api.auth_string
+    if auth is None:
+        return {}
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(auth.get_secret_value().encode()).decode()}
+
+
+_exiting = threading.Lock()
+
+
+def _exit_now(message: str, code: int = EXIT_SERVER_LOST) -> None:
+    """Print ``message`` as the last line and end the process without exit handlers
+    (they would flush events and logs to a server that is gone). Only the first
+    caller prints; a second one (another thread) just waits for the end."""
+    if not _exiting.acquire(blocking=False):
+        time.sleep(3600)  # the first caller is ending the process
+    logging.disable(logging.CRITICAL)  # nothing else is printed after the message
+    try:
+        sys.stdout.flush()
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
+def _answers_within(watch: "ServerWatch", seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not watch.answers():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(watch.interval)
+    return True
+
+
+def _skip_flush_if_gone(watch: "ServerWatch", message: str) -> None:
+    """At interpreter exit, before Prefect drains its event and log workers (they
+    were registered earlier, and these hooks run last-registered first): if the server
+    does not answer, say so and exit with status 0 instead of waiting on it."""
+    if not watch.answers():
+        _exit_now(message, code=0)
+
+
+@contextmanager
+def guard(folder: Path, *, rounds: int | None = None, argv: list[str] | None = None) -> Iterator[ServerWatch | None]:
+    """Watch the configured Prefect API while the block runs (see the module docstring).
+
+    On entry, an unreachable server ends the process with the one line at once. While
+    the block runs, a server that does not answer for the grace period ends it the same
+    way, and so does an exception while the server does not answer. After a normal end,
+    a server gone by the time the process exits does not hold the exit up.
+
+    Args:
+        folder: The experiment folder (named in the message: where the rounds are).
+        rounds: The configured number of rounds, for the message.
+        argv: The command's arguments if not ``sys.argv`` (for the resume command).
+
+    Yields:
+        The watch, or None when no API URL is configured (nothing to watch).
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    api_url = PREFECT_API_URL.value()
+    if not api_url:
+        yield None
+        return
+    grace = grace_seconds()
+    command = resume_command(argv)
+    server = f"the Prefect server at {api_url}"
+
+    def lost(seconds: float | None) -> None:
+        detail = "it does not answer" if seconds is None else f"no answer for {seconds:.0f} s"
+        _exit_now(lost_message(f"lost {server} ({detail})", folder, command, rounds=rounds))
+
+    watch = ServerWatch(api_url, grace=grace, on_lost=lost)
+    if not _answers_within(watch, START_CHECK_SECONDS):
+        _exit_now(lost_message(f"cannot reach {server}", folder, command, rounds=rounds))
+    with ExitStack() as stack:
+        needed = _retries_for(grace)
+        if PREFECT_CLIENT_MAX_RETRIES.value() < needed:
+            stack.enter_context(temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: needed}))
+        watch.start()
+        stack.callback(watch.stop)
+        try:
+            yield watch
+        except Exception:
+            # The run failed. If the server does not answer, that is why (a blocking
+            # call gave up), and a normal exit would wait on flushing to it.
+            down_since = watch.down_since
+            if down_since is not None:
+                lost(time.monotonic() - down_since)
+            if not watch.answers():
+                lost(None)
+            raise
+    register = getattr(threading, "_register_atexit", None)  # what Prefect's workers use
+    if register is not None:
+        register(
+            _skip_flush_if_gone,
+            watch,
+            f"warning: {server} does not answer at exit; the run is complete ({folder}), "
+            "its last task states and logs are not sent",
+        )
