@@ -207,6 +207,10 @@ def comparable(doc: dict) -> dict:
     return doc
 
 
+def saved_rounds(folder: Path) -> int:
+    return len(list((folder / "rounds").glob("round-*.joblib")))
+
+
 def rounds_cached(doc: dict) -> int:
     """Rounds whose acquisition and retraining came back from the cache."""
     cached = doc["run"]["cached"]
@@ -240,9 +244,16 @@ def restart_scenario(workdir: Path, config: dict, *, outage: float, kill_after_r
         folder = wait_for_round(artifacts, kill_after_round, cli)
         t_kill = time.monotonic()
         server.kill()
+        saved = saved_rounds(folder)
         time.sleep(max(0.0, outage - (time.monotonic() - t_kill)))
         restart_seconds = server.start()
         t_back = time.monotonic()
+        # the run's thread waits in a blocking API call (a round's progress update):
+        # the next round file shows when it got through
+        at_back = saved_rounds(folder)
+        while saved_rounds(folder) == at_back and cli.running():
+            time.sleep(0.05)
+        t_next = time.monotonic()
         t_exit = cli.wait()
         err = cli.stderr
         return {
@@ -252,6 +263,8 @@ def restart_scenario(workdir: Path, config: dict, *, outage: float, kill_after_r
             "seconds": t_exit - cli.started,
             "server_down_seconds": t_back - t_kill,
             "server_start_seconds": restart_seconds,
+            "rounds_saved_at_kill": saved,
+            "next_round_after_server_back_seconds": t_next - t_back,
             "exit_after_server_back_seconds": t_exit - t_back,
             "stderr_lines": len(err.splitlines()),
             "stderr_tracebacks": err.count("Traceback"),
@@ -278,7 +291,7 @@ def lost_scenario(workdir: Path, config: dict, *, kill_after_round: int = 3, tim
         server.kill()
         t_exit = cli.wait(timeout)
         err = cli.stderr
-        saved = len(list((folder / "rounds").glob("round-*.joblib")))
+        saved = saved_rounds(folder)
         server.start()
         again = Cli(server.env, conf, base / "cli-again")
         t_again = again.wait()
