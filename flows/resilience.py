@@ -256,6 +256,8 @@ def _auth_headers() -> dict:
 
 
 _exiting = threading.Lock()
+_watching: "ServerWatch | None" = None  # the watch of this process, if any
+_process_guard = ExitStack()  # a deployment run's guard: open until the process ends
 
 
 def _exit_now(message: str, code: int = EXIT_SERVER_LOST) -> None:
@@ -271,6 +273,11 @@ def _exit_now(message: str, code: int = EXIT_SERVER_LOST) -> None:
         sys.stderr.flush()
     finally:
         os._exit(code)
+
+
+def _set_watching(watch: "ServerWatch | None") -> None:
+    global _watching
+    _watching = watch
 
 
 def _answers_within(watch: "ServerWatch", seconds: float) -> bool:
@@ -321,7 +328,9 @@ def _retries_wake_on_recovery(watch: ServerWatch) -> Iterator[None]:
 
 
 @contextmanager
-def guard(folder: Path, *, rounds: int | None = None, argv: list[str] | None = None) -> Iterator[ServerWatch | None]:
+def guard(
+    folder: Path, *, rounds: int | None = None, argv: list[str] | None = None, resume: str | None = None
+) -> Iterator[ServerWatch | None]:
     """Watch the configured Prefect API while the block runs (see the module docstring).
 
     On entry, an unreachable server ends the process with the one line at once. While
@@ -333,6 +342,7 @@ def guard(folder: Path, *, rounds: int | None = None, argv: list[str] | None = N
         folder: The experiment folder (named in the message: where the rounds are).
         rounds: The configured number of rounds, for the message.
         argv: The command's arguments if not ``sys.argv`` (for the resume command).
+        resume: What resumes the run, if not this process's command line.
 
     Yields:
         The watch, or None when no API URL is configured (nothing to watch).
@@ -344,7 +354,7 @@ def guard(folder: Path, *, rounds: int | None = None, argv: list[str] | None = N
         yield None
         return
     grace = grace_seconds()
-    command = resume_command(argv)
+    command = resume or resume_command(argv)
     server = f"the Prefect server at {api_url}"
 
     def lost(seconds: float | None) -> None:
@@ -361,6 +371,8 @@ def guard(folder: Path, *, rounds: int | None = None, argv: list[str] | None = N
         watch.start()
         stack.callback(watch.stop)
         stack.enter_context(_retries_wake_on_recovery(watch))
+        _set_watching(watch)
+        stack.callback(_set_watching, None)
         try:
             yield watch
         except Exception:
@@ -380,3 +392,23 @@ def guard(folder: Path, *, rounds: int | None = None, argv: list[str] | None = N
             f"warning: {server} does not answer at exit; the run is complete ({folder}), "
             "its last task states and logs are not sent",
         )
+
+
+def watch_deployment_run(folder: Path, *, rounds: int | None = None) -> ServerWatch | None:
+    """The guard for a flow run a worker started, for the rest of its process.
+
+    A deployment run does not go through the CLI's ``main``: a worker starts
+    ``python -m prefect.engine`` for it, which calls the flow function. Called at the
+    start of the flow's body, this watches the server the same way; the message names
+    ``prefect flow-run retry <id>`` as what resumes (the worker reports the run Crashed
+    once it reaches the server again; the retry finds the finished stages cached).
+    Does nothing outside a deployment run (the CLI has its guard) or if this process
+    already has a watch.
+    """
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    flow_run = context.flow_run if context is not None else None
+    if _watching is not None or flow_run is None or flow_run.deployment_id is None:
+        return None
+    return _process_guard.enter_context(guard(folder, rounds=rounds, resume=f"prefect flow-run retry {flow_run.id}"))

@@ -165,6 +165,10 @@ def test_grace_comes_from_the_environment(monkeypatch):
             resilience.grace_seconds()
 
 
+def test_deployment_watch_is_a_no_op_outside_a_deployment_run(tmp_path):
+    assert resilience.watch_deployment_run(tmp_path) is None  # no flow run at all
+
+
 # ---------------------------------------------------------------- real server, real CLI
 
 
