@@ -32,10 +32,11 @@ makes sure outlast the grace period below (:func:`_retries_for`). It adds
   warning instead of event dumps; one line when the server is back), and a retrying
   client call wakes up as soon as the server answers again instead of finishing its
   back-off (:func:`_retries_wake_on_recovery`).
-- When it has not answered for ``BAL_SERVER_GRACE_SECONDS`` (default 40) the server is
-  lost: one line (which server, where the finished rounds are, the command that
-  resumes), and the process ends at once with exit code 75 (``EX_TEMPFAIL``), skipping
-  Prefect's exit-time flushing to a server that is not there.
+- When it cannot be reached for ``BAL_SERVER_GRACE_SECONDS`` (default 40; a server
+  that accepts connections but does not answer gets 300 s) the server is lost: one line
+  (which server, where the finished rounds are, the command that resumes), and the
+  process ends at once with exit code 75 (``EX_TEMPFAIL``), skipping Prefect's
+  exit-time flushing to a server that is not there.
 
 Ending the process from the watchdog is as safe as ``kill -9``, which the project
 already survives at any moment: stage files are written to a temporary file and
@@ -44,6 +45,7 @@ recomputed, with identical numbers). The same command then resumes from the save
 rounds; it needs the server only for the UI, not for the cache.
 """
 
+import base64
 import logging
 import os
 import shlex
@@ -60,7 +62,8 @@ EXIT_SERVER_LOST = 75  # EX_TEMPFAIL (sysexits.h): temporary failure, try again 
 GRACE_ENV = "BAL_SERVER_GRACE_SECONDS"
 DEFAULT_GRACE_SECONDS = 40.0
 PROBE_INTERVAL_SECONDS = 1.0
-PROBE_TIMEOUT_SECONDS = 2.0
+PROBE_TIMEOUT_SECONDS = 5.0  # /health does no work: slower than this, the server is busy
+BUSY_GRACE_SECONDS = 300.0  # a server that accepts connections but does not answer
 START_CHECK_SECONDS = 5.0  # at the start, the server gets this long to answer once
 ANNOUNCE_AFTER_SECONDS = 3.0  # a warning only for an outage, not for one slow answer
 # After the server is back, delivery attempts that started during the outage may
@@ -89,10 +92,13 @@ def grace_seconds() -> float:
 
 def _retries_for(grace: float) -> int:
     """The fewest client retries whose back-off (2 + 4 + ... + 2^n s, 20 % jitter
-    down) outlasts ``grace`` plus two probes: a blocking call must still be waiting
-    when the watchdog decides, or it fails the run first."""
+    down) outlasts ``grace`` plus the watch's detection lag (one interval, one probe):
+    a blocking call to an unreachable server must still be waiting when the watch
+    decides, or it fails the run first, with tracebacks. (Against a busy server each
+    attempt waits out PREFECT_API_REQUEST_TIMEOUT, 60 s by default: six attempts
+    outlast BUSY_GRACE_SECONDS.)"""
     n = 1
-    while 0.8 * (2 ** (n + 1) - 2) <= grace + 2 * (PROBE_INTERVAL_SECONDS + PROBE_TIMEOUT_SECONDS):
+    while 0.8 * (2 ** (n + 1) - 2) <= grace + PROBE_INTERVAL_SECONDS + PROBE_TIMEOUT_SECONDS:
         n += 1
     return n
 
@@ -129,11 +135,20 @@ def lost_message(what: str, folder: Path, command: str, *, rounds: int | None = 
 
 class ServerWatch:
     """Polls ``<api>/health`` from a daemon thread; calls ``on_lost`` once the server
-    has not answered for ``grace`` seconds, and hides Prefect's delivery noise while it
-    does not answer.
+    is lost, and hides Prefect's delivery noise while it does not answer.
 
-    Any HTTP answer below 500 counts as an answer (an auth-protected or Cloud API may
-    refuse the probe and still be there); refused connections, timeouts and 5xx do not.
+    A probe finds the server in one of three states:
+
+    - *answers*: any HTTP answer below 500 (an auth-protected or Cloud API may refuse
+      the probe and still be there);
+    - *unreachable*: the connection is refused or cannot be made, it breaks without an
+      answer, or a 5xx (a proxy in front of a dead server): the server is down. Lost
+      after ``grace`` seconds of this;
+    - *busy*: the connection is accepted but no answer comes within 5 s. The process
+      is there (measured once after a restart: a server catching up on re-sent events,
+      SQLite "database is locked", no answer for 40+ s) and may catch up, so this does
+      not count towards ``grace``; lost only after ``busy_grace`` seconds without an
+      answer.
     """
 
     def __init__(
@@ -141,28 +156,49 @@ class ServerWatch:
         api_url: str,
         *,
         grace: float,
-        on_lost: Callable[[float], None],
+        on_lost: Callable[[float, str], None],
         interval: float = PROBE_INTERVAL_SECONDS,
+        timeout: float = PROBE_TIMEOUT_SECONDS,
+        busy_grace: float = BUSY_GRACE_SECONDS,
     ):
         self.api_url = api_url.rstrip("/")
         self.grace = grace
+        self.busy_grace = max(busy_grace, grace)
         self.interval = interval
+        self.timeout = timeout
         self.on_lost = on_lost
-        self.down_since: float | None = None
+        self.down_since: float | None = None  # no answer since (unreachable or busy)
+        self.unreachable_since: float | None = None  # unreachable, not even busy, since
+        self.last_problem = ""  # what the last failed probe saw
         self.back_at: float | None = None
         self.outages: list[float] = []  # seconds each finished outage lasted
         self._back = threading.Condition()  # notified when the server answers again
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="bal-server-watch", daemon=True)
-        self._client = httpx.Client(timeout=PROBE_TIMEOUT_SECONDS, headers=_auth_headers())
+        self._client = httpx.Client(timeout=timeout, headers=_auth_headers())
         self._filter = _QuietFilter(self)
         self._raise_exceptions = logging.raiseExceptions
 
-    def answers(self) -> bool:
+    def probe(self) -> str:
+        """``answers``, ``busy`` or ``unreachable`` (what it saw in ``last_problem``)."""
         try:
-            return self._client.get(f"{self.api_url}/health").status_code < 500
-        except httpx.HTTPError:
-            return False
+            status = self._client.get(f"{self.api_url}/health").status_code
+        except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
+            self.last_problem = f"no answer within {self.timeout:g} s"
+            return "busy"
+        except httpx.ConnectError as e:
+            self.last_problem = "connection refused" if "refused" in str(e).lower() else f"cannot connect: {e}"
+            return "unreachable"
+        except httpx.HTTPError as e:
+            self.last_problem = type(e).__name__
+            return "unreachable"
+        if status >= 500:
+            self.last_problem = f"HTTP {status}"
+            return "unreachable"
+        return "answers"
+
+    def answers(self) -> bool:
+        return self.probe() == "answers"
 
     def quiet(self) -> bool:
         """Whether Prefect's delivery workers are to be kept quiet now."""
@@ -191,10 +227,10 @@ class ServerWatch:
         return self
 
     def stop(self) -> None:
-        """Stop watching (``answers`` still works: the exit-time check uses it)."""
+        """Stop watching (``probe`` still works: the exit-time check uses it)."""
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=PROBE_TIMEOUT_SECONDS + self.interval)
+            self._thread.join(timeout=self.timeout + self.interval)
         for name in DELIVERY_LOGGERS:
             logging.getLogger(name).removeFilter(self._filter)
         logging.raiseExceptions = self._raise_exceptions
@@ -202,13 +238,14 @@ class ServerWatch:
     def _loop(self) -> None:
         announced = False
         while not self._stop.wait(self.interval):
-            ok = self.answers()
+            state = self.probe()
             now = time.monotonic()
-            if ok:
+            if state == "answers":
                 if self.down_since is not None:
                     with self._back:
                         self.outages.append(now - self.down_since)
-                        self.down_since, self.back_at = None, now
+                        self.down_since = self.unreachable_since = None
+                        self.back_at = now
                         self._back.notify_all()
                     logging.raiseExceptions = self._raise_exceptions
                     if announced:
@@ -221,16 +258,24 @@ class ServerWatch:
                 self.down_since = now
                 # APILogWorker reports a failed batch on stderr itself unless this is off
                 logging.raiseExceptions = False
-            down = now - self.down_since
-            if down >= self.grace:
-                self.on_lost(down)
+            if state == "busy":
+                self.unreachable_since = None
+            elif self.unreachable_since is None:
+                self.unreachable_since = now
+            if self.unreachable_since is not None and now - self.unreachable_since >= self.grace:
+                self.on_lost(now - self.unreachable_since, self.last_problem)
                 return
-            if not announced and down >= ANNOUNCE_AFTER_SECONDS:  # a busy server may miss one probe
+            if now - self.down_since >= self.busy_grace:
+                self.on_lost(now - self.down_since, self.last_problem)
+                return
+            if not announced and now - self.down_since >= ANNOUNCE_AFTER_SECONDS:  # not for one missed probe
                 announced = True
+                limit = self.busy_grace if state == "busy" else self.grace
                 log.warning(
-                    "The Prefect server at %s does not answer; the run goes on and waits up to %.0f s for it",
+                    "The Prefect server at %s does not answer (%s); the run goes on and waits up to %.0f s for it",
                     self.api_url,
-                    self.grace,
+                    self.last_problem,
+                    limit,
                 )
 
 
@@ -250,8 +295,6 @@ def _auth_headers() -> dict:
     auth = get_current_settings().api.auth_string
     if auth is None:
         return {}
-    import base64
-
     return {"Authorization": "Basic " + base64.b64encode(auth.get_secret_value().encode()).decode()}
 
 
@@ -280,9 +323,9 @@ def _set_watching(watch: "ServerWatch | None") -> None:
     _watching = watch
 
 
-def _answers_within(watch: "ServerWatch", seconds: float) -> bool:
+def _reachable_within(watch: "ServerWatch", seconds: float) -> bool:
     deadline = time.monotonic() + seconds
-    while not watch.answers():
+    while watch.probe() == "unreachable":
         if time.monotonic() >= deadline:
             return False
         time.sleep(watch.interval)
@@ -293,7 +336,7 @@ def _skip_flush_if_gone(watch: "ServerWatch", message: str) -> None:
     """At interpreter exit, before Prefect drains its event and log workers (they
     were registered earlier, and these hooks run last-registered first): if the server
     does not answer, say so and exit with status 0 instead of waiting on it."""
-    if not watch.answers():
+    if watch.probe() == "unreachable":
         _exit_now(message, code=0)
 
 
@@ -328,6 +371,34 @@ def _retries_wake_on_recovery(watch: ServerWatch) -> Iterator[None]:
 
 
 @contextmanager
+def _connect_errors_retried() -> Iterator[None]:
+    """Prefect's client retries a refused connection only on a client instance that has
+    connected before (to fail fast on a wrong URL). Clients made during an outage then
+    fail at once: measured, the passive subflow's tracking task run, created on a fresh
+    client after the kill, failed the run although the server was back 15 s later. The
+    guard has checked the URL at the start, so clients made while it holds count as
+    connected: a refused connection is an outage, retried like any other."""
+    from prefect.client.base import PrefectHttpxAsyncClient, PrefectHttpxSyncClient
+
+    originals = {cls: cls.__init__ for cls in (PrefectHttpxAsyncClient, PrefectHttpxSyncClient)}
+
+    def connected_init(original):
+        def __init__(self, *args, **kwargs):
+            original(self, *args, **kwargs)
+            self._has_connected = True
+
+        return __init__
+
+    for cls, original in originals.items():
+        cls.__init__ = connected_init(original)
+    try:
+        yield
+    finally:
+        for cls, original in originals.items():
+            cls.__init__ = original
+
+
+@contextmanager
 def guard(
     folder: Path, *, rounds: int | None = None, argv: list[str] | None = None, resume: str | None = None
 ) -> Iterator[ServerWatch | None]:
@@ -357,13 +428,14 @@ def guard(
     command = resume or resume_command(argv)
     server = f"the Prefect server at {api_url}"
 
-    def lost(seconds: float | None) -> None:
-        detail = "it does not answer" if seconds is None else f"no answer for {seconds:.0f} s"
+    def lost(seconds: float | None, problem: str = "") -> None:
+        detail = "it does not answer" if seconds is None else f"{problem or 'no answer'} for {seconds:.0f} s"
         _exit_now(lost_message(f"lost {server} ({detail})", folder, command, rounds=rounds))
 
     watch = ServerWatch(api_url, grace=grace, on_lost=lost)
-    if not _answers_within(watch, START_CHECK_SECONDS):
-        _exit_now(lost_message(f"cannot reach {server}", folder, command, rounds=rounds))
+    if not _reachable_within(watch, START_CHECK_SECONDS):
+        what = f"cannot reach {server} ({watch.last_problem})"
+        _exit_now(lost_message(what, folder, command, rounds=rounds))
     with ExitStack() as stack:
         needed = _retries_for(grace)
         if PREFECT_CLIENT_MAX_RETRIES.value() < needed:
@@ -371,6 +443,7 @@ def guard(
         watch.start()
         stack.callback(watch.stop)
         stack.enter_context(_retries_wake_on_recovery(watch))
+        stack.enter_context(_connect_errors_retried())
         _set_watching(watch)
         stack.callback(_set_watching, None)
         try:
@@ -380,8 +453,8 @@ def guard(
             # call gave up), and a normal exit would wait on flushing to it.
             down_since = watch.down_since
             if down_since is not None:
-                lost(time.monotonic() - down_since)
-            if not watch.answers():
+                lost(time.monotonic() - down_since, watch.last_problem)
+            if watch.probe() != "answers":
                 lost(None)
             raise
     register = getattr(threading, "_register_atexit", None)  # what Prefect's workers use
