@@ -404,10 +404,13 @@ def guard(
 ) -> Iterator[ServerWatch | None]:
     """Watch the configured Prefect API while the block runs (see the module docstring).
 
-    On entry, an unreachable server ends the process with the one line at once. While
-    the block runs, a server that does not answer for the grace period ends it the same
-    way, and so does an exception while the server does not answer. After a normal end,
-    a server gone by the time the process exits does not hold the exit up.
+    On entry, a server that cannot be reached within 5 s ends the process with the one
+    line. While the block runs, a server that cannot be reached for the grace period
+    (or accepts connections and does not answer for 300 s) ends it the same way, and so
+    does an exception while the server does not answer. Meanwhile client calls retry
+    through the outage (:func:`_connect_errors_retried`, :func:`_retries_wake_on_recovery`).
+    After a normal end, a server gone by the time the process exits does not hold the
+    exit up (it exits 0 with a warning line).
 
     Args:
         folder: The experiment folder (named in the message: where the rounds are).
