@@ -265,6 +265,9 @@ def restart_scenario(workdir: Path, config: dict, *, outage: float, kill_after_r
             "server_start_seconds": restart_seconds,
             "rounds_saved_at_kill": saved,
             "next_round_after_server_back_seconds": t_next - t_back,
+            # seen twice in ~10 restarts: the restarted SQLite server answers, then accepts
+            # connections without answering for ~50 s ("database is locked" in its log)
+            "server_busy_after_restart": "(no answer within" in err,
             "exit_after_server_back_seconds": t_exit - t_back,
             "stderr_lines": len(err.splitlines()),
             "stderr_tracebacks": err.count("Traceback"),

@@ -237,6 +237,20 @@ def uninterrupted(tmp_path_factory):
     return clean_run(tmp_path_factory.mktemp("uninterrupted"), SLOW_CONFIG)
 
 
+def _clock(line: str) -> float:
+    """Seconds since midnight of a Prefect console line (``HH:MM:SS.mmm | ...``)."""
+    hours, minutes, seconds = line.split(" | ", 1)[0].split(":")
+    return 3600 * int(hours) + 60 * int(minutes) + float(seconds)
+
+
+def _round_after_last_recovery(stderr: str) -> float:
+    """Seconds from the watch's last "answers again" to the next round's log line."""
+    lines = stderr.splitlines()
+    back = max(i for i, line in enumerate(lines) if "answers again after" in line)
+    after = next(line for line in lines[back:] if re.search(r" - round \d+/\d+: ", line))
+    return (_clock(after) - _clock(lines[back])) % 86400
+
+
 def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
@@ -250,9 +264,12 @@ def test_server_restarted_mid_run_the_run_completes_with_identical_results(unint
     )
     assert run["returncode"] == 0, _tail(run["stderr"])
     assert run["server_down_seconds"] >= 12 and run["rounds_saved_at_kill"] < SLOW_CONFIG["rounds"]
-    # the run's blocked API call goes through as soon as the server answers, not at
-    # the end of Prefect's back-off (up to 16 s more); then a round takes ~1 s
-    assert run["next_round_after_server_back_seconds"] < 8
+    # the run's blocked API call goes through as soon as the watch sees the server
+    # answer, not at the end of Prefect's back-off (up to 16 s more); then a round takes
+    # ~1 s. (Measured twice: the restarted SQLite server answered, then accepted
+    # connections without answering for ~50 s, "database is locked": the watch's last
+    # "answers again" is the moment to measure from.)
+    assert _round_after_last_recovery(run["stderr"]) < 8, _tail(run["stderr"])
     assert run["results"] is not None and comparable(run["results"]) == comparable(uninterrupted["results"])
     assert "Traceback" not in run["stderr"], _tail(run["stderr"])
     assert "failed to process item" not in run["stderr"], "Prefect's event dumps were not held back"
