@@ -40,7 +40,7 @@ from prefect.utilities.annotations import quote
 
 from alcore import stages as st
 from alcore.config import ExperimentConfig
-from flows import local_server, oracle
+from flows import local_server, oracle, resilience  # resilience: lost-server handling (flows/resilience.py)
 from flows.cli import parse_config
 from flows.loop import Loop, StageCannotWrite
 from tasks import stages, storage
@@ -99,6 +99,7 @@ def active_learning(config: ExperimentConfig = DEFAULT_CONFIG, refresh: bool = F
     """
     enable_compilation_cache()
     log = get_run_logger()
+    resilience.watch_deployment_run(Store(config).workspace.root, rounds=config.rounds)
     run = passive_future = None
     try:
         run = Loop(config, refresh)
@@ -172,9 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     run = active_learning.with_options(retries=args.retries, retry_delay_seconds=1) if args.retries else active_learning
     enable_compilation_cache()
     with local_server.connected(while_waiting=lambda: _precompile(config, args.refresh)):
-        t0 = time.perf_counter()
-        state = run(config, refresh=args.refresh, return_state=True)
-        seconds = time.perf_counter() - t0  # the flow run, creation and teardown included
+        with resilience.guard(Store(config).workspace.root, rounds=config.rounds, argv=argv):
+            t0 = time.perf_counter()
+            state = run(config, refresh=args.refresh, return_state=True)
+            seconds = time.perf_counter() - t0  # the flow run, creation and teardown included
     if not state.is_completed():
         print(f"{state.name}: {state.message}", file=sys.stderr)
         return 1
