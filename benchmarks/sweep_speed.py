@@ -82,7 +82,7 @@ def run_mode(env: dict, tmp: Path, mode: str, args) -> dict:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=2)
-    p.add_argument("--strategies", default="max_std,sampled,entropy,bald,epig,random")
+    p.add_argument("--strategies", default="max_std,sampled,entropy,bald,margin,random")
     p.add_argument("--label-budget", type=int, default=50)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
