@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from alcore import strategies
-from alcore.data import PROBLEMS, file_digest, table_of
+from alcore.data import PROBLEMS, file_digest, source_options, table_of
 
 # The strategy names come from the registry (alcore/strategies.py), the only place
 # a strategy is named; the run form shows them as an enum.
@@ -158,17 +158,7 @@ class ExperimentConfig(BaseModel):
             raise ValueError(f"data_file is set but data is {self.data!r}: use data=file to read it")
         if self.data != "file":
             return self
-        table = table_of(
-            "file",
-            seed=self.seed,
-            pool_size=self.pool_size,
-            n_features=self.n_features,
-            n_classes=self.n_classes,
-            noise=self.noise,
-            data_file=self.data_file,
-            label_column=self.label_column,
-            class_names=self.class_names,
-        )
+        table = table_of("file", **source_options(self))
         if table.y is None and self.oracle == "truth":
             raise ValueError(
                 f"data file {self.data_file} has no labels, so there is no truth to simulate an oracle with: "

@@ -310,37 +310,24 @@ def split(table: Table, *, seed: int, n_initial: int, n_calibration: int, test_f
 # ---------------------------------------------------------------- one entry point
 
 
+def source_options(c) -> dict:
+    """The fields of a configuration (or of a stage's view of one) that say where a
+    pool-based problem's table comes from: the keyword arguments of :func:`table_of`."""
+    names = ("seed", "pool_size", "n_features", "n_classes", "noise", "data_file", "label_column", "class_names")
+    return {name: getattr(c, name) for name in names}
+
+
 def load(
-    *,
-    problem_name: str,
-    seed: int,
-    n_initial: int,
-    n_calibration: int,
-    grid_size: int,
-    test_fraction: float,
-    pool_size: int,
-    n_features: int,
-    n_classes: int,
-    noise: float,
-    data_file: str | None,
-    label_column: str | None,
-    class_names: str | None,
+    *, problem_name: str, n_initial: int, n_calibration: int, grid_size: int, test_fraction: float, **source
 ) -> Data:
-    """The :class:`Data` of a problem (see the module docstring)."""
+    """The :class:`Data` of a problem (see the module docstring); ``source``: the
+    keyword arguments of :func:`table_of` (:func:`source_options`)."""
     if problem_name == "tutorial":
-        return tutorial(seed=seed, n_initial=n_initial, n_calibration=n_calibration, grid_size=grid_size)
-    table = table_of(
-        problem_name,
-        seed=seed,
-        pool_size=pool_size,
-        n_features=n_features,
-        n_classes=n_classes,
-        noise=noise,
-        data_file=data_file,
-        label_column=label_column,
-        class_names=class_names,
+        return tutorial(seed=source["seed"], n_initial=n_initial, n_calibration=n_calibration, grid_size=grid_size)
+    table = table_of(problem_name, **source)
+    return split(
+        table, seed=source["seed"], n_initial=n_initial, n_calibration=n_calibration, test_fraction=test_fraction
     )
-    return split(table, seed=seed, n_initial=n_initial, n_calibration=n_calibration, test_fraction=test_fraction)
 
 
 def table_of(

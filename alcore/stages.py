@@ -351,18 +351,11 @@ def generate_data(cfg: ConfigView) -> Data:
     (where known), the pool of candidates, the test set, the sampling key."""
     return datasets.load(
         problem_name=cfg.data,
-        seed=cfg.seed,
         n_initial=cfg.n_initial,
         n_calibration=held_out_labels(cfg),
         grid_size=cfg.grid_size,
         test_fraction=cfg.test_fraction,
-        pool_size=cfg.pool_size,
-        n_features=cfg.n_features,
-        n_classes=cfg.n_classes,
-        noise=cfg.noise,
-        data_file=cfg.data_file,
-        label_column=cfg.label_column,
-        class_names=cfg.class_names,
+        **datasets.source_options(cfg),
     )
 
 

@@ -170,13 +170,23 @@ def rounds_gif(path: Path, frames, grid_size, ms_per_frame: int = 350) -> Path:
     _uncertainty_axes(ax, preds, scores, grid_size, x, y, next_point)
     image, (labelled, star) = ax.images[0], ax.collections
     heading = ax.set_title(title, fontsize=9)
-    images = []
-    for preds, scores, x, y, next_point, title in itertools.chain([first], frames):
+
+    def draw(frame):
+        preds, scores, x, y, next_point, title = frame
         image.set_data(_class_image(preds, grid_size, _unit_range(scores)))
         labelled.set_offsets(np.asarray(x)[:, :2])
         labelled.set_facecolors([CLASS_COLORS[int(i)] for i in y])
         star.set_offsets(np.atleast_2d(np.asarray(next_point)))
         heading.set_text(title)
+
+    return save_gif(path, fig, draw, itertools.chain([first], frames), ms_per_frame)
+
+
+def save_gif(path: Path, fig, draw, frames, ms_per_frame: int) -> Path:
+    """Draw each frame on ``fig`` (``draw(frame)``), render it, and save them as a GIF."""
+    images = []
+    for frame in frames:
+        draw(frame)
         fig.canvas.draw()
         rgb = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3])
         images.append(rgb.quantize(colors=128, method=Image.Quantize.FASTOCTREE))

@@ -14,9 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 
-from tasks.plots import _save  # noqa: E402
+from tasks.plots import _save, save_gif  # noqa: E402
 
 MAX_DRAWN = 4000  # pool points drawn per figure (a fixed subsample beyond that)
 
@@ -145,16 +144,13 @@ def rounds_gif(path: Path, proj: Projection, pool, frames, n_classes: int, ms_pe
     if first is None:
         return path
     fig, ax = plt.subplots(figsize=(4.2, 4.2), dpi=70)
-    images = []
-    for preds, scores, x, y, picks, title in itertools.chain([first], frames):
+
+    def draw(frame):
+        preds, scores, x, y, picks, title = frame
         ax.clear()
         _pool_axes(ax, proj, pool, preds, scores, palette)
         _labelled(ax, proj, x, y, palette)
         _picks(ax, proj, picks)
         proj.decorate(ax, title)
-        fig.canvas.draw()
-        rgb = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3])
-        images.append(rgb.quantize(colors=128, method=Image.Quantize.FASTOCTREE))
-    plt.close(fig)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
-    return path
+
+    return save_gif(path, fig, draw, itertools.chain([first], frames), ms_per_frame)
