@@ -26,7 +26,6 @@ experiment, and XLA would spend longer compiling these few dense operations (abo
 """
 
 import numpy as np
-from scipy.linalg import solve_triangular
 
 from alcore import prng
 from alcore.laplace import features, hessian_factor
@@ -89,6 +88,8 @@ def cholesky_samples(at_u: np.ndarray, scale: np.ndarray, draws: np.ndarray, jac
     earlier blocks contribute to later rows. A ``t`` whose block is not positive
     definite in float64 gives NaN samples.
     """
+    from scipy import linalg  # imported when calibrating by ECE only
+
     p, r = at_u.shape
     t_count, s_count = scale.shape[0], draws.shape[1]
     q = np.broadcast_to(np.eye(r), (t_count, r, r)).copy()
@@ -113,7 +114,7 @@ def cholesky_samples(at_u: np.ndarray, scale: np.ndarray, draws: np.ndarray, jac
                     failed[t] = True
                     chol[t] = np.eye(v.shape[1])
         block_out = chol @ z - v @ carried
-        w = np.stack([solve_triangular(chol[t], vq[t], lower=True, check_finite=False) for t in range(t_count)])
+        w = np.stack([linalg.solve_triangular(chol[t], vq[t], lower=True, check_finite=False) for t in range(t_count)])
         update = w.transpose(0, 2, 1) @ np.concatenate([w, np.broadcast_to(z, (t_count, *z.shape))], axis=2)
         q += update[:, :, :r]
         carried += update[:, :, r:]
