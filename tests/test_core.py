@@ -475,6 +475,26 @@ def test_every_strategy_acquires_for_five_features_and_four_classes(strategy):
         assert np.max(np.abs(scores - want)) <= 1e-4 * np.max(want)
 
 
+def test_labelled_points_are_never_picked_again():
+    """With exclude_labelled (the honest protocol, and every pool) a round never picks
+    a candidate labelled before; the tutorial's argmax may (it re-picks on its seed)."""
+    from alcore import stages
+    from alcore.config import ExperimentConfig
+
+    cfg = ExperimentConfig(grid_size=12, initial_epochs=30, epochs_per_round=3, exclude_labelled=True)
+    data = stages.generate_data(cfg)
+    state, x, y, picked = stages.initial_training(cfg, data).state, data.x_initial, data.y_initial, []
+    for r in range(1, 9):
+        exclude = list(picked) if cfg.exclude_labelled else []
+        acquired = stages.acquire(cfg, r, data, state, x, y, 0.4, exclude)
+        assert not set(acquired.indices) & set(picked)
+        labels = stages.labels_of(cfg, data, acquired)
+        x, y = np.concatenate([x, acquired.points]), np.concatenate([y, labels])
+        state = stages.retrain(cfg, state, x, y).state
+        picked += acquired.indices
+    assert len(set(picked)) == 8
+
+
 def test_covariance_blocks_match_the_joint_covariance(small_problem):
     params, x, _, x_eval = small_problem
     post = _padded_posterior(params, x, cap=9)

@@ -149,3 +149,24 @@ def test_workspace_is_named_by_the_experiment_digest(tmp_path):
     ws.write_config(c)
     assert json.loads(ws.config_file.read_text())["seed"] == c.seed
     assert check_writable(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+
+
+def test_every_label_counts_for_the_passive_baseline_when_asked():
+    from alcore.config import held_out_labels, n_passive
+
+    tutorial = ExperimentConfig()
+    assert n_passive(tutorial) == 20 + 50  # the tutorial's comparison: initial + acquired
+    honest = ExperimentConfig(count_all_labels=True)
+    assert held_out_labels(honest) == 30 and n_passive(honest) == 20 + 30 + 50  # ECE's held-out labels count
+    no_held_out = ExperimentConfig(count_all_labels=True, calibration="marglik")
+    assert held_out_labels(no_held_out) == 0 and n_passive(no_held_out) == 20 + 50
+    batches = ExperimentConfig(count_all_labels=True, acquisition_batch=5, rounds=10)
+    assert n_passive(batches) == 20 + 30 + 50
+
+
+def test_pool_data_default_to_no_held_out_labels_and_no_repicks():
+    pool = ExperimentConfig(data="iris", n_initial=5)
+    assert pool.calibration == "marglik" and pool.exclude_labelled
+    assert ExperimentConfig(data="iris", n_initial=5, calibration="ece", exclude_labelled=False).calibration == "ece"
+    tutorial = ExperimentConfig()
+    assert tutorial.calibration == "ece" and not tutorial.exclude_labelled

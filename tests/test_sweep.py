@@ -155,6 +155,10 @@ def test_tiny_sweep_on_a_two_worker_local_cluster(prefect_server, tmp_path):
     for path in experiments:
         r = json.loads(path.read_text())
         finals.setdefault(r["config"]["acquisition"], []).append(r["active_accuracy"][-1])
+        # the honest protocol: no point labelled twice, every label of the active side counted
+        assert len(set(r["chosen_indices"])) == len(r["chosen_indices"])
+        assert r["labels"]["active_total"] == r["labels"]["initial"] + r["labels"]["acquired"]
+        assert r["labels"]["calibration_held_out"] == 0  # the marginal likelihood needs none
         assert len(r["active_accuracy"]) == (6 if r["config"]["acquisition"] == "random" else 2)
     n0 = TINY["n_initial"]
     assert doc["summary"]["max_std"]["labels"] == [n0, n0 + 1, n0 + 2]
