@@ -367,11 +367,21 @@ def probabilities(params: dict, x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+@jax.jit
+def _log_probabilities(params, x):
+    return jax.nn.log_softmax(forward(params, x), axis=-1)
+
+
 def metrics(params: dict, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Accuracy, negative log-likelihood (mean) and 15-bin ECE of the MAP predictive."""
+    """Accuracy, negative log-likelihood (mean) and 15-bin ECE of the MAP predictive.
+
+    The accuracy is :func:`predict`'s (the tutorial's numbers); the log-probabilities
+    come from one more compiled pass (a NumPy pass over the tutorial's grid cost 8 ms
+    a round).
+    """
     preds = predict(params, x)
-    probs = probabilities(params, x)
     y = np.asarray(y)
-    nll = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0))))
-    ece = float(calibration.expected_calibration_errors(probs.max(axis=1)[None], preds == y)[0])
+    log_p = np.asarray(_log_probabilities(params, jnp.asarray(x)), np.float64)
+    nll = float(-np.mean(log_p[np.arange(len(y)), y]))
+    ece = float(calibration.expected_calibration_errors(np.exp(log_p.max(axis=1))[None], preds == y)[0])
     return {"accuracy": accuracy(preds, y), "nll": nll, "ece": ece}

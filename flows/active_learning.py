@@ -30,6 +30,7 @@ if __name__ == "__main__":
 
 import json
 import logging
+import threading
 import time
 
 from prefect import flow, get_run_logger, task
@@ -54,7 +55,11 @@ def passive_baseline(config: ExperimentConfig, refresh: bool = False, labels: li
     """Train on uniform random points with the active loop's label and epoch budget
     (or restore the result from its file, shared by experiments with this budget).
     ``labels``: a person's labels of the points (human oracle). The data come from
-    the experiment's folder: the parent flow has saved them."""
+    the experiment's folder when the parent flow has saved them, else they are drawn
+    here (the same draws): with the truth as oracle the subflow starts with its parent,
+    before the rounds' task runs keep Prefect's client busy (a subflow created later
+    waited up to 15 s for it)."""
+    _PASSIVE_STARTED.set()
     log = get_run_logger()
     store = Store(config)
     with store.lock(st.PASSIVE):  # experiments sharing this baseline compute it once
@@ -66,13 +71,29 @@ def passive_baseline(config: ExperimentConfig, refresh: bool = False, labels: li
         if state == "ok":
             result = stages.passive_restore(store)
         else:
-            trained = stages.passive_train(store, quote(store.load(st.DATA)), labels, return_state=True)
+            data = store.load(st.DATA) if store.check(st.DATA)[0] == "ok" else st.generate_data(config)
+            trained = stages.passive_train(store, quote(data), labels, return_state=True)
             if trained.is_failed() and trained.name == "CannotWrite":
                 raise StageCannotWrite(trained.message)
             result = trained.result()
     accuracy = "n/a" if result.accuracy is None else f"{100 * result.accuracy:.2f} %"
     log.info("passive baseline: %d points, accuracy %s", len(result.y), accuracy)
     return result
+
+
+# Set when the passive subflow's run exists and its body starts. The loop waits for it
+# (about 0.1-0.3 s) before its rounds begin: created later, during the rounds' stream
+# of task-run events, the subflow's run waited for the server up to 15 s, often until
+# the rounds were over (measured on the temporary server).
+_PASSIVE_STARTED = threading.Event()
+
+
+def start_passive(config: ExperimentConfig, refresh: bool, labels: list[int] | None = None):
+    """Submit the passive subflow beside the loop; returns once its run has started."""
+    _PASSIVE_STARTED.clear()
+    future = run_passive_baseline.submit(config, refresh, labels)
+    _PASSIVE_STARTED.wait(timeout=60)
+    return future
 
 
 @task(name="passive-baseline", task_run_name="passive/subflow", cache_policy=NO_CACHE, persist_result=False)
@@ -103,13 +124,16 @@ def active_learning(config: ExperimentConfig = DEFAULT_CONFIG, refresh: bool = F
     run = passive_future = None
     try:
         run = Loop(config, refresh)
-        run.restore()
+        run.restore()  # the passive baseline too: restored, it needs no subflow
+        computes_passive = config.passive and run.restored.passive is None
+        if computes_passive and not run.human:  # beside everything else, from the start
+            passive_future = start_passive(config, refresh)
         data = run.prepare_data()
-        if config.passive:  # beside the loop; with a human oracle its points are labelled first
-            passive_future = run_passive_baseline.submit(config, refresh, run.passive_labels())
+        if computes_passive and run.human:  # its points are labelled by the person first
+            passive_future = start_passive(config, refresh, run.passive_labels())
         initial, calibration = run.prepare_model()
         run.loop()
-        passive = passive_future.result() if passive_future is not None else None
+        passive = passive_future.result() if passive_future is not None else run.restored.passive
         document = report(
             config, quote(data), quote(initial), quote(calibration), run.rounds, quote(passive), run.run_info()
         )

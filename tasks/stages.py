@@ -43,11 +43,11 @@ def stage_task(name: str, run_name: str):
 
 
 @stage_task("restore", "restore/{what}")
-def restore(store: Store, what: str) -> Restored:
+def restore(store: Store, what: str, passive: bool = False) -> Restored:
     """Load and verify the finished stages from the experiment folder (``what`` only
     names the task run: the longest valid prefix is restored, and the task's result
-    and log list exactly what)."""
-    return store.restore()
+    and log list exactly what), and the passive baseline when ``passive``."""
+    return store.restore(passive=passive)
 
 
 @stage_task("data", "data/generate")

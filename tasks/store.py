@@ -36,6 +36,7 @@ class Restored:
     calibration: st.Calibration | None = None
     rounds: list[st.RoundSummary] = field(default_factory=list)
     last_round: st.RoundRecord | None = None
+    passive: st.Passive | None = None
     warnings: list[str] = field(default_factory=list)  # damaged files
     notes: list[str] = field(default_factory=list)  # stale files (other code or parameters)
 
@@ -43,7 +44,7 @@ class Restored:
     def names(self) -> list[str]:
         """The restored stages, as the run graph and results.json name them."""
         out = [s.name for s, rec in zip(CHAIN, (self.data, self.initial, self.calibration), strict=True) if rec]
-        return out + [f"round-{r.round:02d}" for r in self.rounds]
+        return out + [f"round-{r.round:02d}" for r in self.rounds] + (["passive"] if self.passive else [])
 
     def __len__(self) -> int:
         return len(self.names)
@@ -109,6 +110,10 @@ class Store:
             return "stale", None, f"{path} was computed by another code version or configuration; {redo}"
 
     # -- the chain
+    def probe_passive(self) -> bool:
+        """Whether the passive baseline's file exists (a stat, no reading)."""
+        return self.file(st.PASSIVE).exists()
+
     def probe(self) -> int:
         """How many chain files exist, in order (a stat per file, no reading): what a
         resume may restore at most. For deciding what to compile ahead."""
@@ -123,9 +128,14 @@ class Store:
             count += 1
         return count
 
-    def restore(self) -> Restored:
-        """Load the longest valid prefix of the chain (every file verified)."""
+    def restore(self, *, passive: bool = False) -> Restored:
+        """Load the longest valid prefix of the chain (every file verified), and the
+        passive baseline when ``passive`` and its file is valid."""
         out = Restored()
+        if passive:
+            state, record, message = self.check(st.PASSIVE)
+            out.passive = record
+            _note(out, state, message)
         for stage, attr in zip(CHAIN, ("data", "initial", "calibration"), strict=True):
             state, record, message = self.check(stage)
             if state != "ok":

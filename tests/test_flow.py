@@ -207,12 +207,13 @@ def test_resume_needs_only_the_folder_not_prefect_home(prefect_server, tmp_path)
     first = results(folder_of(run_flow(prefect_server["env"], config)))
     env = {**prefect_server["env"], "PREFECT_HOME": str(tmp_path / "empty-home")}
     again = results(folder_of(run_flow(env, config)))
-    assert again["run"]["restored"] == ["data", "initial", "calibration", "round-01", "round-02", "round-03"]
+    assert again["run"]["restored"] == ["data", "initial", "calibration", "round-01", "round-02", "round-03", "passive"]
     assert again["run"]["computed"] == []
     assert comparable(again) == comparable(first)
     assert not (tmp_path / "empty-home" / "storage").exists()  # Prefect stored no result of its own
     graph = httpx.get(f"{prefect_server['api_url']}/flow_runs/{again['run']['flow_run_id']}/graph-v2").json()
     labels = [(n[1] if isinstance(n, list) else n)["label"] for n in graph["nodes"]]
-    assert "restore/data, initial, calibration, rounds 1-3" in labels
+    assert "restore/data, initial, calibration, rounds 1-3, passive" in labels
+    assert not [label for label in labels if label.startswith("passive")]  # restored: no subflow
     assert not [label for label in labels if label.startswith("round-")]
     assert "report/plots-and-artifacts" in labels
