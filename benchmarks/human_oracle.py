@@ -139,6 +139,7 @@ def suspended(env: dict, api: str, artifacts: Path) -> dict:
     worker = subprocess.Popen(
         [PREFECT, "worker", "start", "--pool", "bal-pool"], cwd=ROOT, env=env,
         stdout=open(artifacts.parent / "worker.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background shell ignores SIGINT
     )  # fmt: skip
     try:
         out = subprocess.run([PREFECT, "deployment", "run", "active-learning/label"], cwd=ROOT, env=env,
@@ -152,7 +153,11 @@ def suspended(env: dict, api: str, artifacts: Path) -> dict:
         assert httpx.get(f"{api}/flow_runs/{run_id}").json()["state_type"] == "COMPLETED"
     finally:
         os.killpg(worker.pid, signal.SIGINT)
-        worker.wait(timeout=60)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
     states = sorted(
         httpx.get(f"{api}/flow_run_states/", params={"flow_run_id": run_id}).json(), key=lambda s: s["timestamp"]
     )
