@@ -17,7 +17,7 @@ import httpx
 
 def waiting_form(api_url: str, flow_run_id: str) -> str | None:
     """The key of the form a flow run waits on (None if it is not waiting)."""
-    run = httpx.get(f"{api_url}/flow_runs/{flow_run_id}", timeout=10).json()
+    run = httpx.get(f"{api_url}/flow_runs/{flow_run_id}", timeout=60).json()
     state = run.get("state") or {}
     if state.get("type") != "PAUSED":
         return None
@@ -28,7 +28,7 @@ def resume(api_url: str, flow_run_id: str, run_input: dict, attempts: int = 5) -
     """What the UI's *Resume* button sends; retried when the server answers 5xx (its
     SQLite database can be briefly locked under load: "database is locked", 503)."""
     for attempt in range(attempts):
-        response = httpx.post(f"{api_url}/flow_runs/{flow_run_id}/resume", json={"run_input": run_input}, timeout=30)
+        response = httpx.post(f"{api_url}/flow_runs/{flow_run_id}/resume", json={"run_input": run_input}, timeout=60)
         if response.status_code < 500 or attempt == attempts - 1:
             return response
         time.sleep(0.5 * (attempt + 1))

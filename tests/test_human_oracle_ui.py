@@ -27,6 +27,8 @@ from tests.test_human_oracle import forms, launch, ledger, results, truth, wait_
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 SHOTS = ROOT / "artifacts" / "ui"
+# a session server that is busy with another test's runs can take seconds to answer
+HTTP = httpx.Client(timeout=60)
 
 
 @pytest.mark.browser
@@ -150,10 +152,10 @@ def test_a_label_deployment_run_suspends_and_continues_on_a_new_worker(prefect_s
     try:
         out = _prefect(env, "deployment", "run", "active-learning/label", "--params", json.dumps({"config": config}))
         run_id = next(w for w in out.stdout.split() if len(w) == 36 and w.count("-") == 4)
-        done = lambda: httpx.get(f"{api}/flow_runs/{run_id}").json()["state_type"] in ("COMPLETED", "FAILED", "CRASHED")  # noqa: E731
+        done = lambda: HTTP.get(f"{api}/flow_runs/{run_id}").json()["state_type"] in ("COMPLETED", "FAILED", "CRASHED")  # noqa: E731
         label_until_done(api, forms(artifacts), truth, done=lambda: waiting_form(api, run_id) == "round-001-1",
                          only=lambda key: key in ("initial-1", "calibration-1"), timeout=300)  # fmt: skip
-        state = httpx.get(f"{api}/flow_runs/{run_id}").json()["state"]
+        state = HTTP.get(f"{api}/flow_runs/{run_id}").json()["state"]
         assert state["name"] == "Suspended"
         deadline = time.time() + 30
         while _children(first.pid) and time.time() < deadline:  # the flow's process exits while it waits
@@ -163,7 +165,7 @@ def test_a_label_deployment_run_suspends_and_continues_on_a_new_worker(prefect_s
         first.wait()
         second = _worker(env, tmp_path / "worker-2.log")
         label_until_done(api, forms(artifacts), truth, done=done, timeout=300)
-        final = httpx.get(f"{api}/flow_runs/{run_id}").json()
+        final = HTTP.get(f"{api}/flow_runs/{run_id}").json()
         assert final["state_type"] == "COMPLETED", (tmp_path / "worker-2.log").read_text()[-3000:]
     finally:
         for worker in (first, second):
@@ -173,10 +175,10 @@ def test_a_label_deployment_run_suspends_and_continues_on_a_new_worker(prefect_s
                     worker.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     os.killpg(worker.pid, signal.SIGKILL)
-        for dep in httpx.post(f"{api}/deployments/filter", json={}).json():
+        for dep in HTTP.post(f"{api}/deployments/filter", json={}).json():
             if dep["name"] == "label":
-                httpx.delete(f"{api}/deployments/{dep['id']}")
-    states = httpx.get(f"{api}/flow_run_states/", params={"flow_run_id": run_id}).json()
+                HTTP.delete(f"{api}/deployments/{dep['id']}")
+    states = HTTP.get(f"{api}/flow_run_states/", params={"flow_run_id": run_id}).json()
     assert sum(s["name"] == "Suspended" for s in states) == 4  # initial, calibration, rounds 1 and 2
     human = results(artifacts)
     from tests.conftest import run_flow

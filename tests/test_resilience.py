@@ -243,11 +243,11 @@ def _clock(line: str) -> float:
     return 3600 * int(hours) + 60 * int(minutes) + float(seconds)
 
 
-def _round_after_last_recovery(stderr: str) -> float:
-    """Seconds from the watch's last "answers again" to the next round's log line."""
+def _after_last_recovery(stderr: str) -> float:
+    """Seconds from the watch's last "answers again" to the run's next log line."""
     lines = stderr.splitlines()
     back = max(i for i, line in enumerate(lines) if "answers again after" in line)
-    after = next(line for line in lines[back:] if re.search(r" - round \d+/\d+: ", line))
+    after = next(line for line in lines[back + 1 :] if re.search(r" \| (Flow|Task) run '", line))
     return (_clock(after) - _clock(lines[back])) % 86400
 
 
@@ -259,17 +259,20 @@ def _tail(text: str, lines: int = 40) -> str:
 def test_server_restarted_mid_run_the_run_completes_with_identical_results(uninterrupted, tmp_path):
     run = restart_scenario(tmp_path, SLOW_CONFIG, outage=12, kill_after_round=3)
     print(
-        f"\nrestart: server down {run['server_down_seconds']:.1f} s, next round "
-        f"{run['next_round_after_server_back_seconds']:.1f} s after its return, run {run['seconds']:.1f} s"
+        f"\nrestart: server down {run['server_down_seconds']:.1f} s, {run['rounds_saved_while_down']} rounds "
+        f"saved meanwhile, exit {run['exit_after_server_back_seconds']:.1f} s after its return, run "
+        f"{run['seconds']:.1f} s"
     )
     assert run["returncode"] == 0, _tail(run["stderr"])
     assert run["server_down_seconds"] >= 12 and run["rounds_saved_at_kill"] < SLOW_CONFIG["rounds"]
-    # the run's blocked API call goes through as soon as the watch sees the server
-    # answer, not at the end of Prefect's back-off (up to 16 s more); then a round takes
-    # ~1 s. (Measured twice: the restarted SQLite server answered, then accepted
-    # connections without answering for ~50 s, "database is locked": the watch's last
-    # "answers again" is the moment to measure from.)
-    assert _round_after_last_recovery(run["stderr"]) < 8, _tail(run["stderr"])
+    # Rounds report through Prefect's event stream, which buffers while the server is
+    # down, so the loop goes on; what blocks (a subflow's end, the flow run's state)
+    # goes through as soon as the watch sees the server answer, not at the end of
+    # Prefect's back-off (up to 16 s more). (Measured twice in ~10 restarts: the
+    # restarted SQLite server answered, then accepted connections without answering for
+    # ~50 s, "database is locked": the watch's last "answers again" is the moment to
+    # measure from.)
+    assert _after_last_recovery(run["stderr"]) < 8, _tail(run["stderr"])
     assert run["results"] is not None and comparable(run["results"]) == comparable(uninterrupted["results"])
     assert "Traceback" not in run["stderr"], _tail(run["stderr"])
     assert "failed to process item" not in run["stderr"], "Prefect's event dumps were not held back"
@@ -288,7 +291,9 @@ def test_server_lost_for_good_one_line_within_60_s_and_the_same_command_resumes(
     assert f"rounds 1-{run['rounds_saved']} of {SLOW_CONFIG['rounds']} are saved in {run['folder']};" in last
     assert last.endswith(f"resume with: {run['command']}")
     assert "Traceback" not in run["stderr"] and "failed to process item" not in run["stderr"]
-    assert run["stderr_lines"] < 5 * SLOW_CONFIG["rounds"], "more than the run's own log lines"
+    # besides the run's own INFO lines, only the watch's warning and the final line
+    extra = [line for line in run["stderr"].splitlines() if not re.match(r"[\d:.]+ \| INFO {4}\| ", line)]
+    assert len(extra) <= 4, "\n".join(extra[:20])
 
     assert run["resume_returncode"] == 0, _tail(run["resume_stderr"])
     assert rounds_cached(run["results"]) >= run["rounds_saved"] >= 3
