@@ -12,33 +12,22 @@ before the first round (what the data alone take).
 
 import argparse
 import json
-import logging
 import resource
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from alcore import stages
 from alcore.config import ExperimentConfig
 from benchmarks import write_json
+from benchmarks.compiles import xla_compilations
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-class Compiles(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def emit(self, record):
-        if "Finished XLA compilation" in record.getMessage():
-            self.count += 1
 
 
 def main(argv=None):
@@ -71,35 +60,32 @@ def main(argv=None):
     initial = stages.initial_training(config, data)
     calibration = stages.calibrate(config, data, initial)
     out["initial_and_calibration_seconds"] = time.perf_counter() - t0
-    handler = Compiles()
-    logging.getLogger("jax").addHandler(handler)
-    jax.config.update("jax_log_compiles", True)
     state, x, y, labelled = initial.state, data.x_initial, data.y_initial, []
     rounds = []
-    for r in range(1, args.rounds + 1):
-        before = handler.count
-        t = [time.perf_counter()]
-        acquired = stages.acquire(config, r, data, state, x, y, calibration.prior_prec, labelled)
-        t.append(time.perf_counter())
-        labels = stages.labels_of(config, data, acquired)
-        x, y = np.concatenate([x, acquired.points]), np.concatenate([y, labels])
-        retrained = stages.retrain(config, state, x, y)
-        t.append(time.perf_counter())
-        record = stages.evaluate(config, r, data, acquired, labels, retrained, x, y, calibration.prior_prec)
-        t.append(time.perf_counter())
-        state, labelled = retrained.state, [*labelled, *acquired.indices]
-        rounds.append(
-            {
-                "seconds": t[-1] - t[0],
-                "acquire": t[1] - t[0],
-                "retrain": t[2] - t[1],
-                "evaluate": t[3] - t[2],
-                "compilations": handler.count - before,
-                "test_accuracy": record.accuracy,
-            }
-        )
-        print(json.dumps({"round": r, **rounds[-1]}), flush=True)
-    jax.config.update("jax_log_compiles", False)
+    with xla_compilations() as compiled:
+        for r in range(1, args.rounds + 1):
+            before = len(compiled)
+            t = [time.perf_counter()]
+            acquired = stages.acquire(config, r, data, state, x, y, calibration.prior_prec, labelled)
+            t.append(time.perf_counter())
+            labels = stages.labels_of(config, data, acquired)
+            x, y = np.concatenate([x, acquired.points]), np.concatenate([y, labels])
+            retrained = stages.retrain(config, state, x, y)
+            t.append(time.perf_counter())
+            record = stages.evaluate(config, r, data, acquired, labels, retrained, x, y, calibration.prior_prec)
+            t.append(time.perf_counter())
+            state, labelled = retrained.state, [*labelled, *acquired.indices]
+            rounds.append(
+                {
+                    "seconds": t[-1] - t[0],
+                    "acquire": t[1] - t[0],
+                    "retrain": t[2] - t[1],
+                    "evaluate": t[3] - t[2],
+                    "compilations": len(compiled) - before,
+                    "test_accuracy": record.accuracy,
+                }
+            )
+            print(json.dumps({"round": r, **rounds[-1]}), flush=True)
     out["rounds"] = rounds
     later = rounds[1:] or rounds
     out["round_seconds_after_the_first"] = float(np.median([r["seconds"] for r in later]))

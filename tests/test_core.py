@@ -504,27 +504,16 @@ def test_covariance_blocks_match_the_joint_covariance(small_problem):
 
 
 def test_precompile_leaves_the_stages_nothing_big_to_compile():
-    import logging
-
     from alcore import stages
     from alcore.config import ExperimentConfig
+    from benchmarks.compiles import xla_compilations
 
     # shapes no other test uses, so nothing was compiled for them before
     cfg = ExperimentConfig(
         seed=4, n_initial=13, n_calibration=5, grid_size=17, rounds=2, initial_epochs=3, epochs_per_round=2
     )
     assert stages.precompile(cfg) == 6
-    compiled = []
-
-    class Listener(logging.Handler):
-        def emit(self, record):
-            if "Finished XLA compilation of" in record.getMessage():
-                compiled.append(record.getMessage().split(" of ")[1].split(" in ")[0])
-
-    listener = Listener()
-    logging.getLogger("jax").addHandler(listener)
-    jax.config.update("jax_log_compiles", True)
-    try:
+    with xla_compilations() as compiled:
         # the stages themselves, as the flow runs them
         data = stages.generate_data(cfg)
         initial = stages.initial_training(cfg, data)
@@ -534,8 +523,5 @@ def test_precompile_leaves_the_stages_nothing_big_to_compile():
         x = np.concatenate([data.x_initial, acquired.points])
         y = np.concatenate([data.y_initial, labels])
         stages.retrain(cfg, initial.state, x, y)
-    finally:
-        jax.config.update("jax_log_compiles", False)
-        logging.getLogger("jax").removeHandler(listener)
     big = {"jit(_train_scan)", "jit(fit_posterior)", "jit(predictive_var_of)", "jit(_predict)"}
     assert not big & set(compiled), compiled

@@ -328,30 +328,17 @@ def test_new_values_do_not_recompile(tiny):
 
 
 def test_precompile_leaves_nothing_to_compile():
-    import logging
+    from benchmarks.compiles import xla_compilations
 
     params = init_params(seed=4, hidden=8)
     x = np.asarray(jax.random.uniform(jax.random.key(1), (13, 2)), np.float32)  # shapes no other test uses
     cand, targets = np.asarray(problem.grid_points(9)), np.asarray(problem.grid_points(3))
     post = _padded_posterior(params, x, cap=16)
     epig.precompile(jax.eval_shape(lambda p: p, post), params, cand, targets, num_samples=24)
-    compiled = []
-
-    class Listener(logging.Handler):
-        def emit(self, record):
-            if "Finished XLA compilation of" in record.getMessage():
-                compiled.append(record.getMessage().split(" of ")[1].split(" in ")[0])
-
-    listener = Listener()
-    logging.getLogger("jax").addHandler(listener)
-    jax.config.update("jax_log_compiles", True)
-    try:
+    with xla_compilations() as compiled:
         out = epig.epig_scores(
             post, params, jnp.asarray(cand), jnp.asarray(targets), jnp.float32(0.3), jax.random.key(2), jnp.zeros(24)
         )
-    finally:
-        jax.config.update("jax_log_compiles", False)
-        logging.getLogger("jax").removeHandler(listener)
     assert out.shape == (len(cand),)
     assert not {"jit(weight_draws)", "jit(_epig_from_draws)"} & set(compiled), compiled
 
