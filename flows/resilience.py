@@ -12,8 +12,8 @@ its source, measured here):
 - Logs are sent in batches by another worker (``APILogWorker``) through Prefect's
   HTTP client.
 - Flow-run states (the run's and the passive subflow's), subflow creation and
-  artifacts (the progress bar after each round, the report) are *blocking* HTTP calls
-  on the run's thread. Prefect's client retries a refused connection (only on a client
+  artifacts (the report; the progress bar, updated from a thread of its own so the
+  rounds do not wait for it) are *blocking* HTTP calls. Prefect's client retries a refused connection (only on a client
   that has connected once, which the run's has) ``PREFECT_CLIENT_MAX_RETRIES`` times
   (default 5) after 2, 4, 8, 16, 32 s (+-20 % jitter): a blocking call waits out an
   outage of about a minute, then raises ``httpx.ConnectError``. The flow engine then
