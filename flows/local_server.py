@@ -141,6 +141,9 @@ def start_early() -> None:
     """Start the server now unless ``PREFECT_API_URL`` is set in the environment."""
     global _server
     if _server is None and not os.environ.get("PREFECT_API_URL"):
+        # Prefect creates its home folder but not the folders above it: a PREFECT_HOME in
+        # a folder that does not exist yet would stop the server with a database error
+        Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser().mkdir(parents=True, exist_ok=True)
         _server = TemporaryServer()
 
 

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 
 
 def _env_without_server(tmp_path: Path) -> dict:
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home"), "PREFECT_LOGGING_LEVEL": "INFO"}
+    # a PREFECT_HOME whose parent does not exist yet: the CLI creates it
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "not-yet" / "home"), "PREFECT_LOGGING_LEVEL": "INFO"}
     env.pop("PREFECT_API_URL", None)
     return env
 
