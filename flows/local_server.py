@@ -56,9 +56,14 @@ def _free_port() -> int:
 class TemporaryServer:
     """One ``uvicorn`` process serving Prefect's API (no UI) on a free loopback port."""
 
-    def __init__(self):
+    def __init__(self, log_path: Path):
         self.port = 0
         self.process: subprocess.Popen | None = None
+        # The server's own output (its services' errors under load, the tracebacks of
+        # its shutdown) goes to a file, not between the run's lines
+        self.log_path = log_path
+        big = log_path.exists() and log_path.stat().st_size > 10 * 2**20
+        self.log = open(log_path, "wb" if big else "ab")  # noqa: SIM115 - open for the server's lifetime
         self.started_at = time.monotonic()
         self._launch()
         atexit.register(self.stop)  # registered before Prefect's own exit hooks: runs after them
@@ -69,6 +74,8 @@ class TemporaryServer:
         if spec is None or spec.origin is None:
             raise RuntimeError("prefect is not installed")
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        self.log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}: port {self.port}\n".encode())
+        self.log.flush()
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -88,6 +95,8 @@ class TemporaryServer:
                 "on",
             ],
             env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent,
         )
 
@@ -107,7 +116,10 @@ class TemporaryServer:
             code = self.process.poll()
             if code is not None:
                 if restarts == _RESTARTS:
-                    raise RuntimeError(f"Prefect's temporary server exited with code {code} ({restarts} restarts)")
+                    raise RuntimeError(
+                        f"Prefect's temporary server exited with code {code} ({restarts} restarts); "
+                        f"the end of its log, {self.log_path}:\n{self._log_tail()}"
+                    )
                 restarts += 1
                 self._launch()
                 continue
@@ -124,6 +136,12 @@ class TemporaryServer:
             "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)"
         )
 
+    def _log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(unreadable)"
+
     def stop(self) -> None:
         if self.process is None:
             return
@@ -135,6 +153,7 @@ class TemporaryServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        self.log.close()
 
 
 def start_early() -> None:
@@ -143,8 +162,9 @@ def start_early() -> None:
     if _server is None and not os.environ.get("PREFECT_API_URL"):
         # Prefect creates its home folder but not the folders above it: a PREFECT_HOME in
         # a folder that does not exist yet would stop the server with a database error
-        Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser().mkdir(parents=True, exist_ok=True)
-        _server = TemporaryServer()
+        home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+        home.mkdir(parents=True, exist_ok=True)
+        _server = TemporaryServer(home / "temporary-server.log")
 
 
 @contextmanager

@@ -51,6 +51,8 @@ def test_cli_without_an_api_url_runs_on_its_own_temporary_server_and_stops_it(tm
     assert found, proc.stderr[-3000:]
     assert not _listening(int(found.group(1))), "the temporary server outlived the CLI"
     assert "View at" not in proc.stderr + proc.stdout  # it serves no UI to link to
+    log = tmp_path / "not-yet" / "home" / "temporary-server.log"  # its own output, not the run's
+    assert f"port {found.group(1)}" in log.read_text()
     results = json.loads(next((tmp_path / "a").glob("al-*/results.json")).read_text())
     assert len(results["active_accuracy"]) == TINY["rounds"]
     assert results["run"]["flow_run_id"]
