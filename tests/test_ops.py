@@ -651,8 +651,15 @@ def test_a_deployment_of_a_vanished_clone_says_what_is_missing(exposed_server, p
 
 def test_make_stop_stops_the_server_and_its_postgres(exposed_server, plain_worker):
     server = exposed_server
-    os.killpg(plain_worker["process"].pid, signal.SIGINT)  # not make's worker: stopped as it was started
-    plain_worker["process"].wait(timeout=60)
+    worker = plain_worker["process"]
+    os.killpg(worker.pid, signal.SIGINT)  # not make's worker: stopped as it was started
+    try:
+        worker.wait(timeout=60)
+    except subprocess.TimeoutExpired:  # not what this test is about (seen once in CI): say so, go on
+        print("plain worker still running 60 s after SIGINT; killed. Its log ends:")
+        print("\n".join(plain_worker["log"].read_text(errors="replace").splitlines()[-40:]))
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
     postmaster = int((server.home / "pg" / "postmaster.pid").read_text().split()[0])
     server_pid = pid_from(server.home / "server.pid")
     proc = make("stop", *server.args, env=server.env)
