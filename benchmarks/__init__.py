@@ -1,6 +1,9 @@
 """Benchmarks (not tests): they print figures and write JSON."""
 
 import json
+import os
+import signal
+import subprocess
 from pathlib import Path
 
 
@@ -8,3 +11,28 @@ def write_json(document: dict, path: str | Path) -> None:
     """Write a benchmark's figures to ``path`` (folders created)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(document, indent=2) + "\n")
+
+
+def results(folder: str | Path) -> dict:
+    """An experiment folder's ``results.json``."""
+    return json.loads((Path(folder) / "results.json").read_text())
+
+
+def comparable(doc: dict) -> dict:
+    """What must be identical between runs of one configuration (timings and paths aside)."""
+    doc = {k: v for k, v in doc.items() if k not in ("run", "files", "compute_seconds")}
+    doc["config"] = {k: v for k, v in doc["config"].items() if k != "artifacts_dir"}
+    return doc
+
+
+def stop_worker(worker: subprocess.Popen, timeout: float = 30) -> None:
+    """Stop a ``prefect worker`` started in a session of its own: SIGINT to its process
+    group (a worker ignores SIGTERM while it runs flows), SIGKILL after ``timeout`` s."""
+    if worker.poll() is not None:
+        return
+    os.killpg(worker.pid, signal.SIGINT)
+    try:
+        worker.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()

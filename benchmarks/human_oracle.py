@@ -33,7 +33,7 @@ import httpx
 import numpy as np
 
 from alcore.problem import true_labels
-from benchmarks import write_json
+from benchmarks import stop_worker, write_json
 from tests.conftest import free_port
 from tests.labeller import resume, truthful_input, waiting_form
 
@@ -152,12 +152,7 @@ def suspended(env: dict, api: str, artifacts: Path) -> dict:
         timings = answer_all(api, artifacts, done=finished)
         assert httpx.get(f"{api}/flow_runs/{run_id}").json()["state_type"] == "COMPLETED"
     finally:
-        os.killpg(worker.pid, signal.SIGINT)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
+        stop_worker(worker)
     states = sorted(
         httpx.get(f"{api}/flow_run_states/", params={"flow_run_id": run_id}).json(), key=lambda s: s["timestamp"]
     )

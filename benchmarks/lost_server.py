@@ -32,7 +32,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks import write_json
+from benchmarks import comparable, results, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -194,17 +194,6 @@ def wait_for_round(artifacts: Path, round_index: int, cli: Cli, timeout: float =
             raise RuntimeError(f"the CLI exited ({cli.returncode}) before round {round_index}:\n{cli.stderr[-3000:]}")
         time.sleep(0.05)
     raise RuntimeError(f"round {round_index} not saved within {timeout:.0f} s")
-
-
-def results(folder: Path) -> dict:
-    return json.loads((folder / "results.json").read_text())
-
-
-def comparable(doc: dict) -> dict:
-    """What must be identical between runs of one configuration (timings and paths aside)."""
-    doc = {k: v for k, v in doc.items() if k not in ("run", "files", "compute_seconds")}
-    doc["config"] = {k: v for k, v in doc["config"].items() if k != "artifacts_dir"}
-    return doc
 
 
 def saved_rounds(folder: Path) -> int:

@@ -8,7 +8,6 @@ the first run the schedule created.
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 import yaml
 
 from alcore import strategies
+from benchmarks import stop_worker
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
@@ -71,11 +71,7 @@ def scheduled_run(prefect_server, tmp_path_factory):
             time.sleep(2)
         elapsed = time.time() - t0
     finally:
-        os.killpg(worker.pid, signal.SIGINT)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
+        stop_worker(worker)
         log.close()
         for dep in httpx.post(f"{api}/deployments/filter", json={}).json():
             httpx.delete(f"{api}/deployments/{dep['id']}")

@@ -15,6 +15,7 @@ from PIL import Image
 
 from alcore import problem
 from alcore.experiment import accuracy, predict
+from benchmarks import comparable, results
 from tasks import storage
 from tests.conftest import ROOT, TINY, cli_args, run_flow
 
@@ -27,17 +28,6 @@ def folder_of(proc: subprocess.CompletedProcess) -> Path:
     assert proc.returncode == 0, f"flow failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("experiment folder: ")][-1]
     return Path(line.split(": ", 1)[1])
-
-
-def results(folder: Path) -> dict:
-    return json.loads((folder / "results.json").read_text())
-
-
-def comparable(doc: dict) -> dict:
-    """What must be identical between runs of one configuration (timings and paths aside)."""
-    doc = {k: v for k, v in doc.items() if k not in ("run", "files", "compute_seconds")}
-    doc["config"] = {k: v for k, v in doc["config"].items() if k != "artifacts_dir"}
-    return doc
 
 
 def round_restored(doc: dict, r: int) -> bool:

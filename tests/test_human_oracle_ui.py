@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks import stop_worker
 from tests.conftest import ROOT, TINY
 from tests.labeller import label_until_done, waiting_form
 from tests.test_deployments_ui import _browser, _wait_for
@@ -169,12 +170,8 @@ def test_a_label_deployment_run_suspends_and_continues_on_a_new_worker(prefect_s
         assert final["state_type"] == "COMPLETED", (tmp_path / "worker-2.log").read_text()[-3000:]
     finally:
         for worker in (first, second):
-            if worker is not None and worker.poll() is None:
-                os.killpg(worker.pid, signal.SIGINT)
-                try:
-                    worker.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(worker.pid, signal.SIGKILL)
+            if worker is not None:
+                stop_worker(worker)
         for dep in HTTP.post(f"{api}/deployments/filter", json={}).json():
             if dep["name"] == "label":
                 HTTP.delete(f"{api}/deployments/{dep['id']}")

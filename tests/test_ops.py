@@ -29,6 +29,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks import stop_worker
 from tasks import storage
 from tests.conftest import ROOT, TINY, cli_args, free_port, run_flow
 
@@ -460,13 +461,7 @@ def plain_worker(exposed_server):
         start_new_session=True,
     )
     yield {"process": worker, "log": workdir / "worker.log"}
-    if worker.poll() is None:
-        os.killpg(worker.pid, signal.SIGINT)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
+    stop_worker(worker)
     log.close()
     shutil.rmtree(workdir, ignore_errors=True)
 
