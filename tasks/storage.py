@@ -77,27 +77,36 @@ class DamagedFile(Exception):
         self.reason = reason
 
 
-def save(path: Path, obj: Any) -> str:
-    """Write ``obj`` to ``path`` atomically; returns the payload's SHA-256 (hex)."""
-    path = Path(path)
-    buf = io.BytesIO()
-    joblib.dump(obj, buf)
-    payload = buf.getvalue()
-    digest = hashlib.sha256(payload).digest()
+def _replace(path: Path, chunks: tuple[bytes, ...], *, durable: bool) -> None:
+    """Write ``chunks`` to a temporary file beside ``path`` (fsynced if ``durable``),
+    then rename it over ``path``: a reader or a kill sees the old file or the new one,
+    and two writers at once both succeed. Nothing half-written is left; an OSError
+    becomes :class:`CannotWrite`."""
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(_HEADER.pack(MAGIC, FORMAT_VERSION, digest))
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
+                for chunk in chunks:
+                    f.write(chunk)
+                if durable:
+                    f.flush()
+                    os.fsync(f.fileno())
             os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)  # nothing half-written is left
             raise
+
+
+def save(path: Path, obj: Any) -> str:
+    """Write ``obj`` to ``path`` atomically and durably; returns the payload's SHA-256 (hex)."""
+    path = Path(path)
+    buf = io.BytesIO()
+    joblib.dump(obj, buf)
+    payload = buf.getvalue()
+    digest = hashlib.sha256(payload).digest()
+    _replace(path, (_HEADER.pack(MAGIC, FORMAT_VERSION, digest), payload), durable=True)
     _fsync_dir(path.parent)
     return digest.hex()
 
@@ -106,18 +115,7 @@ def write_text(path: Path, text: str) -> None:
     """Write a text file atomically (a temporary file of its own, then a rename), so
     two processes writing the same file at once both succeed and a reader never sees
     half of it."""
-    path = Path(path)
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    _replace(Path(path), (text.encode(),), durable=False)
 
 
 def load(path: Path) -> Any:
