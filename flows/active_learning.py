@@ -46,7 +46,7 @@ from flows.cli import parse_config
 from flows.loop import Loop, StageCannotWrite
 from tasks import stages, storage
 from tasks.report import report
-from tasks.store import Store
+from tasks.store import Store, print_status
 from tasks.workspace import enable_compilation_cache
 
 
@@ -71,7 +71,9 @@ def passive_baseline(config: ExperimentConfig, refresh: bool = False, labels: li
         if state == "ok":
             result = stages.passive_restore(store)
         else:
-            data = store.load(st.DATA) if store.check(st.DATA)[0] == "ok" else st.generate_data(config)
+            data_state, data, _ = store.check(st.DATA)
+            if data_state != "ok":
+                data = st.generate_data(config)
             trained = stages.passive_train(store, quote(data), labels, return_state=True)
             if trained.is_failed() and trained.name == "CannotWrite":
                 raise StageCannotWrite(trained.message)
@@ -172,7 +174,7 @@ def _precompile(config: ExperimentConfig, refresh: bool) -> None:
     store = Store(config)
     found = 0 if refresh else store.probe()
     first_round = max(1, found - 2)
-    passive = config.passive and (refresh or not store.file(st.PASSIVE).exists())
+    passive = config.passive and (refresh or not store.probe_passive())
     try:
         count = st.precompile(config, first_round=first_round, passive=passive, initial=found < 2)
     except Exception as e:  # noqa: BLE001 - never fail a run over an optimisation
@@ -185,7 +187,7 @@ def _precompile(config: ExperimentConfig, refresh: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     config, args = parse_config(argv)
     if args.status:
-        print(json.dumps(Store(config).status(), indent=2))
+        print_status(config)
         return 0
     if config.oracle == "human":
         from prefect.settings import PREFECT_API_URL

@@ -208,8 +208,8 @@ class Loop:
     # ------------------------------------------------------------ the passive baseline's labels
     def passive_labels(self) -> list[int] | None:
         """With a human oracle, a person labels the passive baseline's points (one
-        form), unless its file already holds them; None otherwise."""
-        if not self.human or (not self.refresh and self.store.check(st.PASSIVE)[0] == "ok"):
+        form), unless its file was restored; None otherwise."""
+        if not self.human or self.restored.passive is not None:
             return None
         points = st.passive_points(self.config, self.data)[0]
         answers = self.book.for_ask("passive")
@@ -332,13 +332,13 @@ class Loop:
             )
             if not self.human:
                 return acquired, acq, None
-            labels, _, _ = resolve(self.book.for_ask(ask), acquired.indices)
+            labels = resolve(self.book.for_ask(ask), acquired.indices)
             missing = [i for i in acquired.indices if i not in labels]
             if not missing:
                 return acquired, acq, labels
             answer = self._ask_round(r, acquired, missing, state, x, y)
             if not answer.skipped:
-                labels, _, _ = resolve(self.book.for_ask(ask), acquired.indices)
+                labels = resolve(self.book.for_ask(ask), acquired.indices)
                 return acquired, acq, labels
 
     def _ask_round(self, r: int, acquired: st.Acquired, missing: list[int], state, x, y):

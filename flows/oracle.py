@@ -17,7 +17,6 @@ uses it, so a replay or a re-run never asks again for it. Keys name the form
 else happened in between.
 """
 
-import base64
 import json
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from prefect.states import Paused, Suspended
 from prefect.utilities.engine import propose_state_sync
 
 from tasks.answers import AnswerBook, FormAnswer, PointAnswer, now
+from tasks.report import _data_uri
 from tasks.storage import write_text
 
 CANNOT_LABEL = "cannot label"
@@ -90,7 +90,7 @@ NO_SERVER = (
 
 def image_markdown(png: Path, alt: str) -> str:
     """An image for the form's description, embedded as a ``data:`` URI."""
-    return f"![{alt}](data:image/png;base64,{base64.b64encode(Path(png).read_bytes()).decode()})"
+    return f"![{alt}]({_data_uri(Path(png))})"
 
 
 def _wait(form, description: str, key: str, timeout: int):

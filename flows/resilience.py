@@ -112,9 +112,11 @@ def resume_command(argv: list[str] | None = None) -> str:
 
 
 def saved_rounds(folder: Path) -> int:
-    """Consecutive round files from round 1 (``rounds/round-NNN.joblib``)."""
-    r = 0
-    while (folder / "rounds" / f"round-{r + 1:03d}.joblib").exists():
+    """Consecutive round files from round 1."""
+    from tasks.workspace import Workspace  # on loss only: it hashes the code at import
+
+    workspace, r = Workspace(Path(folder)), 0
+    while workspace.round_file(r + 1).exists():
         r += 1
     return r
 
@@ -196,9 +198,6 @@ class ServerWatch:
             self.last_problem = f"HTTP {status}"
             return "unreachable"
         return "answers"
-
-    def answers(self) -> bool:
-        return self.probe() == "answers"
 
     def quiet(self) -> bool:
         """Whether Prefect's delivery workers are to be kept quiet now."""

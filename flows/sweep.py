@@ -161,8 +161,7 @@ class SweepConfig(BaseModel):
         protocol = HONEST if self.protocol == "honest" else {}
         # the reference's own passive baseline would get its longer budget: it is
         # compared with the others' (the same seed and label total) instead
-        shared_passive = any(parse_strategy(s) == (parse_strategy(s)[0], 1) and parse_strategy(s)[0] != REFERENCE
-                             for s in self.strategies)  # fmt: skip
+        shared_passive = any(k == 1 and name != REFERENCE for name, k in map(parse_strategy, self.strategies))
         out = []
         for curvature in self.curvatures:
             for spec in self.strategies:
@@ -194,11 +193,6 @@ class SweepConfig(BaseModel):
 
     def sweep_hash(self) -> str:
         return digest(self.model_dump(exclude={"workers", "dask_address", "artifacts_dir"}))
-
-    def passive_twin(self, config: ExperimentConfig) -> ExperimentConfig:
-        """The configuration whose passive baseline matches ``config``'s label budget:
-        the reference's own passive would get its longer budget."""
-        return config.model_copy(update={"rounds": self.label_budget // config.acquisition_batch})
 
 
 @task(

@@ -108,14 +108,7 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def resolve(answers: Iterable[FormAnswer], indices: list[int]) -> tuple[dict[int, int], list[int], bool]:
-    """What the answers so far say about ``indices``: (labels given, skipped, stop)."""
-    labels, skipped, stop = {}, [], False
-    for a in answers:
-        for p in a.points:
-            if p.label is None:
-                skipped.append(p.index)
-            else:
-                labels[p.index] = p.label
-        stop = stop or a.stop
-    return {i: labels[i] for i in indices if i in labels}, skipped, stop
+def resolve(answers: Iterable[FormAnswer], indices: list[int]) -> dict[int, int]:
+    """The labels the answers so far give to ``indices`` (skipped points have none)."""
+    labels = {p.index: p.label for a in answers for p in a.points if p.label is not None}
+    return {i: labels[i] for i in indices if i in labels}

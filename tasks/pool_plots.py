@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tasks.plots import _save, save_gif  # noqa: E402
+from tasks.plots import _save, _unit_range, save_gif  # noqa: E402
 
 MAX_DRAWN = 4000  # pool points drawn per figure (a fixed subsample beyond that)
 
@@ -69,17 +69,11 @@ def _picks(ax, proj, picks):
             ax.annotate(str(n), (px, py), xytext=(5, 5), textcoords="offset points", fontsize=9, weight="bold")
 
 
-def _unit(scores):
-    s = np.asarray(scores, np.float64)
-    span = s.max() - s.min()
-    return (s - s.min()) / span if span > 0 else np.zeros_like(s)
-
-
 def _pool_axes(ax, proj, pool, preds, scores, palette):
     idx = proj.drawn
     p = proj(pool[idx])
     rgba = palette[np.asarray(preds)[idx].astype(int)].copy()
-    rgba[:, 3] = 0.15 + 0.8 * _unit(np.asarray(scores)[idx])
+    rgba[:, 3] = 0.15 + 0.8 * _unit_range(np.asarray(scores)[idx])
     return ax.scatter(p[:, 0], p[:, 1], c=rgba, s=9, linewidths=0)
 
 

@@ -167,8 +167,9 @@ def _figures(config, ws: Workspace, data, calibration: st.Calibration, rounds, p
     if key_file.exists() and key_file.read_text() == key and existing:
         return existing
     store = Store(config)
-    figures = _grid_figures(config, ws, store, data, rounds, passive) if data.grid_size else {}
-    if not data.grid_size:
+    if data.grid_size:
+        figures = _grid_figures(config, ws, store, data, rounds, passive)
+    else:
         figures = _pool_figures(config, ws, store, data, rounds)
     if calibration.curve is not None:
         figures["calibration"] = plots.calibration_plot(
@@ -221,7 +222,7 @@ def _grid_figures(config, ws: Workspace, store: Store, data, rounds, passive) ->
             g,
             (last.accuracy, passive.accuracy),
         )
-    frames = (_frame(store.load(st.ROUND, r.round)) for r in rounds)
+    frames = (_frame(last if r.round == last.round else store.load(st.ROUND, r.round)) for r in rounds)
     figures["animation"] = plots.rounds_gif(ws.plots / "rounds.gif", frames, g)
     return figures
 
@@ -268,7 +269,7 @@ def _pool_figures(config, ws: Workspace, store: Store, data, rounds) -> dict:
         f"Round {len(rounds)}: {config.acquisition} scores and the chosen point(s)",
         c,
     )
-    frames = (_frame(store.load(st.ROUND, r.round)) for r in rounds)
+    frames = (_frame(last if r.round == last.round else store.load(st.ROUND, r.round)) for r in rounds)
     figures["animation"] = pool_plots.rounds_gif(ws.plots / "rounds.gif", proj, data.pool, frames, c)
     return figures
 
