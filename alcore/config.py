@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from alcore import strategies
-from alcore.data import PROBLEMS, file_digest, source_options, table_of
+from alcore.data import PROBLEMS, check_split_size, file_digest, source_options, table_of
 
 # The strategy names come from the registry (alcore/strategies.py), the only place
 # a strategy is named; the run form shows them as an enum.
@@ -164,13 +164,14 @@ class ExperimentConfig(BaseModel):
                 f"data file {self.data_file} has no labels, so there is no truth to simulate an oracle with: "
                 "the oracle must be a person (oracle=human, with a Prefect server)"
             )
-        n_test = int(round(self.test_fraction * len(table.x))) if table.y is not None else 0
-        n_cal = held_out_labels(self)
-        if len(table.x) < n_test + self.n_initial + n_cal + 1:
-            raise ValueError(
-                f"data file {self.data_file} has {len(table.x)} points, fewer than the split needs: {n_test} test + "
-                f"{self.n_initial} initial + {n_cal} calibration + at least 1 in the pool"
-            )
+        check_split_size(
+            len(table.x),
+            labelled=table.y is not None,
+            n_initial=self.n_initial,
+            n_calibration=held_out_labels(self),
+            test_fraction=self.test_fraction,
+            what=f"data file {self.data_file} has",
+        )
         return self
 
     @model_validator(mode="after")

@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from alcore import prng, problem
+from alcore import problem
 
 SYNTHETIC = ("moons", "circles", "blobs")
 BUNDLED = ("digits", "wine", "breast_cancer", "iris")
@@ -262,6 +262,20 @@ def _file_digest(path: str, mtime_ns: int, size: int) -> str:
 # ---------------------------------------------------------------- the split
 
 
+def check_split_size(
+    n: int, *, labelled: bool, n_initial: int, n_calibration: int, test_fraction: float, what: str = "the data have"
+) -> int:
+    """The number of test points of a split of ``n`` points (none without labels);
+    raises :class:`DataError`, starting with ``what``, when ``n`` is too few."""
+    n_test = int(round(test_fraction * n)) if labelled else 0
+    if n < n_test + n_initial + n_calibration + 1:
+        raise DataError(
+            f"{what} {n} points, fewer than the split needs: {n_test} test + {n_initial} initial + "
+            f"{n_calibration} calibration + at least 1 in the pool"
+        )
+    return n_test
+
+
 def split(table: Table, *, seed: int, n_initial: int, n_calibration: int, test_fraction: float) -> Data:
     """The seeded split of a table into test set, initial points, calibration points
     and pool; features standardised with the non-test points' statistics.
@@ -270,13 +284,9 @@ def split(table: Table, *, seed: int, n_initial: int, n_calibration: int, test_f
         DataError: when the table has too few points for the split.
     """
     n = len(table.x)
-    n_test = int(round(test_fraction * n)) if table.y is not None else 0
-    need = n_test + n_initial + n_calibration + 1
-    if n < need:
-        raise DataError(
-            f"the data have {n} points, fewer than the split needs: {n_test} test + {n_initial} initial + "
-            f"{n_calibration} calibration + at least 1 in the pool"
-        )
+    n_test = check_split_size(
+        n, labelled=table.y is not None, n_initial=n_initial, n_calibration=n_calibration, test_fraction=test_fraction
+    )
     order = _rng(seed, 2).permutation(n)
     test, rest = order[:n_test], order[n_test:]
     initial, calibration, pool = (
@@ -301,7 +311,7 @@ def split(table: Table, *, seed: int, n_initial: int, n_calibration: int, test_f
         labels(pool),
         scale(test),
         labels(test),
-        sampling_key=prng.split(prng.key(seed), 4)[3],
+        sampling_key=problem.split_keys(seed).sampling,
         classes=table.classes,
         scaler=(mean.astype(np.float32), std),
     )

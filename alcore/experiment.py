@@ -239,7 +239,7 @@ def _epig_scores(
 ) -> np.ndarray:
     """EPIG (alcore/epig.py) with a fixed sample of the candidates as the targets."""
     post = posterior_of(params, x_labelled)
-    targets = jnp.asarray(np.asarray(grid)[epig.target_indices(len(grid))])
+    targets = jnp.asarray(epig.target_sample(grid))
     samples = max(predictive_samples, strategy.min_samples)
     scores = epig.epig_scores(
         post, params, jnp.asarray(grid), targets, jnp.float32(prior_prec), jax.random.key(MC_KEY_SEED),
@@ -361,10 +361,7 @@ def accuracy(preds: np.ndarray, labels: np.ndarray) -> float:
 
 def probabilities(params: dict, x: np.ndarray) -> np.ndarray:
     """The MAP network's class probabilities at ``x`` (NumPy, float64)."""
-    np_params = {k: {n: np.asarray(v, np.float64) for n, v in layer.items()} for k, layer in params.items()}
-    logits = forward(np_params, np.asarray(x, np.float64), xp=np)
-    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    return laplace._softmax_np(forward(calibration._numpy_params(params), np.asarray(x, np.float64), xp=np))
 
 
 @jax.jit

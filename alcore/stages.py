@@ -102,7 +102,7 @@ class Stage:
             if config._stage != self.name:
                 raise TypeError(f"stage {self.name!r} got the view of stage {config._stage!r}")
             return config
-        return ConfigView(self.name, {f: getattr(config, f) for f in self.closure})
+        return ConfigView(self.name, self.fields(config))
 
     def fields(self, config) -> dict[str, Any]:
         """The values of :attr:`closure` in ``config``."""
@@ -517,7 +517,7 @@ def evaluate(
         [int(i) for i in acquired.indices],
         acquired.points,
         [int(c) for c in labels],
-        "human" if cfg.oracle == "human" else "truth",
+        cfg.oracle,
         accuracy,
         acquired.scores,
         acquired.preds,
@@ -536,19 +536,19 @@ def class_probabilities(params: dict, x: np.ndarray) -> np.ndarray:
     return ex.probabilities(params, x)
 
 
-def passive_points(config, data: Data) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """The passive baseline's points (x, their pool indices or None, true labels or
-    None): the tutorial's uniform draws from the passive key, or a seeded uniform
-    sample of the pool without replacement."""
+def passive_points(config, data: Data) -> tuple[np.ndarray, np.ndarray | None]:
+    """The passive baseline's points (x, their true labels or None): the tutorial's
+    uniform draws from the passive key, or a seeded uniform sample of the pool without
+    replacement."""
     cfg = PASSIVE.view(config)
     n = n_passive(cfg)
     if data.grid_size:
         x = problem.uniform_points(problem.split_keys(cfg.seed).passive, n)
-        return x, None, problem.true_labels(x)
+        return x, problem.true_labels(x)
     if n > len(data.pool):
         raise datasets.DataError(f"the passive baseline needs {n} points, the pool has {len(data.pool)}")
-    idx = np.sort(np.random.default_rng([cfg.seed, 3]).choice(len(data.pool), size=n, replace=False))
-    return data.pool[idx], idx, None if data.pool_labels is None else data.pool_labels[idx]
+    idx = np.sort(datasets._rng(cfg.seed, 3).choice(len(data.pool), size=n, replace=False))
+    return data.pool[idx], None if data.pool_labels is None else data.pool_labels[idx]
 
 
 @PASSIVE
@@ -556,7 +556,7 @@ def passive_baseline(cfg: ConfigView, data: Data, labels: list[int] | None = Non
     """Uniform random points, the active loop's label and epoch budget; labelled by
     the ground truth, or by a person (``labels``, with a human oracle)."""
     t0 = time.perf_counter()
-    x, _, truth = passive_points(cfg, data)
+    x, truth = passive_points(cfg, data)
     y = truth if cfg.oracle == "truth" else np.asarray(labels, np.int32)
     state, losses = _train(cfg, x, y, epochs=passive_epochs(cfg), n_classes=data.n_classes)
     accuracy, metrics = _evaluate(state.params, data)
