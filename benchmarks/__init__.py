@@ -4,7 +4,11 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PREFECT = str(Path(sys.executable).parent / "prefect")
 
 
 def write_json(document: dict, path: str | Path) -> None:
@@ -23,6 +27,22 @@ def comparable(doc: dict) -> dict:
     doc = {k: v for k, v in doc.items() if k not in ("run", "files", "compute_seconds")}
     doc["config"] = {k: v for k, v in doc["config"].items() if k != "artifacts_dir"}
     return doc
+
+
+def start_worker(env: dict, log: str | Path, cwd: str | Path = ROOT) -> subprocess.Popen:
+    """``prefect worker start --pool bal-pool`` in a session of its own (so
+    :func:`stop_worker` reaches its flow runs too), its output in ``log``. SIGINT is
+    restored to its default: a shell running this in the background ignores it."""
+    with open(log, "w") as out:
+        return subprocess.Popen(
+            [PREFECT, "worker", "start", "--pool", "bal-pool"],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
 
 
 def stop_worker(worker: subprocess.Popen, timeout: float = 30) -> None:

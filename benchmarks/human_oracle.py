@@ -33,7 +33,7 @@ import httpx
 import numpy as np
 
 from alcore.problem import true_labels
-from benchmarks import stop_worker, write_json
+from benchmarks import start_worker, stop_worker, write_json
 from tests.conftest import free_port
 from tests.labeller import resume, truthful_input, waiting_form
 
@@ -136,11 +136,7 @@ def suspended(env: dict, api: str, artifacts: Path) -> dict:
                    check=True, capture_output=True)  # fmt: skip
     subprocess.run([PREFECT, "--no-prompt", "deploy", "--name", "label", "--params", params], cwd=ROOT, env=env,
                    check=True, capture_output=True)  # fmt: skip
-    worker = subprocess.Popen(
-        [PREFECT, "worker", "start", "--pool", "bal-pool"], cwd=ROOT, env=env,
-        stdout=open(artifacts.parent / "worker.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background shell ignores SIGINT
-    )  # fmt: skip
+    worker = start_worker(env, artifacts.parent / "worker.log")
     try:
         out = subprocess.run([PREFECT, "deployment", "run", "active-learning/label"], cwd=ROOT, env=env,
                              check=True, capture_output=True, text=True).stdout  # fmt: skip

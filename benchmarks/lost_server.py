@@ -22,7 +22,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks import comparable, results, write_json
+from tests.conftest import cli_args, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,16 +49,6 @@ CONFIG = {
     "calibration_grid_size": 8,
     "mc_samples": 8,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def cli_args(config: dict) -> list[str]:
-    return [arg for key, value in config.items() for arg in ("--" + key.replace("_", "-"), str(value))]
 
 
 @dataclass

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,14 +29,9 @@ import httpx
 import yaml
 
 from benchmarks import write_json
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _make(*args: str, env: dict) -> str:
@@ -170,7 +164,7 @@ def main(argv=None):
     home = Path(tempfile.mkdtemp(prefix="bal-soak-"))
     home.chmod(0o755)  # PostgreSQL runs as `postgres` when this runs as root
     outputs = home / "artifacts"
-    port = _free_port()
+    port = free_port()
     make_args = [f"PORT={port}", f"SERVER_HOME={home / 'server'}", f"DB={args.db}"]
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING", "MAKEFLAGS")}
     env.update(PREFECT_HOME=str(home / "client-home"), PREFECT_WORKER_QUERY_SECONDS="2")

@@ -48,15 +48,13 @@ def label_until_done(
     done: Callable[[], bool],
     timeout: float = 600,
     stop_after: int | None = None,
-    on_answer: Callable[[dict, float], None] | None = None,
     only: Callable[[str], bool] = lambda key: True,
     override: Callable[[dict], dict] | None = None,
 ) -> list[str]:
     """Answer every form as it appears until ``done()``; returns the answered keys.
 
     ``folder_glob()`` lists the sidecar files of the experiment. ``stop_after``:
-    tick "stop after this round" on the form of that round. ``on_answer(form, t)``
-    is called with each answered form and the time of the answer. ``only(key)``:
+    tick "stop after this round" on the form of that round. ``only(key)``:
     which forms to answer (the others are left waiting). ``override(form)``: answers
     to use instead of ``answer``'s for some fields.
     """
@@ -79,7 +77,5 @@ def label_until_done(
             if response.json()["status"] != "ACCEPT":
                 raise RuntimeError(f"answer to {form['key']} refused: {response.json()['details']}")
             answered.append(form["key"])
-            if on_answer:
-                on_answer(form, time.time())
         time.sleep(0.1)
     raise TimeoutError(f"not done within {timeout} s; answered {answered}")

@@ -476,8 +476,9 @@ def test_every_strategy_acquires_for_five_features_and_four_classes(strategy):
 
 
 def test_labelled_points_are_never_picked_again():
-    """With exclude_labelled (the honest protocol, and every pool) a round never picks
-    a candidate labelled before; the tutorial's argmax may (it re-picks on its seed)."""
+    """Given the points labelled so far (what the flow passes with exclude_labelled:
+    the honest protocol, and every pool), a round never picks one of them again; the
+    tutorial's argmax without them may (it re-picks on its seed)."""
     from alcore import stages
     from alcore.config import ExperimentConfig
 
@@ -485,8 +486,7 @@ def test_labelled_points_are_never_picked_again():
     data = stages.generate_data(cfg)
     state, x, y, picked = stages.initial_training(cfg, data).state, data.x_initial, data.y_initial, []
     for r in range(1, 9):
-        exclude = list(picked) if cfg.exclude_labelled else []
-        acquired = stages.acquire(cfg, r, data, state, x, y, 0.4, exclude)
+        acquired = stages.acquire(cfg, r, data, state, x, y, 0.4, list(picked))
         assert not set(acquired.indices) & set(picked)
         labels = stages.labels_of(cfg, data, acquired)
         x, y = np.concatenate([x, acquired.points]), np.concatenate([y, labels])

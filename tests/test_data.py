@@ -1,6 +1,5 @@
 """The data as a parameter: problems, the user's files, splits, and runs on them."""
 
-import json
 import re
 import subprocess
 import sys
@@ -12,7 +11,9 @@ from pydantic import ValidationError
 from alcore import data as datasets
 from alcore import problem
 from alcore.config import ExperimentConfig
+from benchmarks import results
 from tests.conftest import ROOT, run_flow
+from tests.test_flow import folder_of
 
 SMALL = {"n_initial": 10, "n_calibration": 8, "rounds": 2, "initial_epochs": 30, "epochs_per_round": 3}
 
@@ -151,14 +152,12 @@ def test_runs_on_digits_and_on_a_labelled_csv(prefect_server, tmp_path):
             "mc_samples": 8,
             "artifacts_dir": str(tmp_path / "a"),
         }
-        proc = run_flow(prefect_server["env"], config)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        folder = [ln for ln in proc.stdout.splitlines() if ln.startswith("experiment folder: ")][-1].split(": ")[1]
-        doc = json.loads((ROOT / folder / "results.json").read_text())
+        folder = ROOT / folder_of(run_flow(prefect_server["env"], config))
+        doc = results(folder)
         assert len(doc["active_accuracy"]) == 2 and 0 < doc["final_active_accuracy"] <= 1
         assert doc["passive_accuracy"] is not None
         for name in ("data", "prediction", "uncertainty", "accuracy"):
-            assert (ROOT / folder / "plots" / f"{name}.png").stat().st_size > 5000
+            assert (folder / "plots" / f"{name}.png").stat().st_size > 5000
 
 
 def test_a_file_without_labels_is_refused_without_a_human_oracle(tmp_path):

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from alcore import strategies
-from benchmarks import stop_worker
+from benchmarks import start_worker, stop_worker
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
@@ -42,15 +42,7 @@ def scheduled_run(prefect_server, tmp_path_factory):
     t0 = time.time()
     _prefect(env, "work-pool", "create", "bal-pool", "--type", "process", "--overwrite")
     _prefect(env, "--no-prompt", "deploy", "--name", "smoke", "--interval", "10", "--params", json.dumps(params))
-    log = open(out / "worker.log", "w")
-    worker = subprocess.Popen(
-        [PREFECT, "worker", "start", "--pool", "bal-pool"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    worker = start_worker(env, out / "worker.log")
     run = None
     try:
         deadline = time.time() + 420
@@ -72,7 +64,6 @@ def scheduled_run(prefect_server, tmp_path_factory):
         elapsed = time.time() - t0
     finally:
         stop_worker(worker)
-        log.close()
         for dep in httpx.post(f"{api}/deployments/filter", json={}).json():
             httpx.delete(f"{api}/deployments/{dep['id']}")
     assert run is not None, f"no scheduled run finished; worker log:\n{(out / 'worker.log').read_text()[-3000:]}"

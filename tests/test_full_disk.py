@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import comparable, results
 from tasks import storage
 from tests.conftest import ROOT, TINY, cli_args, run_flow
-from tests.test_flow import comparable, folder_of, results
+from tests.test_flow import folder_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 

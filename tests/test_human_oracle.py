@@ -192,14 +192,7 @@ def test_an_expired_wait_ends_the_run_clearly_and_a_rerun_continues(prefect_serv
 def test_the_command_line_refuses_a_human_oracle_without_a_server(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path / "home")
-    proc = subprocess.run(
-        [sys.executable, "-m", "flows.active_learning", "--oracle", "human", "--artifacts-dir", str(tmp_path / "a")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_flow(env, {"oracle": "human", "artifacts_dir": str(tmp_path / "a")}, timeout=120)
     assert proc.returncode == 2
     assert "a human oracle needs a Prefect server with its UI" in proc.stderr and "make server" in proc.stderr
     assert not (tmp_path / "a").exists()

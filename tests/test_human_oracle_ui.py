@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchmarks import stop_worker
+from benchmarks import start_worker, stop_worker
 from tests.conftest import ROOT, TINY
 from tests.labeller import label_until_done, waiting_form
 from tests.test_deployments_ui import _browser, _wait_for
@@ -125,13 +125,6 @@ def _prefect(env, *args):
     return proc
 
 
-def _worker(env, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [PREFECT, "worker", "start", "--pool", "bal-pool"],
-        cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-
-
 def _children(pid: int) -> list[int]:
     found = subprocess.run(["pgrep", "-g", str(os.getpgid(pid))], capture_output=True, text=True).stdout.split()
     return [int(p) for p in found if int(p) != pid]
@@ -148,7 +141,7 @@ def test_a_label_deployment_run_suspends_and_continues_on_a_new_worker(prefect_s
     config = {**TINY, "seed": 712, "rounds": 2, "oracle": "human", "artifacts_dir": str(artifacts)}
     _prefect(env, "work-pool", "create", "bal-pool", "--type", "process", "--overwrite")
     _prefect(env, "--no-prompt", "deploy", "--name", "label", "--params", json.dumps({"config": config}))
-    first = _worker(env, tmp_path / "worker-1.log")
+    first = start_worker(env, tmp_path / "worker-1.log")
     second = None
     try:
         out = _prefect(env, "deployment", "run", "active-learning/label", "--params", json.dumps({"config": config}))
@@ -164,7 +157,7 @@ def test_a_label_deployment_run_suspends_and_continues_on_a_new_worker(prefect_s
         assert not _children(first.pid), "the suspended run's process is still alive"
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
-        second = _worker(env, tmp_path / "worker-2.log")
+        second = start_worker(env, tmp_path / "worker-2.log")
         label_until_done(api, forms(artifacts), truth, done=done, timeout=300)
         final = HTTP.get(f"{api}/flow_runs/{run_id}").json()
         assert final["state_type"] == "COMPLETED", (tmp_path / "worker-2.log").read_text()[-3000:]

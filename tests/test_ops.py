@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchmarks import stop_worker
+from benchmarks import start_worker, stop_worker
 from tasks import storage
 from tests.conftest import ROOT, TINY, cli_args, free_port, run_flow
 
@@ -451,18 +451,9 @@ def plain_worker(exposed_server):
     workdir = private_dir("bal-plain-worker-")
     env = server.client_env(PREFECT_WORKER_QUERY_SECONDS="2", PREFECT_HOME=str(workdir / "home"))
     env.pop("BAL_PROJECT_DIR", None)
-    log = open(workdir / "worker.log", "w")
-    worker = subprocess.Popen(
-        [PREFECT, "worker", "start", "--pool", "bal-pool"],
-        cwd=workdir,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    worker = start_worker(env, workdir / "worker.log", cwd=workdir)
     yield {"process": worker, "log": workdir / "worker.log"}
     stop_worker(worker)
-    log.close()
     shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -15,7 +15,6 @@ import os
 import re
 import shlex
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -27,7 +26,7 @@ import pytest
 
 from benchmarks.lost_server import CONFIG, clean_run, comparable, lost_scenario, restart_scenario, rounds_cached
 from flows import resilience
-from tests.conftest import ROOT, free_port
+from tests.conftest import cli_args, free_port, run_flow
 
 # ---------------------------------------------------------------- the watchdog alone
 
@@ -303,17 +302,11 @@ def test_server_lost_for_good_one_line_within_60_s_and_the_same_command_resumes(
 @pytest.mark.slow
 def test_unreachable_server_at_the_start_is_one_line_and_nothing_runs(tmp_path):
     api = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
-    args = ["--rounds", "2", "--grid-size", "20", "--artifacts-dir", str(tmp_path)]
+    config = {"rounds": 2, "grid_size": 20, "artifacts_dir": str(tmp_path)}
+    args = cli_args(config)
     env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(tmp_path / "home")}
     t0 = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "flows.active_learning", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_flow(env, config, timeout=120)
     assert proc.returncode == resilience.EXIT_SERVER_LOST, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: cannot reach the Prefect server at {api} (connection refused);"), proc.stderr[

@@ -172,15 +172,15 @@ def test_tiny_sweep_on_a_two_worker_local_cluster(prefect_server, tmp_path):
     assert [row["strategy"] for row in doc["table"]] == ["max_std", "random", "passive (budget-matched)"]
 
 
-def _sweep(env, tmp_path, *extra, seeds=2, strategies="max_std,random"):
+def _sweep(env, tmp_path, *extra):
     sets = [f"--set={k}={v}" for k, v in TINY.items() if k != "rounds"]
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.sweep", "--seeds", str(seeds), "--first-seed", "21", "--strategies", strategies,
+        [sys.executable, "-m", "flows.sweep", "--seeds", "2", "--first-seed", "21", "--strategies", "max_std,random",
          "--label-budget", "2", "--artifacts-dir", str(tmp_path), *sets, *extra],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return json.loads(next(tmp_path.glob("sweep-*/results.json")).read_text()), proc
+    return json.loads(next(tmp_path.glob("sweep-*/results.json")).read_text())
 
 
 @pytest.mark.slow
@@ -209,7 +209,7 @@ def test_sweep_on_a_real_dask_cluster_reports_to_the_sweeps_server(prefect_serve
         deadline = time.time() + 120
         while time.time() < deadline and (logs / "workers.log").read_text().count("Registered to") < 2:
             time.sleep(0.5)
-        doc, _ = _sweep(prefect_server["env"], tmp_path / "by-address", "--dask-address", f"tcp://127.0.0.1:{port}")
+        doc = _sweep(prefect_server["env"], tmp_path / "by-address", "--dask-address", f"tcp://127.0.0.1:{port}")
     finally:
         for proc in (workers, scheduler):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -235,7 +235,7 @@ def test_sweep_on_a_real_dask_cluster_reports_to_the_sweeps_server(prefect_serve
         ).json()
         assert {"data/generate", "model/initial-training", "round-02/evaluate"} <= {t["name"] for t in tasks}
 
-    sequential, _ = _sweep(prefect_server["env"], tmp_path / "sequential", "--sequential")
+    sequential = _sweep(prefect_server["env"], tmp_path / "sequential", "--sequential")
     key = lambda e: (e["strategy"], e["seed"])  # noqa: E731
     got = {key(e): (e["final_accuracy"], e["passive_accuracy"]) for e in doc["experiments"]}
     want = {key(e): (e["final_accuracy"], e["passive_accuracy"]) for e in sequential["experiments"]}
