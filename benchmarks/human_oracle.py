@@ -19,9 +19,7 @@ One invocation, a real ``prefect server`` of its own (free port, own PREFECT_HOM
 
 import argparse
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,7 +32,7 @@ import numpy as np
 
 from alcore.problem import true_labels
 from benchmarks import start_worker, stop_worker, write_json
-from tests.conftest import free_port
+from benchmarks.lost_server import PrefectServer
 from tests.labeller import resume, truthful_input, waiting_form
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,30 +45,6 @@ def truth(point) -> int:
 
 def _ts(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def start_server(home: Path) -> tuple[subprocess.Popen, str, dict]:
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_UI_API_URL": api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
-    env.pop("PREFECT_API_URL", None)
-    proc = subprocess.Popen(
-        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=open(home / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    for _ in range(240):
-        try:
-            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    return proc, api, {**env, "PREFECT_API_URL": api}
 
 
 def answer_all(api: str, artifacts: Path, done, *, timeout: float = 3600) -> dict[str, dict]:
@@ -178,9 +152,9 @@ def main(argv=None):
     p.add_argument("--out", default=str(ROOT / "artifacts" / "human_oracle.json"))
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp) / "home"
-        home.mkdir()
-        server, api, env = start_server(home)
+        server = PrefectServer(Path(tmp) / "home")
+        server.start()
+        api, env = server.api_url, server.env
         try:
             out = {"paused": paused(env, api, Path(tmp) / "paused")}
             print(json.dumps(out["paused"], indent=2), flush=True)
@@ -191,8 +165,7 @@ def main(argv=None):
             )
             out["suspended"] = suspended(env, api, Path(tmp) / "suspended")
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
+            server.stop()
     out["targets"] = {
         "paused: answer -> next form at round 50 <= 2 s": out["paused"]["round_49_to_50_seconds"] <= 2,
         "suspended: answer -> next form at round 50, without the poll interval, <= 5 s": out["suspended"][
