@@ -5,8 +5,14 @@ This package never imports Prefect and does no file I/O: the Prefect tasks in
 ``tasks/`` add persistence, logging and artifacts.
 """
 
+from alcore import numerics
+
+# Before anything imports NumPy or JAX: the numeric settings that make every x86-64
+# machine with AVX2 compute the same numbers (alcore/numerics.py).
+numerics.configure()
+
 __version__ = "0.1.0"
 
 # Bump when a change to the math changes any number a round produces: it is part of
 # every persisted result's cache key, so old cached rounds are not reused.
-MATH_VERSION = "1"
+MATH_VERSION = "2"  # 2: the numeric settings of alcore/numerics.py

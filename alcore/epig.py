@@ -86,7 +86,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alcore.laplace import Features, Posterior, _x64, features
+from alcore.laplace import Features, Posterior, _x64, contract, features
 from alcore.model import Params, forward
 
 N_TARGETS = 256  # default size of the target sample drawn from the grid
@@ -139,8 +139,8 @@ def _jac_times(feats: Features, draws: Params) -> jax.Array:
     out = 0.0
     for i, (a, d) in enumerate(zip(feats.inputs, feats.sens, strict=True), start=1):
         layer = draws[f"linear{i}"]
-        pre = jnp.einsum("mp,pos->mos", a, layer["kernel"]) + layer["bias"][None]  # (m, d_out, S)
-        out = out + jnp.einsum("mco,mos->mcs", d, pre)
+        pre = contract("mp,pos->mos", a, layer["kernel"]) + layer["bias"][None]  # (m, d_out, S)
+        out = out + contract("mco,mos->mcs", d, pre)
     return out
 
 
@@ -149,8 +149,8 @@ def _jac_transpose_times(feats: Features, v: jax.Array) -> Params:
     trailing sample axis."""
     out = {}
     for i, (a, d) in enumerate(zip(feats.inputs, feats.sens, strict=True), start=1):
-        e = jnp.einsum("nco,ncs->nos", d, v)  # (n, d_out, S)
-        out[f"linear{i}"] = {"kernel": jnp.einsum("np,nos->pos", a, e), "bias": jnp.sum(e, axis=0)}
+        e = contract("nco,ncs->nos", d, v)  # (n, d_out, S)
+        out[f"linear{i}"] = {"kernel": contract("np,nos->pos", a, e), "bias": jnp.sum(e, axis=0)}
     return out
 
 
@@ -177,7 +177,7 @@ def posterior_draws(post: Posterior, prior_prec, z: Params) -> Params:
     az = _jac_times(rows, z)  # (n, C-1, S): A z
     n, k, s = az.shape
     g = 1.0 / ((post.eigvals + tau) * (1.0 + jnp.sqrt(tau / (post.eigvals + tau))))
-    v = post.eigvecs @ (g[:, None] * (post.eigvecs.T @ az.reshape(n * k, s)))
+    v = contract("rk,ks->rs", post.eigvecs, g[:, None] * contract("rk,rs->ks", post.eigvecs, az.reshape(n * k, s)))
     correction = _jac_transpose_times(rows, v.reshape(n, k, s))
     return jax.tree.map(lambda zz, cc: (zz - cc) / jnp.sqrt(tau), z, correction)
 
@@ -213,7 +213,7 @@ def mutual_information(probs_x: jax.Array, probs_t: jax.Array) -> jax.Array:
     """
     s = probs_x.shape[-1]
     px, pt = jnp.mean(probs_x, axis=-1), jnp.mean(probs_t, axis=-1)  # (m, C), (t, E)
-    cov = jnp.einsum("mcs,tes->mcte", probs_x - px[..., None], probs_t - pt[..., None]) / s
+    cov = contract("mcs,tes->mcte", probs_x - px[..., None], probs_t - pt[..., None]) / s
     indep = px[:, :, None, None] * pt[None, None, :, :]
     tiny, eps = jnp.finfo(indep.dtype).tiny, jnp.finfo(indep.dtype).eps
     ratio = jnp.maximum(cov / jnp.maximum(indep, tiny), eps - 1.0)  # joint / indep - 1 > -1

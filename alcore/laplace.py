@@ -29,6 +29,34 @@ import numpy as np
 
 from alcore.model import N_LAYERS, Params, forward
 
+# Eigen, which runs XLA's float64 contractions on the CPU, splits a contraction's summed
+# dimension into blocks sized from the L1 cache (256 float64 terms at 32 KiB L1d,
+# measured), so a longer sum is added up in another order on a CPU with more L1. Sums
+# longer than this are cut here into fixed blocks, each short enough never to be split,
+# and added in order: the same numbers on every such CPU (alcore/numerics.py).
+SUM_BLOCK = 256
+
+
+def contract(spec: str, x: jax.Array, y: jax.Array) -> jax.Array:
+    """``jnp.einsum(spec, x, y)`` for two operands and one summed index, its sum
+    taken in fixed blocks of :data:`SUM_BLOCK` terms (see above). Same result as the
+    plain einsum where the summed dimension is at most :data:`SUM_BLOCK` long."""
+    inputs, out = spec.split("->")
+    left, right = inputs.split(",")
+    (index,) = [c for c in left if c in right and c not in out]
+    ax, ay = left.index(index), right.index(index)
+    k = x.shape[ax]
+    if k <= SUM_BLOCK:
+        return jnp.einsum(spec, x, y)
+    total = None
+    for start in range(0, k, SUM_BLOCK):
+        stop = min(start + SUM_BLOCK, k)
+        part = jnp.einsum(
+            spec, jax.lax.slice_in_dim(x, start, stop, axis=ax), jax.lax.slice_in_dim(y, start, stop, axis=ay)
+        )
+        total = part if total is None else total + part
+    return total
+
 
 class Features(NamedTuple):
     """Per-layer quantities whose inner products give the NTK.
@@ -69,8 +97,8 @@ def ntk(f1: Features, f2: Features) -> jax.Array:
     """Empirical NTK blocks, shape (n1, C, n2, C)."""
     out = 0.0
     for a1, d1, a2, d2 in zip(f1.inputs, f1.sens, f2.inputs, f2.sens, strict=True):
-        gram = a1 @ a2.T + 1.0  # (n1, n2): kernel and bias
-        out = out + gram[:, None, :, None] * jnp.einsum("icd,jed->icje", d1, d2)
+        gram = contract("id,jd->ij", a1, a2) + 1.0  # (n1, n2): kernel and bias
+        out = out + gram[:, None, :, None] * contract("icd,jed->icje", d1, d2)
     return out
 
 
@@ -152,7 +180,7 @@ def fit_posterior(params: Params, x_train: jax.Array, mask: jax.Array) -> Poster
     gram = 0.0
     for a, d in zip(feats.inputs, factored, strict=True):  # small (r x r): all float64
         a, d = a.astype(jnp.float64), d.astype(jnp.float64)
-        gram = gram + (a @ a.T + 1.0)[:, None, :, None] * jnp.einsum("iad,jbd->iajb", d, d)
+        gram = gram + (contract("id,jd->ij", a, a) + 1.0)[:, None, :, None] * contract("iad,jbd->iajb", d, d)
     gram = gram.reshape(n * k, n * k)
     evals, evecs = jnp.linalg.eigh(0.5 * (gram + gram.T))
     return Posterior(feats, b, factored, jnp.maximum(evals, 0.0), evecs)
@@ -180,10 +208,10 @@ def _projections(post: Posterior, feats: Features) -> jax.Array:
     jat = 0.0
     train = _float64(Features(post.train_features.inputs, post.factored_sens))
     for a_x, d_x, a_t, d_t in zip(feats.inputs, feats.sens, train.inputs, train.sens, strict=True):
-        g = a_x @ a_t.T + 1.0  # (m, n)
-        jat = jat + g[:, None, :, None] * jnp.einsum("mcd,iad->mcia", d_x, d_t)
+        g = contract("md,nd->mn", a_x, a_t) + 1.0  # (m, n)
+        jat = jat + g[:, None, :, None] * contract("mcd,iad->mcia", d_x, d_t)
     m, c, n, k = jat.shape
-    return jat.reshape(m, c, n * k) @ post.eigvecs
+    return contract("mcr,rk->mck", jat.reshape(m, c, n * k), post.eigvecs)
 
 
 CHUNK = 1000  # inputs per pass: the (chunk x r) float64 intermediates stay in cache
@@ -213,7 +241,7 @@ def _var(post, params, x, prior_prec, classes):
 
     def var(x, *selected):
         feats = _float64(_select(features(params, x), *selected))
-        v = ntk_diag(feats) / tau - jnp.einsum("mck,k->mc", _projections(post, feats) ** 2, h)
+        v = ntk_diag(feats) / tau - contract("mck,k->mc", _projections(post, feats) ** 2, h)
         return jnp.maximum(v, 0.0).astype(x.dtype)
 
     return _in_chunks(var, x, *(() if classes is None else (classes,)))
@@ -255,7 +283,7 @@ def predictive_cov(post: Posterior, params: Params, x: jax.Array, prior_prec: ja
     proj = _projections(post, feats)
     tau = jnp.asarray(prior_prec, jnp.float64)
     h = 1.0 / (tau * (post.eigvals + tau))
-    cov = ntk(feats, feats) / tau - jnp.einsum("mck,k,nek->mcne", proj, h, proj)
+    cov = ntk(feats, feats) / tau - contract("mck,nek->mcne", proj * h, proj)
     return cov.astype(x.dtype)
 
 
@@ -263,7 +291,7 @@ def ntk_diag_blocks(f: Features) -> jax.Array:
     """The NTK's C x C block at each point, shape (n, C, C)."""
     out = 0.0
     for a, d in zip(f.inputs, f.sens, strict=True):
-        out = out + (jnp.sum(a * a, axis=-1) + 1.0)[:, None, None] * jnp.einsum("ncd,ned->nce", d, d)
+        out = out + (jnp.sum(a * a, axis=-1) + 1.0)[:, None, None] * contract("ncd,ned->nce", d, d)
     return out
 
 
@@ -281,7 +309,7 @@ def predictive_cov_blocks(post: Posterior, params: Params, x: jax.Array, prior_p
         feats = _float64(features(params, x))
         proj = _projections(post, feats)
         h = 1.0 / (tau * (post.eigvals + tau))
-        cov = ntk_diag_blocks(feats) / tau - jnp.einsum("mck,k,mek->mce", proj, h, proj)
+        cov = ntk_diag_blocks(feats) / tau - contract("mck,mek->mce", proj * h, proj)
         return cov.astype(x.dtype)
 
     return _in_chunks(blocks, x)

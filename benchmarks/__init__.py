@@ -1,5 +1,6 @@
 """Benchmarks (not tests): they print figures and write JSON."""
 
+import alcore  # noqa: F401, I001 - first: the numeric settings before NumPy and JAX load (alcore/numerics.py)
 import json
 import os
 import signal

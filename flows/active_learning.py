@@ -43,15 +43,17 @@ from alcore import stages as st
 from alcore.config import ExperimentConfig
 from flows import local_server, oracle, resilience  # resilience: lost-server handling (flows/resilience.py)
 from flows.cli import parse_config
-from flows.loop import Loop, StageCannotWrite
+from flows.loop import REFUSALS, Loop, StageCannotWrite, StagePlatformMix
 from tasks import stages, storage
 from tasks.report import report
-from tasks.store import Store, print_status
+from tasks.store import PlatformMix, Store, print_status
 from tasks.workspace import enable_compilation_cache
 
 
 @flow(name="passive-baseline", flow_run_name="passive-{config.seed}", log_prints=True)
-def passive_baseline(config: ExperimentConfig, refresh: bool = False, labels: list[int] | None = None) -> st.Passive:
+def passive_baseline(
+    config: ExperimentConfig, refresh: bool = False, labels: list[int] | None = None, accept_platform_mix: bool = False
+) -> st.Passive:
     """Train on uniform random points with the active loop's label and epoch budget
     (or restore the result from its file, shared by experiments with this budget).
     ``labels``: a person's labels of the points (human oracle). The data come from
@@ -61,7 +63,7 @@ def passive_baseline(config: ExperimentConfig, refresh: bool = False, labels: li
     waited up to 15 s for it)."""
     _PASSIVE_STARTED.set()
     log = get_run_logger()
-    store = Store(config)
+    store = Store(config, accept_platform_mix=accept_platform_mix)
     with store.lock(st.PASSIVE):  # experiments sharing this baseline compute it once
         state, _, message = ("missing", None, None) if refresh else store.check(st.PASSIVE)
         if state == "damaged":
@@ -75,8 +77,8 @@ def passive_baseline(config: ExperimentConfig, refresh: bool = False, labels: li
             if data_state != "ok":
                 data = st.generate_data(config)
             trained = stages.passive_train(store, quote(data), labels, return_state=True)
-            if trained.is_failed() and trained.name == "CannotWrite":
-                raise StageCannotWrite(trained.message)
+            if trained.is_failed() and trained.name in REFUSALS:
+                raise REFUSALS[trained.name](trained.message)
             result = trained.result()
     accuracy = "n/a" if result.accuracy is None else f"{100 * result.accuracy:.2f} %"
     log.info("passive baseline: %d points, accuracy %s", len(result.y), accuracy)
@@ -90,49 +92,55 @@ def passive_baseline(config: ExperimentConfig, refresh: bool = False, labels: li
 _PASSIVE_STARTED = threading.Event()
 
 
-def start_passive(config: ExperimentConfig, refresh: bool, labels: list[int] | None = None):
+def start_passive(config: ExperimentConfig, refresh: bool, accept_mix: bool, labels: list[int] | None = None):
     """Submit the passive subflow beside the loop; returns once its run has started."""
     _PASSIVE_STARTED.clear()
-    future = run_passive_baseline.submit(config, refresh, labels)
+    future = run_passive_baseline.submit(config, refresh, labels, accept_mix)
     _PASSIVE_STARTED.wait(timeout=60)
     return future
 
 
 @task(name="passive-baseline", task_run_name="passive/subflow", cache_policy=NO_CACHE, persist_result=False)
-def run_passive_baseline(config: ExperimentConfig, refresh: bool, labels: list[int] | None = None) -> st.Passive:
+def run_passive_baseline(
+    config: ExperimentConfig, refresh: bool, labels: list[int] | None = None, accept_platform_mix: bool = False
+) -> st.Passive:
     """Runs the subflow from a task so it can be submitted beside the active loop.
 
     The subflow sends no heartbeats of its own: its parent's already tell the server
     the process is alive, and a heartbeat thread costs up to a second at exit.
     """
     with temporary_settings(updates={"flows.heartbeat_frequency": None}):
-        return passive_baseline(config, refresh, labels)
+        return passive_baseline(config, refresh, labels, accept_platform_mix)
 
 
 DEFAULT_CONFIG = ExperimentConfig()
 
 
 @flow(name="active-learning", log_prints=True)
-def active_learning(config: ExperimentConfig = DEFAULT_CONFIG, refresh: bool = False) -> dict:
+def active_learning(
+    config: ExperimentConfig = DEFAULT_CONFIG, refresh: bool = False, accept_platform_mix: bool = False
+) -> dict:
     """Bayesian active learning with a Laplace posterior (the laplax 2D tutorial).
 
     Args:
         config: The experiment (defaults: the tutorial's).
         refresh: Ignore every stored result and recompute.
+        accept_platform_mix: Resume from stages computed on another numeric platform
+            (otherwise refused before compute; ``alcore/numerics.py``).
     """
     enable_compilation_cache()
     log = get_run_logger()
     resilience.watch_deployment_run(Store(config).workspace.root, rounds=config.rounds)
     run = passive_future = None
     try:
-        run = Loop(config, refresh)
+        run = Loop(config, refresh, accept_platform_mix)
         run.restore()  # the passive baseline too: restored, it needs no subflow
         computes_passive = config.passive and run.restored.passive is None
         if computes_passive and not run.human:  # beside everything else, from the start
-            passive_future = start_passive(config, refresh)
+            passive_future = start_passive(config, refresh, accept_platform_mix)
         data = run.prepare_data()
         if computes_passive and run.human:  # its points are labelled by the person first
-            passive_future = start_passive(config, refresh, run.passive_labels())
+            passive_future = start_passive(config, refresh, accept_platform_mix, run.passive_labels())
         initial, calibration = run.prepare_model()
         run.loop()
         passive = passive_future.result() if passive_future is not None else run.restored.passive
@@ -146,6 +154,9 @@ def active_learning(config: ExperimentConfig = DEFAULT_CONFIG, refresh: bool = F
     except (StageCannotWrite, storage.CannotWrite) as e:
         log.error(str(e))
         return Failed(message=str(e), name="CannotWrite")
+    except (StagePlatformMix, PlatformMix) as e:
+        log.error(str(e))
+        return Failed(message=str(e), name="PlatformMix")
     run.log.info(
         "active %.2f %% vs passive %s after %d rounds; outputs in %s",
         100 * (document["final_active_accuracy"] if document["final_active_accuracy"] is not None else float("nan")),
@@ -201,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     with local_server.connected(while_waiting=lambda: _precompile(config, args.refresh)):
         with resilience.guard(Store(config).workspace.root, rounds=config.rounds, argv=argv):
             t0 = time.perf_counter()
-            state = run(config, refresh=args.refresh, return_state=True)
+            state = run(config, refresh=args.refresh, accept_platform_mix=args.accept_platform_mix, return_state=True)
             seconds = time.perf_counter() - t0  # the flow run, creation and teardown included
     if not state.is_completed():
         print(f"{state.name}: {state.message}", file=sys.stderr)

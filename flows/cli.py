@@ -50,6 +50,11 @@ def parser() -> argparse.ArgumentParser:
         help="retry the whole flow run this many times on failure (finished stages come back from the cache)",
     )
     p.add_argument("--status", action="store_true", help="show what is cached for this configuration and exit")
+    p.add_argument(
+        "--accept-platform-mix",
+        action="store_true",
+        help="resume from stages computed on another numeric platform (refused otherwise; see alcore/numerics.py)",
+    )
     return p
 
 

@@ -63,15 +63,23 @@ class StageCannotWrite(Exception):
     """A stage could not write its file (the task's message says which and what to do)."""
 
 
+class StagePlatformMix(Exception):
+    """A stage to restore was computed on another numeric platform (the message says
+    which and how to accept the mix)."""
+
+
+REFUSALS = {"CannotWrite": StageCannotWrite, "PlatformMix": StagePlatformMix}
+
+
 class Loop:
     """One experiment's run: restore, prepare, rounds, and what the report needs."""
 
-    def __init__(self, config: ExperimentConfig, refresh: bool):
+    def __init__(self, config: ExperimentConfig, refresh: bool, accept_platform_mix: bool = False):
         self.config = config
         self.refresh = refresh
         self.log = get_run_logger()
         self.t_start = time.perf_counter()
-        self.store = Store(config)
+        self.store = Store(config, accept_platform_mix=accept_platform_mix)
         self.folder = self.store.workspace.root
         check_writable(self.folder)
         self.store.workspace.write_config(config)
@@ -91,8 +99,8 @@ class Loop:
         t0 = time.perf_counter()
         edges = [e for e in after if e is not None]
         state = stage_task(*args, **kwargs, return_state=True, wait_for=edges or None)
-        if state.is_failed() and state.name == "CannotWrite":
-            raise StageCannotWrite(state.message)
+        if state.is_failed() and state.name in REFUSALS:
+            raise REFUSALS[state.name](state.message)
         result = state.result()
         self.seconds[name] = time.perf_counter() - t0
         return result, _Edge(state.state_details.task_run_id)
@@ -406,6 +414,12 @@ class Loop:
             "computed": [n for n in self.seconds if n != "restore"],
             "warnings": self.restored.warnings + self.book.warnings,
             "stopped_after_round": self.stopped_after,
+            "platform": {
+                "this_run": self.store.platform,
+                # stages restored from another platform (--accept-platform-mix): their platforms
+                "mixed": bool(self.store.mixed),
+                "other_platforms": self.store.mixed,
+            },
         }
 
 

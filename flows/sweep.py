@@ -31,7 +31,7 @@ from prefect.futures import as_completed
 from prefect.settings import PREFECT_API_URL
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from alcore import strategies
+from alcore import numerics, strategies
 from alcore.config import Curvature, ExperimentConfig, digest
 from flows import local_server
 from flows.active_learning import active_learning
@@ -201,7 +201,7 @@ class SweepConfig(BaseModel):
     cache_policy=NO_CACHE,
     retries=1,
 )
-def run_experiment(config: ExperimentConfig, refresh: bool = False) -> dict:
+def run_experiment(config: ExperimentConfig, refresh: bool = False, accept_platform_mix: bool = False) -> dict:
     """One experiment, in whichever worker the task runner chose: the active-learning
     flow as a subflow (its stages cached and resumable), reduced to the numbers the
     sweep aggregates."""
@@ -209,7 +209,7 @@ def run_experiment(config: ExperimentConfig, refresh: bool = False) -> dict:
     enable_compilation_cache()
     _check_reachable(config.artifacts_dir)
     t0 = time.perf_counter()
-    summary = active_learning(config, refresh=refresh)
+    summary = active_learning(config, refresh=refresh, accept_platform_mix=accept_platform_mix)
     doc = json.loads((Path(summary["folder"]) / "results.json").read_text())
     kept = {k: doc[k] for k in _KEPT}
     kept["wall_seconds"] = time.perf_counter() - t0
@@ -250,7 +250,11 @@ class _SweepProgress:
 
 
 @flow(name="active-learning-sweep", log_prints=True)
-def sweep(config: SweepConfig = SweepConfig(), refresh: bool = False) -> dict:  # noqa: B008 - frozen model
+def sweep(
+    config: SweepConfig = SweepConfig(),  # noqa: B008 - frozen model
+    refresh: bool = False,
+    accept_platform_mix: bool = False,
+) -> dict:
     """Run every experiment of the grid on the task runner and aggregate them."""
     log = get_run_logger()
     t0, started_at = time.perf_counter(), time.time()
@@ -263,7 +267,9 @@ def sweep(config: SweepConfig = SweepConfig(), refresh: bool = False) -> dict:  
         len(config.curvatures),
     )
     progress = _SweepProgress(len(experiments), key=f"sweep-{config.sweep_hash()[:10]}-progress")
-    futures = {run_experiment.submit(c, refresh=refresh): c for c in experiments}
+    futures = {
+        run_experiment.submit(c, refresh=refresh, accept_platform_mix=accept_platform_mix): c for c in experiments
+    }
     done = {}
     for fut in as_completed(list(futures)):
         c, r = futures[fut], fut.result()
@@ -307,6 +313,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dask-address", default=None, help="use an existing Dask scheduler instead")
     p.add_argument("--sequential", action="store_true", help="one experiment after another in this process (no Dask)")
     p.add_argument("--refresh", action="store_true", help="recompute every stage of every experiment")
+    p.add_argument(
+        "--accept-platform-mix", action="store_true", help="resume stages computed on another numeric platform"
+    )
     return p
 
 
@@ -354,12 +363,10 @@ def task_runner_for(config: SweepConfig, *, sequential: bool = False, api_url: s
 
     if config.dask_address:
         return DaskTaskRunner(address=config.dask_address)
-    # One worker process per core, each single-threaded *including XLA*: at these sizes
-    # XLA's own thread pool buys little (a default run: 17.5 s single-threaded vs ~20 s,
-    # bit-identical results), and workers that each spawn a thread per core contend.
-    xla_flags = " ".join(
-        [os.environ.get("XLA_FLAGS", ""), "--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1"]
-    ).strip()
+    # One worker process per core, each single-threaded: the numeric settings
+    # (alcore/numerics.py: one XLA and one OpenBLAS thread, fixed kernels) go into the
+    # workers' environment, so they apply before a worker loads NumPy, and every worker
+    # computes what a single run computes.
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={
@@ -367,7 +374,7 @@ def task_runner_for(config: SweepConfig, *, sequential: bool = False, api_url: s
             "threads_per_worker": 1,
             "processes": True,
             "dashboard_address": None,
-            "env": {"XLA_FLAGS": xla_flags, "OMP_NUM_THREADS": "1", **_prefect_env(api_url)},
+            "env": {**numerics.settings(), "OMP_NUM_THREADS": "1", **_prefect_env(api_url)},
         },
     )
 
@@ -392,7 +399,9 @@ def main(argv=None) -> int:
     with local_server.connected():
         api = PREFECT_API_URL.value()
         runner = task_runner_for(config, sequential=args.sequential, api_url=api)
-        result = sweep.with_options(task_runner=runner)(config, refresh=args.refresh)
+        result = sweep.with_options(task_runner=runner)(
+            config, refresh=args.refresh, accept_platform_mix=args.accept_platform_mix
+        )
     print(json.dumps({k: result[k] for k in ("folder", "wall_seconds", "table")}, indent=2))
     print(f"sweep folder: {result['folder']}")
     return 0

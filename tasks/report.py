@@ -72,7 +72,10 @@ def build_results(
             "rounds": [r.seconds for r in rounds],
             "passive": None if passive is None else passive.seconds,
         },
-        "run": run_info,
+        # the numeric platform of this run, and of any stage restored from another
+        # (accepted with --accept-platform-mix: then "mixed" is true)
+        "platform": run_info.get("platform"),
+        "run": {k: v for k, v in run_info.items() if k != "platform"},
     }
 
 

@@ -21,13 +21,14 @@ from prefect.states import Failed
 
 from alcore import stages as st
 from tasks import storage
-from tasks.store import Restored, Store
+from tasks.store import PlatformMix, Restored, Store
 
 
 def stage_task(name: str, run_name: str):
     """The task decorator every stage shares. A stage that cannot write its file (a
-    full disk, a read-only folder) ends in the state ``CannotWrite`` with one clear
-    message, not an exception's traceback."""
+    full disk, a read-only folder) ends in the state ``CannotWrite``, one that would
+    resume from another numeric platform's files in ``PlatformMix``, each with one
+    clear message, not an exception's traceback."""
 
     def decorate(fn):
         @functools.wraps(fn)
@@ -36,6 +37,8 @@ def stage_task(name: str, run_name: str):
                 return fn(*args, **kwargs)
             except storage.CannotWrite as e:
                 return Failed(name="CannotWrite", message=str(e))
+            except PlatformMix as e:
+                return Failed(name="PlatformMix", message=str(e))
 
         return task(name=name, task_run_name=run_name, cache_policy=NO_CACHE, persist_result=False)(quietly)
 

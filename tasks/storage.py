@@ -8,9 +8,10 @@ new one, never a mix. Loads verify all three fields; any mismatch raises
 :class:`DamagedFile` naming the file and what is wrong.
 
 Stage records (:func:`save_record`, :func:`load_record`) are stored with the key
-they were computed under (stage, parameters, code version): a file whose key is not
-the one asked for raises :class:`StaleFile`, so a file written by other code or for
-other parameters is never trusted.
+they were computed under (stage, parameters, code version) and the numeric platform
+that computed them: a file whose key is not the one asked for raises
+:class:`StaleFile`, so a file written by other code or for other parameters is never
+trusted; the platform is the store's to compare (``tasks.store``).
 """
 
 import contextlib
@@ -26,7 +27,7 @@ from typing import Any
 import joblib
 
 MAGIC = b"BALSTAT\x00"
-FORMAT_VERSION = 2  # 2: stage records as {"key", "record"} (1: bare payloads)
+FORMAT_VERSION = 3  # 3: stage records with their platform; 2: {"key", "record"}; 1: bare payloads
 _HEADER = struct.Struct("<8sI32s")
 
 
@@ -167,18 +168,19 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def save_record(path: Path, key: str, record: tuple) -> str:
-    """Save a stage's record (a NamedTuple) under its key; returns the payload digest.
+def save_record(path: Path, key: str, record: tuple, platform: dict | None = None) -> str:
+    """Save a stage's record (a NamedTuple) under its key, with the numeric platform
+    that computed it (``alcore.numerics.platform``); returns the payload digest.
 
     The record is stored as a dict of its fields, so a changed record type never
     unpickles into the wrong shape (and a changed type changes the code version, so
     the key, first).
     """
-    return save(path, {"key": key, "record": record._asdict()})
+    return save(path, {"key": key, "record": record._asdict(), "platform": platform})
 
 
-def load_record(path: Path, key: str, record_type: type) -> tuple:
-    """Load a record saved by :func:`save_record` under ``key``.
+def load_record(path: Path, key: str, record_type: type) -> tuple[tuple, dict | None]:
+    """Load a record saved by :func:`save_record` under ``key``: (record, platform).
 
     Raises:
         FileNotFoundError: no file.
@@ -186,11 +188,11 @@ def load_record(path: Path, key: str, record_type: type) -> tuple:
         StaleFile: saved under another key.
     """
     content = load(path)
-    if not isinstance(content, dict) or set(content) != {"key", "record"}:
+    if not isinstance(content, dict) or set(content) != {"key", "record", "platform"}:
         raise DamagedFile(path, "not a stage record")
     if content["key"] != key:
         raise StaleFile(path, content["key"], key)
     try:
-        return record_type(**content["record"])
+        return record_type(**content["record"]), content["platform"]
     except TypeError as e:
         raise DamagedFile(path, f"record does not fit {record_type.__name__} ({e})") from e

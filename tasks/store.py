@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alcore import numerics
 from alcore import stages as st
 from alcore.config import ExperimentConfig
 from tasks import storage
@@ -39,6 +40,7 @@ class Restored:
     passive: st.Passive | None = None
     warnings: list[str] = field(default_factory=list)  # damaged files
     notes: list[str] = field(default_factory=list)  # stale files (other code or parameters)
+    platforms: dict[str, dict | None] = field(default_factory=dict)  # stages computed on another platform
 
     @property
     def names(self) -> list[str]:
@@ -50,13 +52,30 @@ class Restored:
         return len(self.names)
 
 
-class Store:
-    """Keys, files, saving and restoring of one experiment's stages."""
+class PlatformMix(Exception):
+    """A stage to resume from was computed on another numeric platform (one line:
+    both platforms and how to accept the mix)."""
 
-    def __init__(self, config: ExperimentConfig, code_version: str = CODE_VERSION):
+
+class Store:
+    """Keys, files, saving and restoring of one experiment's stages.
+
+    Every record carries the numeric platform that computed it
+    (``alcore.numerics.platform``). A stage computed on another platform is not
+    restored unless ``accept_platform_mix``: :class:`PlatformMix` is raised instead,
+    before anything is computed, since the resumed run would mix numbers that no
+    single machine computes. Accepted mixes are listed in ``mixed``.
+    """
+
+    def __init__(
+        self, config: ExperimentConfig, code_version: str = CODE_VERSION, *, accept_platform_mix: bool = False
+    ):
         self.config = config
         self.code_version = code_version
         self.workspace = Workspace.for_config(config)
+        self.accept_platform_mix = accept_platform_mix
+        self.platform = numerics.platform()
+        self.mixed: dict[str, dict | None] = {}  # stage -> the other platform it was computed on
 
     # -- keys and files
     def key(self, stage: st.Stage, round_index: int | None = None) -> str:
@@ -86,20 +105,33 @@ class Store:
     # -- one stage
     def save(self, stage: st.Stage, record: tuple, round_index: int | None = None) -> str:
         """Write a stage's record (atomic, checksummed); returns its digest."""
-        return storage.save_record(self.file(stage, round_index), self.key(stage, round_index), record)
+        path, key = self.file(stage, round_index), self.key(stage, round_index)
+        return storage.save_record(path, key, record, self.platform)
 
     def load(self, stage: st.Stage, round_index: int | None = None) -> tuple:
         """A stage's record; raises FileNotFoundError, DamagedFile or StaleFile."""
-        return storage.load_record(self.file(stage, round_index), self.key(stage, round_index), st.RECORDS[stage.name])
+        return self._load(stage, round_index)[0]
+
+    def _load(self, stage: st.Stage, round_index: int | None = None) -> tuple[tuple, dict | None]:
+        path, key = self.file(stage, round_index), self.key(stage, round_index)
+        return storage.load_record(path, key, st.RECORDS[stage.name])
 
     def check(self, stage: st.Stage, round_index: int | None = None) -> tuple[str, tuple | None, str | None]:
         """(state, record, message): state is ``ok``, ``missing``, ``damaged`` or
         ``stale``; the message says why for the last two. A file of an older format
-        is stale, not damaged: it was written correctly, by older code."""
+        is stale, not damaged: it was written correctly, by older code.
+
+        Raises:
+            PlatformMix: the stage was computed on another numeric platform and
+                mixes are not accepted.
+        """
         path = self.file(stage, round_index)
         redo = "recomputing it" if stage is st.PASSIVE else "recomputing it and every stage after it"
         try:
-            return "ok", self.load(stage, round_index), None
+            record, platform = self._load(stage, round_index)
+            if platform != self.platform:
+                self._other_platform(path, stage, round_index, platform)
+            return "ok", record, None
         except FileNotFoundError:
             return "missing", None, None
         except storage.DamagedFile as e:
@@ -108,6 +140,16 @@ class Store:
             return "damaged", None, f"damaged result file {path}: {e.reason}; {redo}"
         except storage.StaleFile:
             return "stale", None, f"{path} was computed by another code version or configuration; {redo}"
+
+    def _other_platform(self, path: Path, stage: st.Stage, round_index: int | None, platform: dict | None) -> None:
+        name = stage.name if round_index is None else f"round-{round_index:02d}"
+        if not self.accept_platform_mix:
+            raise PlatformMix(
+                f"refusing to resume from {path}: it was computed on {numerics.describe(platform)}, and this process "
+                f"computes on {numerics.describe(self.platform)}; the run would mix numbers no single machine computes. "
+                "Run with --accept-platform-mix to accept the mix, or --refresh to recompute everything here"
+            )
+        self.mixed[name] = platform
 
     # -- the chain
     def probe_passive(self) -> bool:
@@ -131,7 +173,7 @@ class Store:
     def restore(self, *, passive: bool = False) -> Restored:
         """Load the longest valid prefix of the chain (every file verified), and the
         passive baseline when ``passive`` and its file is valid."""
-        out = Restored()
+        out = Restored(platforms=self.mixed)
         if passive:
             state, record, message = self.check(st.PASSIVE)
             out.passive = record
@@ -154,13 +196,19 @@ class Store:
     def status(self) -> dict:
         """What is on disk for this configuration: every stage's file, its state and
         its main numbers (for ``--status``)."""
-        rows = [_row(stage.name, self.file(stage), *self.check(stage)) for stage in CHAIN]
+        rows = [_row(stage.name, self.file(stage), *self._status_of(stage)) for stage in CHAIN]
         rounds = sorted(self.workspace.round_file(1).parent.glob("round-*.joblib"))
         for path in rounds:
             r = int(path.stem.split("-")[1])
-            rows.append(_row(path.stem, path, *self.check(st.ROUND, r)))
-        rows.append(_row("passive", self.file(st.PASSIVE), *self.check(st.PASSIVE)))
+            rows.append(_row(path.stem, path, *self._status_of(st.ROUND, r)))
+        rows.append(_row("passive", self.file(st.PASSIVE), *self._status_of(st.PASSIVE)))
         return {"folder": str(self.workspace.root), "exists": self.workspace.root.exists(), "stages": rows}
+
+    def _status_of(self, stage: st.Stage, round_index: int | None = None) -> tuple[str, tuple | None, str | None]:
+        try:
+            return self.check(stage, round_index)
+        except PlatformMix as e:
+            return "other-platform", None, str(e)
 
 
 def _note(out: Restored, state: str, message: str | None) -> None:

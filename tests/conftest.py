@@ -1,5 +1,6 @@
 """Shared fixtures: one real Prefect server per test session, tiny configurations."""
 
+import alcore  # noqa: F401, I001 - first: the numeric settings before NumPy and JAX load (alcore/numerics.py)
 import os
 import shutil
 import socket

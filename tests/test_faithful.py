@@ -14,7 +14,10 @@ from tests.conftest import run_flow
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
-TUTORIAL = {"prior_precision": 0.4132, "active_accuracy_pct": 97.16, "passive_accuracy_pct": 91.14}
+# The promise, under the numeric settings of alcore/numerics.py (the same digits on any
+# x86-64 machine with AVX2 and FMA). The passive baseline was 91.14 % before them, on
+# one kind of CPU only: its 2,750 epochs amplify the last-bit differences between CPUs.
+TUTORIAL = {"prior_precision": 0.4132, "active_accuracy_pct": 97.16, "passive_accuracy_pct": 92.04}
 
 
 def test_default_experiment_reproduces_the_tutorial(prefect_server, tmp_path):
