@@ -6,7 +6,7 @@
 The flow: data -> initial training -> calibration -> rounds (acquire, label, retrain,
 evaluate) -> report, with the passive baseline as a subflow running beside the loop.
 Every stage's record is a file in the experiment's folder, keyed by the fields the
-stage reads and the code version (``tasks/store.py``): the same command after an
+stage reads and the code version (``store/experiment.py``): the same command after an
 interruption restores the finished stages from the folder (one ``restore`` task in
 the run graph) and computes from the first unfinished one.
 """
@@ -44,10 +44,11 @@ from alcore.config import ExperimentConfig
 from flows import local_server, oracle, resilience  # resilience: lost-server handling (flows/resilience.py)
 from flows.cli import parse_config
 from flows.loop import REFUSALS, Loop, StageCannotWrite, StagePlatformMix
-from tasks import stages, storage
+from runtime.jax_cache import enable_compilation_cache
+from store import files
+from store.experiment import PlatformMix, Store, print_status
+from tasks import stages
 from tasks.report import report
-from tasks.store import PlatformMix, Store, print_status
-from tasks.workspace import enable_compilation_cache
 
 
 @flow(name="passive-baseline", flow_run_name="passive-{config.seed}", log_prints=True)
@@ -151,7 +152,7 @@ def active_learning(
         message = f"{e}; every answer and finished stage is saved in {run.folder}: {oracle.how_to_continue()}"
         log.error(message)
         return Failed(message=message, name="Unanswered")
-    except (StageCannotWrite, storage.CannotWrite) as e:
+    except (StageCannotWrite, files.CannotWrite) as e:
         log.error(str(e))
         return Failed(message=str(e), name="CannotWrite")
     except (StagePlatformMix, PlatformMix) as e:

@@ -11,7 +11,7 @@ import typing
 from pydantic import ValidationError
 
 from alcore.config import ExperimentConfig
-from tasks.workspace import check_writable
+from store.layout import check_writable
 
 
 def parser() -> argparse.ArgumentParser:

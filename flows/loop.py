@@ -23,11 +23,11 @@ from prefect.utilities.annotations import quote
 from alcore import stages as st
 from alcore.config import ExperimentConfig
 from flows import oracle
+from store.experiment import Restored, Store
+from store.layout import check_writable
+from store.ledger import AnswerBook, resolve
 from tasks import plots, pool_plots, stages
-from tasks.answers import AnswerBook, resolve
 from tasks.report import artifact_key
-from tasks.store import Restored, Store
-from tasks.workspace import check_writable
 
 FAULT_ENV = "BAL_FAULT_ONCE"
 

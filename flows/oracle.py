@@ -11,7 +11,7 @@ model's uncertainty map with the proposed points marked, and then waits:
   gets the answer back from the repeated suspension with the same key;
 - any other run against a server *pauses*: the process polls every second.
 
-Every answer goes to the experiment's ledger (``tasks.answers``) before the flow
+Every answer goes to the experiment's ledger (``store.ledger``) before the flow
 uses it, so a replay or a re-run never asks again for it. Keys name the form
 (``round-007-1``: round 7, first form), so replays find their answers whatever
 else happened in between.
@@ -35,9 +35,9 @@ from prefect.input.run_input import keyset_from_base_key, keyset_from_paused_sta
 from prefect.states import Paused, Suspended
 from prefect.utilities.engine import propose_state_sync
 
-from tasks.answers import AnswerBook, FormAnswer, PointAnswer, now
+from store.files import write_text
+from store.ledger import AnswerBook, FormAnswer, PointAnswer, now
 from tasks.report import _data_uri
-from tasks.storage import write_text
 
 CANNOT_LABEL = "cannot label"
 POLL_SECONDS = 0.25  # a paused run checks for the answer this often (one API read)

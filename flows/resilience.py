@@ -113,7 +113,7 @@ def resume_command(argv: list[str] | None = None) -> str:
 
 def saved_rounds(folder: Path) -> int:
     """Consecutive round files from round 1."""
-    from tasks.workspace import Workspace  # on loss only: it hashes the code at import
+    from store.layout import Workspace
 
     workspace, r = Workspace(Path(folder)), 0
     while workspace.round_file(r + 1).exists():

@@ -35,8 +35,9 @@ from alcore import numerics, strategies
 from alcore.config import Curvature, ExperimentConfig, digest
 from flows import local_server
 from flows.active_learning import active_learning
+from runtime.jax_cache import enable_compilation_cache
+from store.layout import check_writable
 from tasks.sweep_report import sweep_report
-from tasks.workspace import check_writable, enable_compilation_cache
 
 # EPIG is not among the defaults: on the tutorial's problem it loses to every other
 # strategy (README, "Experiments at scale": measured on 10 seeds) and costs 5-10x a

@@ -12,9 +12,11 @@ from prefect.cache_policies import NO_CACHE
 from alcore import stages as st
 from alcore.config import ExperimentConfig, digest, held_out_labels
 from alcore.experiment import predict
-from tasks import plots, pool_plots, storage
-from tasks.store import Store
-from tasks.workspace import CODE_VERSION, Workspace
+from store import files
+from store.code_version import CODE_VERSION
+from store.experiment import Store
+from store.layout import Workspace
+from tasks import plots, pool_plots
 
 
 def artifact_key(config: ExperimentConfig, what: str) -> str:
@@ -120,7 +122,7 @@ def _before_round(record: st.RoundRecord) -> tuple:
 
 
 def write_json(path: Path, document: dict) -> None:
-    storage.write_text(path, json.dumps(document, indent=2) + "\n")
+    files.write_text(path, json.dumps(document, indent=2) + "\n")
 
 
 def _data_uri(path: Path) -> str:
@@ -139,7 +141,7 @@ def report(
 ) -> dict:
     """Write results.json, the PNG plots and the GIF; publish the UI artifacts."""
     ws = Workspace.for_config(config)
-    with storage.writing(ws.plots):
+    with files.writing(ws.plots):
         figures = _figures(config, ws, data, calibration, rounds, passive) if config.plots else {}
     document = build_results(
         config, data=data, initial=initial, calibration=calibration, rounds=rounds, passive=passive, run_info=run_info

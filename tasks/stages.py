@@ -1,7 +1,7 @@
 """The experiment's stages as Prefect tasks: run a stage's function, save its record.
 
 Each task wraps one function of ``alcore.stages`` and writes the record to the
-experiment folder (``tasks.store.Store``), which is the only store a resume reads:
+experiment folder (``store.experiment.Store``), which is the only store a resume reads:
 the tasks keep no Prefect result (``persist_result=False``) and look nothing up in
 a Prefect cache (``NO_CACHE``). What was restored instead of computed shows in the
 run graph as one ``restore/...`` task listing it.
@@ -20,8 +20,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
 from alcore import stages as st
-from tasks import storage
-from tasks.store import PlatformMix, Restored, Store
+from store import files
+from store.experiment import PlatformMix, Restored, Store
 
 
 def stage_task(name: str, run_name: str):
@@ -35,7 +35,7 @@ def stage_task(name: str, run_name: str):
         def quietly(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
-            except storage.CannotWrite as e:
+            except files.CannotWrite as e:
                 return Failed(name="CannotWrite", message=str(e))
             except PlatformMix as e:
                 return Failed(name="PlatformMix", message=str(e))

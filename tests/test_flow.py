@@ -16,7 +16,7 @@ from PIL import Image
 from alcore import problem
 from alcore.experiment import accuracy, predict
 from benchmarks import comparable, results
-from tasks import storage
+from store import files
 from tests.conftest import ROOT, TINY, cli_args, run_flow
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
@@ -51,11 +51,11 @@ def test_tiny_flow_outputs_exist_and_agree(prefect_server, tmp_path):
     # every round file holds the state the reported numbers come from
     labels = np.asarray(problem.true_labels(grid))
     for r in range(1, 4):
-        record = storage.load(folder / "rounds" / f"round-{r:03d}.joblib")["record"]
+        record = files.load(folder / "rounds" / f"round-{r:03d}.joblib")["record"]
         assert record["round"] == r and len(record["y_labelled"]) == TINY["n_initial"] + r
         assert accuracy(predict(record["state"].params, grid), labels) == doc["active_accuracy"][r - 1]
         assert record["labels"] == [doc["chosen_labels"][r - 1]]
-    passive = storage.load(next((folder.parent / "passive").glob("passive-*.joblib")))["record"]
+    passive = files.load(next((folder.parent / "passive").glob("passive-*.joblib")))["record"]
     assert passive["accuracy"] == doc["passive_accuracy"] and len(passive["y"]) == TINY["n_initial"] + 3
     for name in ("data", "prediction", "uncertainty", "misclassification", "accuracy", "calibration"):
         assert (folder / "plots" / f"{name}.png").stat().st_size > 5000
@@ -134,8 +134,8 @@ def test_damaged_round_file_is_reported_and_recomputed(prefect_server, tmp_path)
     assert str(damaged) in proc.stdout + proc.stderr and "checksum mismatch" in proc.stdout + proc.stderr
     assert any(str(damaged) in w for w in after["run"]["warnings"])
     assert [round_restored(after, r) for r in range(1, 5)] == [True, True, False, False]
-    assert storage.verify(damaged) is None
-    assert str(passive_file) in proc.stdout + proc.stderr and storage.verify(passive_file) is None
+    assert files.verify(damaged) is None
+    assert str(passive_file) in proc.stdout + proc.stderr and files.verify(passive_file) is None
     assert comparable(after) == comparable(before)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import comparable, results
-from tasks import storage
+from store import files
 from tests.conftest import ROOT, TINY, cli_args, run_flow
 from tests.test_flow import folder_of
 
@@ -63,7 +63,7 @@ def test_a_full_or_read_only_folder_mid_run_ends_clearly_and_resumes(prefect_ser
     folder = next(small_fs.glob("a/al-*"))
     assert not list(folder.rglob("*.tmp")), "a half-written file was left"
     for round_file in (folder / "rounds").glob("round-*.joblib"):
-        assert storage.verify(round_file) is None
+        assert files.verify(round_file) is None
     finished = len(list((folder / "rounds").glob("round-*.joblib")))
     assert 2 <= finished < 6
 

@@ -16,9 +16,9 @@ from alcore import stages as st
 from alcore import strategies
 from alcore.config import ExperimentConfig
 from alcore.experiment import ModelState
-from tasks import storage
-from tasks.store import Store
-from tasks.workspace import code_version
+from store import files
+from store.code_version import code_version
+from store.experiment import Store
 from tests.conftest import ROOT
 
 KEYED = [st.DATA, st.INITIAL, st.CALIBRATION, st.ROUND, st.PASSIVE]
@@ -141,7 +141,7 @@ def test_code_version_ignores_comments_docstrings_and_formatting(core_copy):
         ("laplace.py", "CHUNK = 1000", "CHUNK = 500"),
         ("calibration.py", "N_ECE_BINS = 15", "N_ECE_BINS = 10"),
         ("training.py", "return optax.adam(learning_rate)", "return optax.adamw(learning_rate)"),
-        ("__init__.py", 'MATH_VERSION = "1"', 'MATH_VERSION = "2"'),
+        ("__init__.py", 'MATH_VERSION = "2"', 'MATH_VERSION = "3"'),
     ],
 )
 def test_code_version_changes_with_the_math(core_copy, module, old, new):
@@ -243,5 +243,5 @@ def test_store_restores_the_longest_valid_prefix(tmp_path):
 
     other_code = Store(config, code_version="v2").restore()
     assert other_code.names == [] and "another code version" in other_code.notes[0]
-    with pytest.raises(storage.StaleFile):
+    with pytest.raises(files.StaleFile):
         Store(config, code_version="v2").load(st.DATA)

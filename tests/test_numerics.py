@@ -25,8 +25,8 @@ from alcore import stages as st
 from alcore.config import ExperimentConfig
 from alcore.experiment import padded
 from alcore.model import init_params
-from tasks import storage
-from tasks.store import PlatformMix, Store
+from store import files
+from store.experiment import PlatformMix, Store
 from tests.conftest import ROOT, TINY, run_flow
 
 # ---------------------------------------------------------------- the settings
@@ -190,8 +190,8 @@ def test_the_command_line_refuses_a_mix_and_accepts_it_when_asked(prefect_server
     assert first.returncode == 0, first.stderr[-3000:]
     folder = next(tmp_path.glob("al-*"))
     path = folder / "rounds" / "round-002.joblib"
-    content = storage.load(path)
-    storage.save(path, {**content, "platform": _elsewhere(content["platform"])})
+    content = files.load(path)
+    files.save(path, {**content, "platform": _elsewhere(content["platform"])})
     refused = run_flow(prefect_server["env"], config)
     assert refused.returncode == 1
     last = refused.stderr.strip().splitlines()[-1]

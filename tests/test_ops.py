@@ -30,7 +30,7 @@ import httpx
 import pytest
 
 from benchmarks import start_worker, stop_worker
-from tasks import storage
+from store import files
 from tests.conftest import ROOT, TINY, cli_args, free_port, run_flow
 
 pytestmark = pytest.mark.slow
@@ -596,7 +596,7 @@ def test_overlapping_runs_of_a_deployment_run_one_after_the_other(exposed_server
     # outputs whole: every stage file verifies; results.json is the second run's, from the cache
     folder = next(tmp_path.glob("al-*"))
     for path in [*folder.glob("*.joblib"), *folder.glob("rounds/*.joblib"), *tmp_path.glob("passive/*.joblib")]:
-        assert storage.verify(path) is None, path
+        assert files.verify(path) is None, path
     results = json.loads((folder / "results.json").read_text())
     assert results["run"]["flow_run_id"] == second["id"]
     assert len(results["active_accuracy"]) == TINY["rounds"]
@@ -682,7 +682,7 @@ def test_two_cli_runs_of_the_same_experiment_at_once_both_finish(prefect_server,
     assert summaries[0] == summaries[1] and "final_active_accuracy" in summaries[0]
     folder = Path(summaries[0]["folder"])
     for path in [*folder.glob("*.joblib"), *folder.glob("rounds/*.joblib"), *tmp_path.glob("passive/*.joblib")]:
-        assert storage.verify(path) is None, path
+        assert files.verify(path) is None, path
     results = json.loads((folder / "results.json").read_text())
     assert len(results["active_accuracy"]) == 2
     assert results["active_accuracy"][-1] == summaries[0]["final_active_accuracy"]

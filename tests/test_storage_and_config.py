@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from alcore.config import ExperimentConfig
 from flows.active_learning import parse_config
-from tasks import storage
-from tasks.workspace import Workspace, check_writable
+from store import files
+from store.layout import Workspace, check_writable
 from tests.conftest import ROOT
 
 # ------------------------------------------------------------------ storage
@@ -20,9 +20,9 @@ from tests.conftest import ROOT
 
 def test_roundtrip_and_no_temporary_files_left(tmp_path):
     obj = {"a": np.arange(5, dtype=np.float32), "b": [1, "x"]}
-    digest = storage.save(tmp_path / "r.joblib", obj)
+    digest = files.save(tmp_path / "r.joblib", obj)
     assert len(digest) == 64
-    back = storage.load(tmp_path / "r.joblib")
+    back = files.load(tmp_path / "r.joblib")
     np.testing.assert_array_equal(back["a"], obj["a"])
     assert back["b"] == [1, "x"]
     assert [p.name for p in tmp_path.iterdir()] == ["r.joblib"]
@@ -42,24 +42,24 @@ def test_roundtrip_and_no_temporary_files_left(tmp_path):
 )
 def test_damaged_files_are_detected(tmp_path, damage, reason):
     path = tmp_path / "r.joblib"
-    storage.save(path, {"x": np.ones(100)})
+    files.save(path, {"x": np.ones(100)})
     path.write_bytes(damage(path.read_bytes()))
-    with pytest.raises(storage.DamagedFile, match=reason) as info:
-        storage.load(path)
+    with pytest.raises(files.DamagedFile, match=reason) as info:
+        files.load(path)
     assert str(path) in str(info.value)
-    assert reason.split()[0] in storage.verify(path)
+    assert reason.split()[0] in files.verify(path)
 
 
 def test_verify_reports_missing(tmp_path):
-    assert storage.verify(tmp_path / "nope.joblib") == "missing"
+    assert files.verify(tmp_path / "nope.joblib") == "missing"
 
 
 KILL_DURING_WRITE = """
 import sys, numpy as np
-from tasks import storage
-storage.save(sys.argv[1], {"v": 1})
+from store import files
+files.save(sys.argv[1], {"v": 1})
 print("ready", flush=True)
-storage.save(sys.argv[1], {"v": 2, "big": np.random.default_rng(0).random(60_000_000)})
+files.save(sys.argv[1], {"v": 2, "big": np.random.default_rng(0).random(60_000_000)})
 """
 
 
@@ -79,7 +79,7 @@ def test_kill_during_write_leaves_the_old_file(tmp_path):
     assert tmp_files, "the writer never started its temporary file"
     proc.kill()
     proc.wait()
-    assert storage.load(path) == {"v": 1}
+    assert files.load(path) == {"v": 1}
 
 
 # ------------------------------------------------------------------ config

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
-from tasks.storage import writing
+from store.files import writing
 
 
 class PointAnswer(NamedTuple):

@@ -22,8 +22,9 @@ from pathlib import Path
 from alcore import numerics
 from alcore import stages as st
 from alcore.config import ExperimentConfig
-from tasks import storage
-from tasks.workspace import CODE_VERSION, Workspace
+from store import files
+from store.code_version import CODE_VERSION
+from store.layout import Workspace
 
 CHAIN = (st.DATA, st.INITIAL, st.CALIBRATION)
 
@@ -106,7 +107,7 @@ class Store:
     def save(self, stage: st.Stage, record: tuple, round_index: int | None = None) -> str:
         """Write a stage's record (atomic, checksummed); returns its digest."""
         path, key = self.file(stage, round_index), self.key(stage, round_index)
-        return storage.save_record(path, key, record, self.platform)
+        return files.save_record(path, key, record, self.platform)
 
     def load(self, stage: st.Stage, round_index: int | None = None) -> tuple:
         """A stage's record; raises FileNotFoundError, DamagedFile or StaleFile."""
@@ -114,7 +115,7 @@ class Store:
 
     def _load(self, stage: st.Stage, round_index: int | None = None) -> tuple[tuple, dict | None]:
         path, key = self.file(stage, round_index), self.key(stage, round_index)
-        return storage.load_record(path, key, st.RECORDS[stage.name])
+        return files.load_record(path, key, st.RECORDS[stage.name])
 
     def check(self, stage: st.Stage, round_index: int | None = None) -> tuple[str, tuple | None, str | None]:
         """(state, record, message): state is ``ok``, ``missing``, ``damaged`` or
@@ -134,11 +135,11 @@ class Store:
             return "ok", record, None
         except FileNotFoundError:
             return "missing", None, None
-        except storage.DamagedFile as e:
+        except files.DamagedFile as e:
             if e.reason.startswith("format version"):
                 return "stale", None, f"{path} has an older file {e.reason.split(',')[0]}; {redo}"
             return "damaged", None, f"damaged result file {path}: {e.reason}; {redo}"
-        except storage.StaleFile:
+        except files.StaleFile:
             return "stale", None, f"{path} was computed by another code version or configuration; {redo}"
 
     def _other_platform(self, path: Path, stage: st.Stage, round_index: int | None, platform: dict | None) -> None:

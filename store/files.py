@@ -11,7 +11,7 @@ Stage records (:func:`save_record`, :func:`load_record`) are stored with the key
 they were computed under (stage, parameters, code version) and the numeric platform
 that computed them: a file whose key is not the one asked for raises
 :class:`StaleFile`, so a file written by other code or for other parameters is never
-trusted; the platform is the store's to compare (``tasks.store``).
+trusted; the platform is the store's to compare (``store.experiment``).
 """
 
 import contextlib

@@ -1,0 +1,1 @@
+"""What runs the pipeline's processes: settings they share (the JAX compilation cache)."""
