@@ -10,11 +10,11 @@ and cannot miss a field the stage reads.
 
 The functions are pure (no Prefect, no files): ``tasks/stages.py`` runs them as
 Prefect tasks and stores their records. Records are NamedTuples of numpy arrays and
-plain values, so they pickle compactly and compare exactly.
+plain values, so they pickle compactly and compare exactly; they hold results only,
+no wall-clock times (the store keeps what a stage took beside its record).
 """
 
 import functools
-import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -231,7 +231,6 @@ class Initial(NamedTuple):
     state: ex.ModelState
     losses: np.ndarray
     accuracy: float  # on the test set (the tutorial's: its grid)
-    seconds: float
     metrics: dict | None = None  # accuracy, nll, ece on the test set
 
 
@@ -240,7 +239,6 @@ class Calibration(NamedTuple):
     grid: np.ndarray  # prior precisions tried
     curve: np.ndarray | None  # the objective at each (None on laplax's path)
     objective: str  # what the curve is ("ece")
-    seconds: float
 
 
 class Acquired(NamedTuple):
@@ -248,13 +246,11 @@ class Acquired(NamedTuple):
     points: np.ndarray
     scores: np.ndarray  # float32 over the candidates, before the round's first pick
     preds: np.ndarray  # int8 predicted class of every candidate
-    seconds: float
 
 
 class Retrained(NamedTuple):
     state: ex.ModelState
     losses: np.ndarray
-    seconds: float
 
 
 class RoundRecord(NamedTuple):
@@ -272,7 +268,6 @@ class RoundRecord(NamedTuple):
     y_labelled: np.ndarray
     state: ex.ModelState
     losses: np.ndarray
-    seconds: float
     metrics: dict | None = None  # accuracy, nll, ece on the test set (None: no test labels)
     prior_prec: float | None = None  # in force after the round (the next acquisition's)
 
@@ -285,7 +280,6 @@ class RoundRecord(NamedTuple):
             self.label_source,
             self.accuracy,
             len(self.y_labelled),
-            self.seconds,
             self.metrics,
             self.prior_prec,
         )
@@ -301,7 +295,6 @@ class RoundSummary(NamedTuple):
     label_source: str
     accuracy: float
     n_labelled: int
-    seconds: float
     metrics: dict | None = None
     prior_prec: float | None = None
 
@@ -313,7 +306,6 @@ class Passive(NamedTuple):
     preds: np.ndarray  # on the test set
     state: ex.ModelState
     losses: np.ndarray
-    seconds: float
     metrics: dict | None = None
 
 
@@ -377,19 +369,17 @@ def label_data(cfg: ConfigView, drawn: Data, initial: list[int] | None, calibrat
 @INITIAL
 def initial_training(cfg: ConfigView, data: Data) -> Initial:
     """Train the MLP from its seeded initialisation on the initial points."""
-    t0 = time.perf_counter()
     state, losses = _train(cfg, data.x_initial, data.y_initial, epochs=cfg.initial_epochs, n_classes=data.n_classes)
     accuracy, metrics = _evaluate(state.params, data)
-    return Initial(state, losses, accuracy, time.perf_counter() - t0, metrics)
+    return Initial(state, losses, accuracy, metrics)
 
 
 @CALIBRATION
 def calibrate(cfg: ConfigView, data: Data, initial: Initial) -> Calibration:
     """The prior precision: by ECE on the held-out calibration points (the tutorial's)
     or by the marginal likelihood of the initial labelled points (no extra labels)."""
-    t0 = time.perf_counter()
     tau, grid, curve = _prior_precision(cfg, initial.state.params, data, data.x_initial, data.y_initial, first=True)
-    return Calibration(tau, grid, curve, cfg.calibration, time.perf_counter() - t0)
+    return Calibration(tau, grid, curve, cfg.calibration)
 
 
 def _prior_precision(cfg: ConfigView, params, data: Data, x_labelled, y_labelled, *, first: bool):
@@ -423,9 +413,8 @@ def _prior_precision(cfg: ConfigView, params, data: Data, x_labelled, y_labelled
 @ROUND
 def recalibrate(cfg: ConfigView, data: Data, state: ex.ModelState, x_labelled, y_labelled) -> Calibration:
     """The prior precision again, for the grown labelled set and the retrained model."""
-    t0 = time.perf_counter()
     tau, grid, curve = _prior_precision(cfg, state.params, data, x_labelled, y_labelled, first=False)
-    return Calibration(tau, grid, curve, cfg.calibration, time.perf_counter() - t0)
+    return Calibration(tau, grid, curve, cfg.calibration)
 
 
 def recalibrates_after(config, round_index: int) -> bool:
@@ -447,7 +436,6 @@ def acquire(
 ) -> Acquired:
     """Score the candidates and choose the round's point(s) to label, never one of
     ``exclude`` (points a person could not label)."""
-    t0 = time.perf_counter()
     uses_key = strategies.get(cfg.acquisition).uses_key
     indices, scores, preds = ex.acquire(
         state.params,
@@ -467,7 +455,6 @@ def acquire(
         np.asarray(data.pool[indices]),
         scores.astype(np.float32),
         preds.astype(np.int8),
-        time.perf_counter() - t0,
     )
 
 
@@ -483,7 +470,6 @@ def labels_of(cfg: ConfigView, data: Data, acquired: Acquired, answers: dict[int
 @ROUND
 def retrain(cfg: ConfigView, state: ex.ModelState, x_labelled: np.ndarray, y_labelled: np.ndarray) -> Retrained:
     """Continue training on the grown labelled set, optimizer state carried over."""
-    t0 = time.perf_counter()
     new_state, losses = ex.retrain(
         state,
         x_labelled,
@@ -492,7 +478,7 @@ def retrain(cfg: ConfigView, state: ex.ModelState, x_labelled: np.ndarray, y_lab
         epochs=cfg.epochs_per_round,
         batch_size=cfg.batch_size,
     )
-    return Retrained(new_state, losses, time.perf_counter() - t0)
+    return Retrained(new_state, losses)
 
 
 @ROUND
@@ -509,9 +495,7 @@ def evaluate(
 ) -> RoundRecord:
     """Test accuracy (the tutorial's: on its grid) of the retrained model; the round's
     whole record (``prior_prec``: the prior precision in force after it)."""
-    t0 = time.perf_counter()
     accuracy, metrics = _evaluate(retrained.state.params, data)
-    seconds = acquired.seconds + retrained.seconds + time.perf_counter() - t0
     return RoundRecord(
         round_index,
         [int(i) for i in acquired.indices],
@@ -525,7 +509,6 @@ def evaluate(
         y_labelled,
         retrained.state,
         retrained.losses,
-        seconds,
         metrics,
         prior_prec,
     )
@@ -555,13 +538,12 @@ def passive_points(config, data: Data) -> tuple[np.ndarray, np.ndarray | None]:
 def passive_baseline(cfg: ConfigView, data: Data, labels: list[int] | None = None) -> Passive:
     """Uniform random points, the active loop's label and epoch budget; labelled by
     the ground truth, or by a person (``labels``, with a human oracle)."""
-    t0 = time.perf_counter()
     x, truth = passive_points(cfg, data)
     y = truth if cfg.oracle == "truth" else np.asarray(labels, np.int32)
     state, losses = _train(cfg, x, y, epochs=passive_epochs(cfg), n_classes=data.n_classes)
     accuracy, metrics = _evaluate(state.params, data)
     preds = ex.predict(state.params, data.x_test).astype(np.int8)
-    return Passive(accuracy, x, y, preds, state, losses, time.perf_counter() - t0, metrics)
+    return Passive(accuracy, x, y, preds, state, losses, metrics)
 
 
 # ---------------------------------------------------------------- ahead-of-time compilation

@@ -145,6 +145,8 @@ def active_learning(
         initial, calibration = run.prepare_model()
         run.loop()
         passive = passive_future.result() if passive_future is not None else run.restored.passive
+        if passive_future is not None:  # computed by the subflow: its seconds are in its file
+            run.store.check(st.PASSIVE)
         document = report(
             config, quote(data), quote(initial), quote(calibration), run.rounds, quote(passive), run.run_info()
         )

@@ -303,6 +303,7 @@ class Loop:
             quote(x),
             quote(y),
             self.prior_prec,
+            sum(self.seconds.get(f"{name}/{s}", 0.0) for s in ("acquire", "label", "retrain", "recalibrate")),
             after=evaluated_after,
             name=f"{name}/evaluate",
         )
@@ -410,6 +411,8 @@ class Loop:
             "flow_run_id": str(get_run_context().flow_run.id),
             "wall_seconds": {**self.seconds, "total_before_report": time.perf_counter() - self.t_start},
             "round_seconds": self.round_seconds,  # each computed round in the flow: its tasks and bookkeeping
+            # each stage's compute seconds, when it was computed (saved with its record)
+            "stage_seconds": dict(self.store.seconds),
             "restored": self.restored.names,
             "computed": [n for n in self.seconds if n != "restore"],
             "warnings": self.restored.warnings + self.book.warnings,

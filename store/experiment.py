@@ -42,6 +42,7 @@ class Restored:
     warnings: list[str] = field(default_factory=list)  # damaged files
     notes: list[str] = field(default_factory=list)  # stale files (other code or parameters)
     platforms: dict[str, dict | None] = field(default_factory=dict)  # stages computed on another platform
+    seconds: dict[str, float | None] = field(default_factory=dict)  # what each restored stage took to compute
 
     @property
     def names(self) -> list[str]:
@@ -51,6 +52,11 @@ class Restored:
 
     def __len__(self) -> int:
         return len(self.names)
+
+
+def stage_name(stage: st.Stage, round_index: int | None = None) -> str:
+    """A stage's name in the run graph and results.json: ``initial``, ``round-07``."""
+    return stage.name if round_index is None else f"round-{round_index:02d}"
 
 
 class PlatformMix(Exception):
@@ -77,6 +83,7 @@ class Store:
         self.accept_platform_mix = accept_platform_mix
         self.platform = numerics.platform()
         self.mixed: dict[str, dict | None] = {}  # stage -> the other platform it was computed on
+        self.seconds: dict[str, float | None] = {}  # stage -> seconds it took, as saved or restored
 
     # -- keys and files
     def key(self, stage: st.Stage, round_index: int | None = None) -> str:
@@ -104,16 +111,20 @@ class Store:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     # -- one stage
-    def save(self, stage: st.Stage, record: tuple, round_index: int | None = None) -> str:
-        """Write a stage's record (atomic, checksummed); returns its digest."""
+    def save(
+        self, stage: st.Stage, record: tuple, round_index: int | None = None, *, seconds: float | None = None
+    ) -> str:
+        """Write a stage's record (atomic, checksummed) with the seconds it took to
+        compute; returns its digest."""
         path, key = self.file(stage, round_index), self.key(stage, round_index)
-        return files.save_record(path, key, record, self.platform)
+        self.seconds[stage_name(stage, round_index)] = seconds
+        return files.save_record(path, key, record, self.platform, seconds)
 
     def load(self, stage: st.Stage, round_index: int | None = None) -> tuple:
         """A stage's record; raises FileNotFoundError, DamagedFile or StaleFile."""
         return self._load(stage, round_index)[0]
 
-    def _load(self, stage: st.Stage, round_index: int | None = None) -> tuple[tuple, dict | None]:
+    def _load(self, stage: st.Stage, round_index: int | None = None) -> tuple[tuple, dict | None, float | None]:
         path, key = self.file(stage, round_index), self.key(stage, round_index)
         return files.load_record(path, key, st.RECORDS[stage.name])
 
@@ -129,9 +140,10 @@ class Store:
         path = self.file(stage, round_index)
         redo = "recomputing it" if stage is st.PASSIVE else "recomputing it and every stage after it"
         try:
-            record, platform = self._load(stage, round_index)
+            record, platform, seconds = self._load(stage, round_index)
             if platform != self.platform:
                 self._other_platform(path, stage, round_index, platform)
+            self.seconds[stage_name(stage, round_index)] = seconds
             return "ok", record, None
         except FileNotFoundError:
             return "missing", None, None
@@ -143,7 +155,7 @@ class Store:
             return "stale", None, f"{path} was computed by another code version or configuration; {redo}"
 
     def _other_platform(self, path: Path, stage: st.Stage, round_index: int | None, platform: dict | None) -> None:
-        name = stage.name if round_index is None else f"round-{round_index:02d}"
+        name = stage_name(stage, round_index)
         if not self.accept_platform_mix:
             raise PlatformMix(
                 f"refusing to resume from {path}: it was computed on {numerics.describe(platform)}, and this process "
@@ -174,7 +186,7 @@ class Store:
     def restore(self, *, passive: bool = False) -> Restored:
         """Load the longest valid prefix of the chain (every file verified), and the
         passive baseline when ``passive`` and its file is valid."""
-        out = Restored(platforms=self.mixed)
+        out = Restored(platforms=self.mixed, seconds=self.seconds)
         if passive:
             state, record, message = self.check(st.PASSIVE)
             out.passive = record

@@ -168,19 +168,20 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def save_record(path: Path, key: str, record: tuple, platform: dict | None = None) -> str:
+def save_record(path: Path, key: str, record: tuple, platform: dict | None = None, seconds: float | None = None) -> str:
     """Save a stage's record (a NamedTuple) under its key, with the numeric platform
-    that computed it (``alcore.numerics.platform``); returns the payload digest.
+    that computed it (``alcore.numerics.platform``) and the seconds it took; returns
+    the payload digest.
 
     The record is stored as a dict of its fields, so a changed record type never
     unpickles into the wrong shape (and a changed type changes the code version, so
     the key, first).
     """
-    return save(path, {"key": key, "record": record._asdict(), "platform": platform})
+    return save(path, {"key": key, "record": record._asdict(), "platform": platform, "seconds": seconds})
 
 
-def load_record(path: Path, key: str, record_type: type) -> tuple[tuple, dict | None]:
-    """Load a record saved by :func:`save_record` under ``key``: (record, platform).
+def load_record(path: Path, key: str, record_type: type) -> tuple[tuple, dict | None, float | None]:
+    """Load a record saved by :func:`save_record` under ``key``: (record, platform, seconds).
 
     Raises:
         FileNotFoundError: no file.
@@ -188,11 +189,11 @@ def load_record(path: Path, key: str, record_type: type) -> tuple[tuple, dict | 
         StaleFile: saved under another key.
     """
     content = load(path)
-    if not isinstance(content, dict) or set(content) != {"key", "record", "platform"}:
+    if not isinstance(content, dict) or set(content) != {"key", "record", "platform", "seconds"}:
         raise DamagedFile(path, "not a stage record")
     if content["key"] != key:
         raise StaleFile(path, content["key"], key)
     try:
-        return record_type(**content["record"]), content["platform"]
+        return record_type(**content["record"]), content["platform"], content["seconds"]
     except TypeError as e:
         raise DamagedFile(path, f"record does not fit {record_type.__name__} ({e})") from e

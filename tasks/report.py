@@ -34,8 +34,10 @@ def build_results(
     passive: st.Passive | None,
     run_info: dict,
 ) -> dict:
-    """The ``results.json`` document. Everything but ``run`` is a pure function of the
-    configuration and code version, so a resumed run writes the same values."""
+    """The ``results.json`` document. Everything but ``run``, ``platform`` and
+    ``compute_seconds`` is a pure function of the configuration and code version, so a
+    resumed run writes the same values."""
+    seconds = run_info.get("stage_seconds", {})
     return {
         "config": config.model_dump(),
         "config_hash": {"experiment": st.experiment_digest(config), "passive": st.passive_digest(config)},
@@ -69,15 +71,15 @@ def build_results(
             "curve": None if calibration.curve is None else np.asarray(calibration.curve).tolist(),
         },
         "compute_seconds": {
-            "initial_training": initial.seconds,
-            "calibration": calibration.seconds,
-            "rounds": [r.seconds for r in rounds],
-            "passive": None if passive is None else passive.seconds,
+            "initial_training": seconds.get("initial"),
+            "calibration": seconds.get("calibration"),
+            "rounds": [seconds.get(f"round-{r.round:02d}") for r in rounds],
+            "passive": None if passive is None else seconds.get("passive"),
         },
         # the numeric platform of this run, and of any stage restored from another
         # (accepted with --accept-platform-mix: then "mixed" is true)
         "platform": run_info.get("platform"),
-        "run": {k: v for k, v in run_info.items() if k != "platform"},
+        "run": {k: v for k, v in run_info.items() if k not in ("platform", "stage_seconds")},
     }
 
 

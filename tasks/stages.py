@@ -14,6 +14,7 @@ graph's edges come from ``wait_for`` instead.
 """
 
 import functools
+import time
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -70,16 +71,18 @@ def label_data(store: Store, drawn, initial: list[int] | None, calibration: list
 @stage_task("initial", "model/initial-training")
 def initial_training(store: Store, data) -> st.Initial:
     """Train the MLP from its seeded initialisation on the initial points."""
+    t0 = time.perf_counter()
     result = st.initial_training(store.config, data)
-    store.save(st.INITIAL, result)
+    store.save(st.INITIAL, result, seconds=time.perf_counter() - t0)
     return result
 
 
 @stage_task("calibration", "model/calibrate-prior")
 def calibrate(store: Store, data, initial: st.Initial) -> st.Calibration:
     """Prior precision by ECE grid search on the calibration set (the tutorial's)."""
+    t0 = time.perf_counter()
     result = st.calibrate(store.config, data, initial)
-    store.save(st.CALIBRATION, result)
+    store.save(st.CALIBRATION, result, seconds=time.perf_counter() - t0)
     return result
 
 
@@ -112,21 +115,33 @@ def recalibrate(store: Store, round_index: int, data, state, x_labelled, y_label
 
 @stage_task("evaluate", "round-{round_index:02d}/evaluate")
 def evaluate(
-    store: Store, round_index: int, data, acquired, labels, retrained, x_labelled, y_labelled, prior_prec: float
+    store: Store,
+    round_index: int,
+    data,
+    acquired,
+    labels,
+    retrained,
+    x_labelled,
+    y_labelled,
+    prior_prec: float,
+    seconds: float,
 ) -> st.RoundRecord:
-    """Test accuracy of the retrained model; writes the round's file (its full state)."""
+    """Test accuracy of the retrained model; writes the round's file (its full state)
+    with the round's compute seconds (``seconds``: its earlier tasks')."""
+    t0 = time.perf_counter()
     record = st.evaluate(
         store.config, round_index, data, acquired, labels, retrained, x_labelled, y_labelled, prior_prec
     )
-    store.save(st.ROUND, record, round_index)
+    store.save(st.ROUND, record, round_index, seconds=seconds + time.perf_counter() - t0)
     return record
 
 
 @stage_task("passive-train", "passive/train")
 def passive_train(store: Store, data, labels: list[int] | None = None) -> st.Passive:
     """The passive baseline: uniform points, the same label and epoch budget."""
+    t0 = time.perf_counter()
     result = st.passive_baseline(store.config, data, labels)
-    store.save(st.PASSIVE, result)
+    store.save(st.PASSIVE, result, seconds=time.perf_counter() - t0)
     return result
 
 

@@ -214,7 +214,7 @@ def test_registry_rejects_duplicates_and_unknown_names():
 def _round_record(r: int) -> st.RoundRecord:
     state = ModelState({"w": np.full(3, float(r))}, ())
     return st.RoundRecord(r, [r], np.zeros((1, 2)), [1], "truth", 0.5 + r / 100, np.zeros(4), np.zeros(4, np.int8),
-                          np.zeros((r, 2)), np.zeros(r), state, np.zeros(2), 0.01)  # fmt: skip
+                          np.zeros((r, 2)), np.zeros(r), state, np.zeros(2))  # fmt: skip
 
 
 def test_store_restores_the_longest_valid_prefix(tmp_path):
@@ -224,13 +224,19 @@ def test_store_restores_the_longest_valid_prefix(tmp_path):
 
     data = Data(*([np.zeros(2)] * 8), sampling_key=np.zeros(2, np.uint32))
     store.save(st.DATA, data)
-    store.save(st.INITIAL, st.Initial(ModelState({}, ()), np.zeros(1), 0.7, 1.0))
-    store.save(st.CALIBRATION, st.Calibration(0.4, np.ones(3), np.ones(3), "ece", 0.1))
+    store.save(st.INITIAL, st.Initial(ModelState({}, ()), np.zeros(1), 0.7), seconds=1.5)
+    store.save(st.CALIBRATION, st.Calibration(0.4, np.ones(3), np.ones(3), "ece"))
     for r in (1, 2, 3, 4):
-        store.save(st.ROUND, _round_record(r), r)
+        store.save(st.ROUND, _round_record(r), r, seconds=r / 100)
     assert store.probe() == 7
-    full = store.restore()
+    full = Store(config, code_version="v1").restore()  # a fresh process's store
     assert full.names == ["data", "initial", "calibration", "round-01", "round-02", "round-03", "round-04"]
+    assert full.seconds == {
+        "data": None,
+        "initial": 1.5,
+        "calibration": None,
+        **{f"round-0{r}": r / 100 for r in range(1, 5)},
+    }
     assert full.last_round.round == 4 and full.rounds[2].accuracy == pytest.approx(0.53)
 
     damaged = store.file(st.ROUND, 3)
