@@ -37,7 +37,7 @@ test-fast: $(STAMP)  ## core and task tests only (seconds)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff (the core may not import Prefect)
-	$(BIN)/ruff check alcore store tasks flows runtime tests benchmarks
+	$(BIN)/ruff check alcore store tasks oracles flows runtime tests benchmarks
 
 sweep: $(STAMP)  ## the default sweep: 10 seeds x 6 strategies on a local Dask cluster (ARGS to change)
 	$(BIN)/python -m flows.sweep $(ARGS)

@@ -61,6 +61,19 @@ class Data(NamedTuple):
     def n_classes(self) -> int:
         return len(self.classes)
 
+    def describe(self, x: np.ndarray) -> str:
+        """A point's features as a person reads them: in the data's own units (before
+        standardisation), the first four of a long vector."""
+        raw = x * self.scaler[1] + self.scaler[0] if self.scaler is not None else x
+        if len(raw) <= 4:
+            return "(" + ", ".join(f"{v:.3f}" for v in raw) + ")"
+        return "(" + ", ".join(f"{v:.3g}" for v in raw[:4]) + f", ... {len(raw)} features)"
+
+    def describe_candidate(self, i: int) -> str:
+        """A candidate as a person reads it (with its pool index beyond the tutorial)."""
+        text = self.describe(self.pool[i])
+        return text if self.grid_size else f"pool #{i}: {text}"
+
 
 class Table(NamedTuple):
     """A data set before the experiment's split."""

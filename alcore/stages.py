@@ -460,9 +460,9 @@ def acquire(
 
 @ROUND
 def labels_of(cfg: ConfigView, data: Data, acquired: Acquired, answers: dict[int, int] | None = None) -> list[int]:
-    """The oracle's labels of the acquired candidates: the ground truth's, or a
-    person's ``answers`` (candidate index -> class)."""
-    if cfg.oracle == "truth":
+    """The oracle's labels of the acquired candidates, in their order (``answers``:
+    candidate index -> class; None: the pool's own labels, its ground truth)."""
+    if answers is None:
         return [int(data.pool_labels[i]) for i in acquired.indices]
     return [int(answers[i]) for i in acquired.indices]
 

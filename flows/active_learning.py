@@ -39,11 +39,15 @@ from prefect.settings import temporary_settings
 from prefect.states import Failed
 from prefect.utilities.annotations import quote
 
+import oracles
 from alcore import stages as st
 from alcore.config import ExperimentConfig
-from flows import local_server, oracle, resilience  # resilience: lost-server handling (flows/resilience.py)
+from flows import local_server, resilience  # resilience: lost-server handling (flows/resilience.py)
+from flows import oracle as forms
 from flows.cli import parse_config
+from flows.faults import fault_point
 from flows.loop import REFUSALS, Loop, StageCannotWrite, StagePlatformMix
+from flows.progress import Progress
 from runtime.jax_cache import enable_compilation_cache
 from store import files
 from store.experiment import PlatformMix, Store, print_status
@@ -132,26 +136,28 @@ def active_learning(
     enable_compilation_cache()
     log = get_run_logger()
     resilience.watch_deployment_run(Store(config).workspace.root, rounds=config.rounds)
-    run = passive_future = None
+    run = None
     try:
         run = Loop(config, refresh, accept_platform_mix)
-        run.restore()  # the passive baseline too: restored, it needs no subflow
-        computes_passive = config.passive and run.restored.passive is None
-        if computes_passive and not run.human:  # beside everything else, from the start
-            passive_future = start_passive(config, refresh, accept_platform_mix)
-        data = run.prepare_data()
-        if computes_passive and run.human:  # its points are labelled by the person first
-            passive_future = start_passive(config, refresh, accept_platform_mix, run.passive_labels())
-        initial, calibration = run.prepare_model()
-        run.loop()
-        passive = passive_future.result() if passive_future is not None else run.restored.passive
-        if passive_future is not None:  # computed by the subflow: its seconds are in its file
+        restored = run.restore()
+        oracle = oracles.for_config(config, run.folder, log)
+        data = run.data(oracle)
+        passive = None  # the subflow, beside the rounds; a restored baseline needs none
+        if config.passive and restored.passive is None:
+            passive = start_passive(config, refresh, accept_platform_mix, run.passive_labels(oracle))
+        initial, calibration = run.model()
+        progress = Progress(config)
+        progress.update(len(restored.rounds))
+        rounds = run.loop(oracle, on_round=lambda r: (progress.update(r), fault_point(run.folder, f"after-round-{r}")))
+        progress.update(len(rounds), final=True)
+        baseline = passive.result() if passive is not None else restored.passive
+        if passive is not None:  # computed by the subflow: its seconds are in its file
             run.store.check(st.PASSIVE)
         document = report(
-            config, quote(data), quote(initial), quote(calibration), run.rounds, quote(passive), run.run_info()
+            config, quote(data), quote(initial), quote(calibration), rounds, quote(baseline), run.run_info(oracle)
         )
-    except oracle.Unanswered as e:
-        message = f"{e}; every answer and finished stage is saved in {run.folder}: {oracle.how_to_continue()}"
+    except forms.Unanswered as e:
+        message = f"{e}; every answer and finished stage is saved in {run.folder}: {forms.how_to_continue()}"
         log.error(message)
         return Failed(message=message, name="Unanswered")
     except (StageCannotWrite, files.CannotWrite) as e:
@@ -160,11 +166,11 @@ def active_learning(
     except (StagePlatformMix, PlatformMix) as e:
         log.error(str(e))
         return Failed(message=str(e), name="PlatformMix")
-    run.log.info(
+    log.info(
         "active %.2f %% vs passive %s after %d rounds; outputs in %s",
         100 * (document["final_active_accuracy"] if document["final_active_accuracy"] is not None else float("nan")),
-        "n/a" if passive is None or passive.accuracy is None else f"{100 * passive.accuracy:.2f} %",
-        len(run.rounds),
+        "n/a" if baseline is None or baseline.accuracy is None else f"{100 * baseline.accuracy:.2f} %",
+        len(rounds),
         run.folder,
     )
     return {
@@ -207,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         from prefect.settings import PREFECT_API_URL
 
         if not PREFECT_API_URL.value():
-            print(f"error: {oracle.NO_SERVER}", file=sys.stderr)
+            print(f"error: {forms.NO_SERVER}", file=sys.stderr)
             return 2
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)
     run = active_learning.with_options(retries=args.retries, retry_delay_seconds=1) if args.retries else active_learning

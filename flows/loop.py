@@ -1,20 +1,18 @@
 """The wiring of one experiment inside the ``active-learning`` flow.
 
-:class:`Loop` restores what the folder holds, runs the stages still to run as
-tasks (big inputs quoted, graph edges given explicitly), asks a person where the
-oracle is human, and keeps the run's bookkeeping (wall times, what was restored
-and computed, progress). The math is in ``alcore.stages``, the task wrappers in
-``tasks.stages``; the flow itself (``flows.active_learning``) only calls this.
+:class:`Loop` restores what the folder holds and runs each stage still to run as a
+task (big inputs quoted, the run graph's edges given explicitly), asking the oracle
+(``oracles/``) for labels wherever a stage needs them, without knowing who answers.
+It keeps the run's bookkeeping: wall times, what was restored and what computed.
+The math is in ``alcore.stages``, the tasks in ``tasks.stages``; the flow
+(``flows.active_learning``) reads like the algorithm and only calls this.
 """
 
-import contextvars
-import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 
 import numpy as np
 from prefect import get_run_logger
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.context import get_run_context
 from prefect.futures import PrefectFuture
 from prefect.states import Completed
@@ -22,14 +20,10 @@ from prefect.utilities.annotations import quote
 
 from alcore import stages as st
 from alcore.config import ExperimentConfig
-from flows import oracle
+from oracles import Oracle, RoundContext
 from store.experiment import Restored, Store
 from store.layout import check_writable
-from store.ledger import AnswerBook, resolve
-from tasks import plots, pool_plots, stages
-from tasks.report import artifact_key
-
-FAULT_ENV = "BAL_FAULT_ONCE"
+from tasks import stages
 
 
 class _Edge(PrefectFuture):
@@ -72,7 +66,7 @@ REFUSALS = {"CannotWrite": StageCannotWrite, "PlatformMix": StagePlatformMix}
 
 
 class Loop:
-    """One experiment's run: restore, prepare, rounds, and what the report needs."""
+    """One experiment's run: restore, data, model, rounds, and what the report needs."""
 
     def __init__(self, config: ExperimentConfig, refresh: bool, accept_platform_mix: bool = False):
         self.config = config
@@ -83,12 +77,10 @@ class Loop:
         self.folder = self.store.workspace.root
         check_writable(self.folder)
         self.store.workspace.write_config(config)
-        self.book = AnswerBook(self.folder / "answers.jsonl")
-        self.human = config.oracle == "human"
         self.seconds: dict[str, float] = {}
         self.round_seconds: dict[str, float] = {}
         self.restored = Restored()
-        self.last = None  # the state of the latest task: the next one's graph edge
+        self.last = None  # the latest task's edge: the next one's in the run graph
         self.rounds: list[st.RoundSummary] = []
         self.stopped_after: int | None = None
 
@@ -106,15 +98,12 @@ class Loop:
         return result, _Edge(state.state_details.task_run_id)
 
     # ------------------------------------------------------------ restore
-    def restore(self) -> None:
+    def restore(self) -> Restored:
         """Load the finished stages (one ``restore`` task), unless refreshing."""
-        self.book.read()
-        for message in self.book.warnings:
-            self.log.warning(message)
         found = 0 if self.refresh else self.store.probe()
         passive = not self.refresh and self.config.passive and self.store.probe_passive()
         if not found and not passive:
-            return
+            return self.restored
         what = describe_prefix(found) + (", passive" if passive else "")
         self.restored, self.last = self.run(stages.restore, self.store, what, passive, name="restore")
         for message in self.restored.warnings:
@@ -125,29 +114,34 @@ class Loop:
             chain = [n for n in self.restored.names if n != "passive"]
             extra = ", passive" if self.restored.passive is not None else ""
             self.log.info("restored from %s: %s%s", self.folder, describe_prefix(len(chain)), extra)
+        return self.restored
 
     # ------------------------------------------------------------ data, initial training, calibration
-    def prepare_data(self):
+    def data(self, oracle: Oracle):
         """The data, labelled by the oracle (saved before anything uses them)."""
-        data = self.restored.data
-        if data is None:
-            drawn, generated = self.run(stages.generate_data, self.store, after=[self.last], name="data")
-            initial_labels, calibration_labels = self._label_data(drawn) if self.human else (None, None)
-            data, self.last = self.run(
-                stages.label_data,
-                self.store,
-                quote(drawn),
-                initial_labels,
-                calibration_labels,
-                after=[generated],
-                name="data/label",
-            )
-        self.data = data
-        return data
+        if self.restored.data is not None:
+            self._data = self.restored.data
+            return self._data
+        drawn, generated = self.run(stages.generate_data, self.store, after=[self.last], name="data")
+        initial_labels, calibration_labels = oracle.label_data(drawn)
+        self._data, self.last = self.run(
+            stages.label_data,
+            self.store,
+            quote(drawn),
+            initial_labels,
+            calibration_labels,
+            after=[generated],
+            name="data/label",
+        )
+        return self._data
 
-    def prepare_model(self):
-        """Initial training and calibration."""
-        data = self.data
+    def passive_labels(self, oracle: Oracle) -> list[int] | None:
+        """The oracle's labels of the passive baseline's points (None: the truth's)."""
+        return oracle.label_passive(self._data, st.passive_points(self.config, self._data)[0])
+
+    def model(self):
+        """Initial training and calibration: (initial, calibration)."""
+        data = self._data
         initial = self.restored.initial
         if initial is None:
             initial, self.last = self.run(
@@ -164,108 +158,42 @@ class Loop:
             calibration.objective.upper(),
             len(data.y_calibration),
         )
-        self.initial, self.calibration = initial, calibration
-        self.prior_prec = calibration.prior_prec
+        self.initial, self.prior_prec = initial, calibration.prior_prec
         return initial, calibration
 
-    def _label_data(self, drawn) -> tuple[list[int], list[int]]:
-        self.data = drawn  # the forms need the class names
-        """A person labels the initial and the calibration points, one form each."""
-        out = []
-        for ask, points, what in (
-            ("initial", drawn.x_initial, f"the {len(drawn.x_initial)} initial training points"),
-            ("calibration", drawn.x_calibration, f"the {len(drawn.x_calibration)} held-out calibration points"),
-        ):
-            answers = self.book.for_ask(ask)
-            answer = answers[-1] if answers else self._ask_points(ask, points, what)
-            out.append([answer.labels[i] for i in range(len(points))])
-        return out[0], out[1]
-
-    def _ask_points(self, ask: str, points: np.ndarray, what: str):
-        path = self.folder / "forms" / f"{ask}.png"
-        if self.data.grid_size:
-            png = plots.points_plot(path, points, f"{len(points)} points to label")
-        else:
-            proj = pool_plots.Projection(self.data.pool)
-            png = pool_plots.points_plot(path, proj, points, f"{len(points)} points to label")
-        described = [self._describe(p) for p in points]
-        rows = "\n".join(f"| point_{n} | {text} |" for n, text in enumerate(described, start=1))
-        body = (
-            f"Label {what}: choose the class of every point.\n\n{oracle.image_markdown(png, ask)}\n\n"
-            f"| field | point |\n|---|---|\n{rows}\n"
-        )
-        return oracle.ask(
-            self.book,
-            ask=ask,
-            title=f"{what} of experiment {self.folder.name}",
-            points=[
-                (i, [float(v) for v in p], text) for i, (p, text) in enumerate(zip(points, described, strict=True))
-            ],
-            classes=self.classes,
-            body=body,
-            wait_seconds=self.config.label_wait_seconds,
-            allow_skip=False,
-            allow_stop=False,
-        )
-
-    @property
-    def classes(self) -> list[str]:
-        """The class names a form offers."""
-        return list(self.data.classes)
-
-    # ------------------------------------------------------------ the passive baseline's labels
-    def passive_labels(self) -> list[int] | None:
-        """With a human oracle, a person labels the passive baseline's points (one
-        form), unless its file was restored; None otherwise."""
-        if not self.human or self.restored.passive is not None:
-            return None
-        points = st.passive_points(self.config, self.data)[0]
-        answers = self.book.for_ask("passive")
-        what = f"the passive baseline's {len(points)} points"
-        answer = answers[-1] if answers else self._ask_points("passive", points, what)
-        return [answer.labels[i] for i in range(len(points))]
-
     # ------------------------------------------------------------ rounds
-    def loop(self) -> None:
-        """The rounds still to run, after the restored ones."""
-        progress = Progress(self.config)
+    def loop(self, oracle: Oracle, on_round: Callable[[int], None] = lambda r: None) -> list[st.RoundSummary]:
+        """The rounds still to run, after the restored ones; ``on_round(r)`` after each
+        (and once with the restored count); ends early where the oracle says stop."""
         self.rounds = list(self.restored.rounds)
         last_round = self.restored.last_round
         if last_round is not None:
             state, x, y = last_round.state, last_round.x_labelled, last_round.y_labelled
             self.prior_prec = last_round.prior_prec if last_round.prior_prec is not None else self.prior_prec
         else:
-            state, x, y = self.initial.state, self.data.x_initial, self.data.y_initial
-        progress.update(len(self.rounds))
-        for summary in self.rounds:
-            if self._stop_requested(summary.round):
-                self.stopped_after = summary.round
-                break
-        retrained_state = None  # the previous round's retrain: the state the next acquisition scores with
+            state, x, y = self.initial.state, self._data.x_initial, self._data.y_initial
+        on_round(len(self.rounds))
+        self.stopped_after = next((s.round for s in self.rounds if oracle.stops_after(s.round)), None)
+        retrained_edge = None  # the previous round's retrain: the state the next acquisition scores with
         r = len(self.rounds)
         while self.stopped_after is None and r < self.config.rounds:
             r += 1
             t_round = time.perf_counter()
-            state, x, y, retrained_state = self._round(r, state, x, y, retrained_state)
-            progress.update(r)
+            state, x, y, retrained_edge = self._round(r, oracle, state, x, y, retrained_edge)
             self.round_seconds[f"round-{r:02d}"] = time.perf_counter() - t_round
-            fault_point(self.folder, f"after-round-{r}")
-            if self._stop_requested(r):
+            on_round(r)
+            if oracle.stops_after(r):
                 self.stopped_after = r
-                self.log.info("stopping after round %d, as the person asked", r)
-        progress.update(len(self.rounds), final=True)
+                self.log.info("stopping after round %d, as asked", r)
+        return self.rounds
 
-    def _stop_requested(self, r: int) -> bool:
-        return self.human and any(a.stop for a in self.book.for_ask(f"round-{r:03d}"))
-
-    def _round(self, r: int, state, x, y, retrained_state):
+    def _round(self, r: int, oracle: Oracle, state, x, y, retrained_edge):
         name = f"round-{r:02d}"
-        acquired, acq, answers = self._acquire_and_ask(r, state, x, y, retrained_state)
+        acquired, acq, answers = self._acquire_and_label(r, oracle, state, x, y, retrained_edge)
         labels, lab = self.run(
-            stages.label, self.store, r, quote(self.data), quote(acquired), answers, after=[acq], name=f"{name}/label"
+            stages.label, self.store, r, quote(self._data), quote(acquired), answers, after=[acq], name=f"{name}/label"
         )
-        x = append(x, acquired.points)
-        y = append(y, labels)
+        x, y = append(x, acquired.points), append(y, labels)
         retrained, ret = self.run(
             stages.retrain,
             self.store,
@@ -282,7 +210,7 @@ class Loop:
                 stages.recalibrate,
                 self.store,
                 r,
-                quote(self.data),
+                quote(self._data),
                 quote(retrained.state),
                 quote(x),
                 quote(y),
@@ -296,7 +224,7 @@ class Loop:
             stages.evaluate,
             self.store,
             r,
-            quote(self.data),
+            quote(self._data),
             quote(acquired),
             labels,
             quote(retrained),
@@ -309,7 +237,7 @@ class Loop:
         )
         self.rounds.append(record.summary())
         picked = ", ".join(
-            f"{self._describe_point(i)} -> class {self.data.classes[c]}"
+            f"{self._data.describe_candidate(i)} -> class {self._data.classes[c]}"
             for i, c in zip(acquired.indices, labels, strict=True)
         )
         self.log.info(
@@ -317,96 +245,33 @@ class Loop:
         )
         return retrained.state, x, y, ret
 
-    def _acquire_and_ask(self, r: int, state, x, y, retrained_state):
-        """Acquire the round's points and get their labels' answers: for a human, ask
-        until every point has a class (a skipped point is excluded and the next
-        best one proposed); the ledger answers what was asked before."""
-        ask = f"round-{r:03d}"
+    def _acquire_and_label(self, r: int, oracle: Oracle, state, x, y, retrained_edge):
+        """Acquire the round's point(s) and have the oracle label them; where it could
+        not label some, acquire again without them."""
+        context = RoundContext(state.params, x, y, self.config.rounds)
         while True:
-            exclude = self.book.skipped() if self.human else []
+            exclude = oracle.excluded()
             if self.config.exclude_labelled:
                 exclude += [i for summary in self.rounds for i in summary.indices]
             acquired, acq = self.run(
                 stages.acquire,
                 self.store,
                 r,
-                quote(self.data),
+                quote(self._data),
                 quote(state),
                 quote(x),
                 quote(y),
                 self.prior_prec,
                 exclude,
-                after=[retrained_state, self.last],
+                after=[retrained_edge, self.last],
                 name=f"round-{r:02d}/acquire",
             )
-            if not self.human:
-                return acquired, acq, None
-            labels = resolve(self.book.for_ask(ask), acquired.indices)
-            missing = [i for i in acquired.indices if i not in labels]
-            if not missing:
-                return acquired, acq, labels
-            answer = self._ask_round(r, acquired, missing, state, x, y)
-            if not answer.skipped:
-                labels = resolve(self.book.for_ask(ask), acquired.indices)
-                return acquired, acq, labels
-
-    def _ask_round(self, r: int, acquired: st.Acquired, missing: list[int], state, x, y):
-        probs = st.class_probabilities(state.params, self.data.pool[missing])
-        png = self._form_map(r, acquired, missing, x, y)
-        rows = []
-        points = []
-        for n, (i, p) in enumerate(zip(missing, probs, strict=True), start=1):
-            where = self._describe_point(i)
-            guess = self.data.classes[int(np.argmax(p))]
-            rows.append(f"| point_{n} | {where} | {guess} ({100 * np.max(p):.0f} %) |")
-            points.append((i, self.data.pool[i].tolist(), f"{where}; the model guesses {guess}"))
-        body = (
-            f"The model's uncertainty over the grid; the point(s) to label are starred.\n\n"
-            f"{oracle.image_markdown(png, f'round {r}')}\n\n"
-            "| field | point | the model's guess |\n|---|---|---|\n" + "\n".join(rows) + "\n\n"
-            f"Choose a class for each point, or *{oracle.CANNOT_LABEL}* (it is then never proposed again and the "
-            "next best point is asked instead). *Stop after this round* ends the loop after this round."
-        )
-        return oracle.ask(
-            self.book,
-            ask=f"round-{r:03d}",
-            title=f"Round {r} of {self.config.rounds}, {len(missing)} point{'s' if len(missing) > 1 else ''}",
-            points=points,
-            classes=self.classes,
-            body=body,
-            wait_seconds=self.config.label_wait_seconds,
-            allow_skip=True,
-            allow_stop=True,
-        )
-
-    def _describe_point(self, i: int) -> str:
-        """A candidate as a person reads it (its pool index beyond the tutorial)."""
-        text = self._describe(self.data.pool[i])
-        return text if self.data.grid_size else f"pool #{i}: {text}"
-
-    def _describe(self, x: np.ndarray) -> str:
-        """A point's features in the data's own units (before standardisation)."""
-        raw = x * self.data.scaler[1] + self.data.scaler[0] if self.data.scaler is not None else x
-        if len(raw) <= 4:
-            return "(" + ", ".join(f"{v:.3f}" for v in raw) + ")"
-        return "(" + ", ".join(f"{v:.3g}" for v in raw[:4]) + f", ... {len(raw)} features)"
-
-    def _form_map(self, r: int, acquired: st.Acquired, missing: list[int], x, y):
-        """The uncertainty map with the points to label starred (no true boundaries)."""
-        path = self.folder / "forms" / f"round-{r:03d}.png"
-        title = f"Round {r}: {self.config.acquisition} scores; label the starred point(s)"
-        picks = self.data.pool[missing]
-        if self.data.grid_size:
-            return plots.uncertainty_plot(
-                path, acquired.preds, acquired.scores, self.data.grid_size, x, y, picks, title, truth=False
-            )
-        proj = pool_plots.Projection(self.data.pool)
-        return pool_plots.uncertainty_plot(
-            path, proj, self.data.pool, acquired.preds, acquired.scores, x, y, picks, title, self.data.n_classes
-        )
+            answers = oracle.label_round(r, self._data, acquired, context)
+            if answers is not None:
+                return acquired, acq, answers
 
     # ------------------------------------------------------------ bookkeeping
-    def run_info(self) -> dict:
+    def run_info(self, oracle: Oracle) -> dict:
         return {
             "flow_run_id": str(get_run_context().flow_run.id),
             "wall_seconds": {**self.seconds, "total_before_report": time.perf_counter() - self.t_start},
@@ -415,7 +280,7 @@ class Loop:
             "stage_seconds": dict(self.store.seconds),
             "restored": self.restored.names,
             "computed": [n for n in self.seconds if n != "restore"],
-            "warnings": self.restored.warnings + self.book.warnings,
+            "warnings": self.restored.warnings + oracle.warnings,
             "stopped_after_round": self.stopped_after,
             "platform": {
                 "this_run": self.store.platform,
@@ -436,47 +301,6 @@ def describe_prefix(count: int) -> str:
     elif rounds > 1:
         names.append(f"rounds 1-{rounds}")
     return ", ".join(names) or "nothing"
-
-
-class Progress:
-    """The rounds' progress artifact, updated at most once a second. The updates go
-    from a thread of their own, in order: a blocking API call each, which the rounds
-    need not wait for (about 50 ms each while the server is busy, measured)."""
-
-    def __init__(self, config: ExperimentConfig):
-        self.total = config.rounds
-        self.last = 0.0
-        self.id = create_progress_artifact(
-            progress=0.0, key=artifact_key(config, "progress"), description="Active-learning rounds finished"
-        )
-        self.sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bal-progress")
-        self.context = contextvars.copy_context()
-
-    def update(self, done: int, *, final: bool = False) -> None:
-        now = time.monotonic()
-        if final or now - self.last >= 1.0:
-            progress = 100.0 * done / self.total if self.total else 100.0
-            sent = self.sender.submit(self.context.copy().run, update_progress_artifact, self.id, progress=progress)
-            self.last = now
-            if final:
-                sent.result()  # the last one is in before the run ends
-                self.sender.shutdown()
-
-
-def fault_point(folder, name: str) -> None:
-    """Fail once at a named point, for testing retries and resume for real.
-
-    With ``BAL_FAULT_ONCE=after-round-3`` the flow raises after round 3 the first time
-    it gets there in this experiment folder (a marker file remembers it), as a crash
-    would; a retry or a re-run then passes. Unset (always, outside tests): a no-op.
-    """
-    if os.environ.get(FAULT_ENV) != name:
-        return
-    marker = folder / f".fault-{name}"
-    if marker.exists():
-        return
-    marker.touch()
-    raise RuntimeError(f"injected fault at {name} ({FAULT_ENV})")
 
 
 def append(a, rows):

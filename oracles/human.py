@@ -1,0 +1,149 @@
+"""A person as the oracle: what each form asks and shows, and the ledger of answers.
+
+Every label a person gives comes through a form in the Prefect UI (``flows/oracle.py``
+builds it and waits: paused on the command line, suspended as a deployment's run). A
+form shows what to label: the points with their features in the data's own units, the
+model's guess where there is a model, and a map of the model's uncertainty with the
+points starred (no true boundaries). Every answer is in the experiment's ledger
+(``answers.jsonl``) before it is used, so a replayed or re-run experiment never asks
+again for what is there.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from alcore import stages as st
+from alcore.config import ExperimentConfig
+from alcore.data import Data
+from flows import oracle as forms
+from store.ledger import AnswerBook, resolve
+from tasks import plots, pool_plots
+
+
+class HumanOracle:
+    """Asks a person, form by form; answers come from the ledger where it has them."""
+
+    def __init__(self, config: ExperimentConfig, folder: Path, log):
+        self.config = config
+        self.folder = folder
+        self.log = log
+        self.book = AnswerBook(folder / "answers.jsonl")
+        self.book.read()
+        for message in self.book.warnings:
+            log.warning(message)
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.book.warnings
+
+    # ------------------------------------------------------------ before the rounds
+    def label_data(self, drawn: Data) -> tuple[list[int], list[int]]:
+        """The initial and the calibration points, one form each."""
+        out = []
+        for ask, points, what in (
+            ("initial", drawn.x_initial, f"the {len(drawn.x_initial)} initial training points"),
+            ("calibration", drawn.x_calibration, f"the {len(drawn.x_calibration)} held-out calibration points"),
+        ):
+            out.append(self._points_answered(drawn, ask, points, what))
+        return out[0], out[1]
+
+    def label_passive(self, data: Data, points: np.ndarray) -> list[int]:
+        """The passive baseline's points, one form."""
+        return self._points_answered(data, "passive", points, f"the passive baseline's {len(points)} points")
+
+    def _points_answered(self, data: Data, ask: str, points: np.ndarray, what: str) -> list[int]:
+        answers = self.book.for_ask(ask)
+        answer = answers[-1] if answers else self._ask_points(data, ask, points, what)
+        return [answer.labels[i] for i in range(len(points))]
+
+    def _ask_points(self, data: Data, ask: str, points: np.ndarray, what: str):
+        path = self.folder / "forms" / f"{ask}.png"
+        if data.grid_size:
+            png = plots.points_plot(path, points, f"{len(points)} points to label")
+        else:
+            proj = pool_plots.Projection(data.pool)
+            png = pool_plots.points_plot(path, proj, points, f"{len(points)} points to label")
+        described = [data.describe(p) for p in points]
+        rows = "\n".join(f"| point_{n} | {text} |" for n, text in enumerate(described, start=1))
+        body = (
+            f"Label {what}: choose the class of every point.\n\n{forms.image_markdown(png, ask)}\n\n"
+            f"| field | point |\n|---|---|\n{rows}\n"
+        )
+        return forms.ask(
+            self.book,
+            ask=ask,
+            title=f"{what} of experiment {self.folder.name}",
+            points=[
+                (i, [float(v) for v in p], text) for i, (p, text) in enumerate(zip(points, described, strict=True))
+            ],
+            classes=list(data.classes),
+            body=body,
+            wait_seconds=self.config.label_wait_seconds,
+            allow_skip=False,
+            allow_stop=False,
+        )
+
+    # ------------------------------------------------------------ the rounds
+    def excluded(self) -> list[int]:
+        return self.book.skipped()
+
+    def stops_after(self, r: int) -> bool:
+        return any(a.stop for a in self.book.for_ask(f"round-{r:03d}"))
+
+    def label_round(self, r: int, data: Data, acquired: st.Acquired, context) -> dict[int, int] | None:
+        """The round's labels from the ledger, or from a form for the points it lacks;
+        None when the person could not label some (they are then excluded)."""
+        ask = f"round-{r:03d}"
+        labels = resolve(self.book.for_ask(ask), acquired.indices)
+        missing = [i for i in acquired.indices if i not in labels]
+        if not missing:
+            return labels
+        answer = self._ask_round(r, data, acquired, missing, context)
+        if answer.skipped:
+            return None
+        return resolve(self.book.for_ask(ask), acquired.indices)
+
+    def _ask_round(self, r: int, data: Data, acquired: st.Acquired, missing: list[int], context):
+        probs = st.class_probabilities(context.params, data.pool[missing])
+        png = self._form_map(r, data, acquired, missing, context)
+        rows = []
+        points = []
+        for n, (i, p) in enumerate(zip(missing, probs, strict=True), start=1):
+            where = data.describe_candidate(i)
+            guess = data.classes[int(np.argmax(p))]
+            rows.append(f"| point_{n} | {where} | {guess} ({100 * np.max(p):.0f} %) |")
+            points.append((i, data.pool[i].tolist(), f"{where}; the model guesses {guess}"))
+        body = (
+            f"The model's uncertainty over the grid; the point(s) to label are starred.\n\n"
+            f"{forms.image_markdown(png, f'round {r}')}\n\n"
+            "| field | point | the model's guess |\n|---|---|---|\n" + "\n".join(rows) + "\n\n"
+            f"Choose a class for each point, or *{forms.CANNOT_LABEL}* (it is then never proposed again and the "
+            "next best point is asked instead). *Stop after this round* ends the loop after this round."
+        )
+        return forms.ask(
+            self.book,
+            ask=f"round-{r:03d}",
+            title=f"Round {r} of {context.rounds}, {len(missing)} point{'s' if len(missing) > 1 else ''}",
+            points=points,
+            classes=list(data.classes),
+            body=body,
+            wait_seconds=self.config.label_wait_seconds,
+            allow_skip=True,
+            allow_stop=True,
+        )
+
+    def _form_map(self, r: int, data: Data, acquired: st.Acquired, missing: list[int], context):
+        """The uncertainty map with the points to label starred (no true boundaries)."""
+        path = self.folder / "forms" / f"round-{r:03d}.png"
+        title = f"Round {r}: {self.config.acquisition} scores; label the starred point(s)"
+        picks = data.pool[missing]
+        x, y = context.x_labelled, context.y_labelled
+        if data.grid_size:
+            return plots.uncertainty_plot(
+                path, acquired.preds, acquired.scores, data.grid_size, x, y, picks, title, truth=False
+            )
+        proj = pool_plots.Projection(data.pool)
+        return pool_plots.uncertainty_plot(
+            path, proj, data.pool, acquired.preds, acquired.scores, x, y, picks, title, data.n_classes
+        )
