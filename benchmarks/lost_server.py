@@ -2,8 +2,8 @@
 
     python -m benchmarks.lost_server [--outage 15] [--out artifacts/lost_server.json]
 
-Starts a real ``prefect server start`` on a free port (its own PREFECT_HOME, SQLite),
-runs the CLI against it in a subprocess, and kills the server's process group once
+Starts a real ``prefect server start`` on a free port (its own PREFECT_HOME, SQLite;
+``flows.local_server.PrefectServer``, restartable on the same port), runs the CLI against it in a subprocess, and kills the server's process group once
 some rounds are saved:
 
 - ``restart``: the server is started again on the same port ``--outage`` seconds
@@ -26,13 +26,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from benchmarks import comparable, results, write_json
-from tests.conftest import cli_args, free_port
+from flows.local_server import PrefectServer  # also benchmarks.human_oracle's
+from tests.conftest import cli_args
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,83 +47,6 @@ CONFIG = {
     "calibration_grid_size": 8,
     "mc_samples": 8,
 }
-
-
-@dataclass
-class PrefectServer:
-    """``prefect server start`` in its own process group, restartable on the same port
-    with the same PREFECT_HOME (so the same SQLite database)."""
-
-    home: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen | None = None
-
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api"
-
-    @property
-    def env(self) -> dict:
-        """The environment of a client of this server."""
-        env = {**os.environ, "PREFECT_HOME": str(self.home), "PREFECT_API_URL": self.api_url}
-        env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        env.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
-        return env
-
-    def start(self, timeout: float = 120) -> float:
-        """Start it and wait until healthy; returns the seconds that took."""
-        t0 = time.monotonic()
-        self.home.mkdir(parents=True, exist_ok=True)
-        env = {**self.env, "PREFECT_UI_API_URL": self.api_url}
-        env.pop("PREFECT_API_URL")
-        prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
-        with open(self.home / "server.log", "a") as log:
-            self.process = subprocess.Popen(
-                [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        while time.monotonic() - t0 < timeout:
-            if self.process.poll() is not None:
-                tail = (self.home / "server.log").read_text()[-3000:]
-                raise RuntimeError(f"prefect server exited with {self.process.returncode}:\n{tail}")
-            if self.healthy():
-                return time.monotonic() - t0
-            time.sleep(0.2)
-        self.kill()
-        raise RuntimeError(f"prefect server did not become healthy within {timeout:.0f} s")
-
-    def healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group (the server and its services), as a crash."""
-        if self.process is None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait()
-        self.process = None
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=20)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        self.process = None
 
 
 class Cli:

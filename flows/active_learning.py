@@ -33,10 +33,13 @@ import logging
 import threading
 import time
 
+import httpx
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.context import get_run_context
 from prefect.settings import temporary_settings
-from prefect.states import Failed
+from prefect.states import Failed, State
 from prefect.utilities.annotations import quote
 
 import oracles
@@ -159,13 +162,13 @@ def active_learning(
     except forms.Unanswered as e:
         message = f"{e}; every answer and finished stage is saved in {run.folder}: {forms.how_to_continue()}"
         log.error(message)
-        return Failed(message=message, name="Unanswered")
+        return not_retried(Failed(message=message, name="Unanswered"))
     except (StageCannotWrite, files.CannotWrite) as e:
         log.error(str(e))
-        return Failed(message=str(e), name="CannotWrite")
+        return not_retried(Failed(message=str(e), name="CannotWrite"))
     except (StagePlatformMix, PlatformMix) as e:
         log.error(str(e))
-        return Failed(message=str(e), name="PlatformMix")
+        return not_retried(Failed(message=str(e), name="PlatformMix"))
     log.info(
         "active %.2f %% vs passive %s after %d rounds; outputs in %s",
         100 * (document["final_active_accuracy"] if document["final_active_accuracy"] is not None else float("nan")),
@@ -180,6 +183,31 @@ def active_learning(
         "prior_precision": document["prior_precision"],
         "flow_seconds": time.perf_counter() - run.t_start,
     }
+
+
+def not_retried(failed: State) -> State:
+    """``failed``, as the run's final state even when the flow has ``retries``.
+
+    Since Prefect 3.9 a flow run with retries that returns a Failed state is retried
+    in its process (the server answers AwaitingRetry), and a retry resets the run's
+    pause keys. A retry does not mend what these failures say (nobody answered the
+    form; the disk is full or read-only): it would ask the same form again, or fail
+    on the same disk. So the run's own retry count (its policy, through the API) is
+    set to zero first: the server then accepts the failure. Flows take no
+    ``retry_condition_fn`` (tasks do). Without an API (or one that refuses) the
+    state is returned as it is.
+    """
+    flow_run_id = get_run_context().flow_run.id
+    try:
+        with get_client(sync_client=True) as client:
+            policy = client.read_flow_run(flow_run_id).empirical_policy
+            if policy.retries:
+                client.update_flow_run(
+                    flow_run_id, empirical_policy=policy.model_copy(update={"retries": 0, "max_retries": 0})
+                )
+    except httpx.HTTPError as e:  # PrefectHTTPStatusError is one
+        get_run_logger().warning("the run may be retried (its retries could not be turned off: %s)", e)
+    return failed
 
 
 # ---------------------------------------------------------------- command line

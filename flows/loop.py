@@ -10,11 +10,12 @@ The math is in ``alcore.stages``, the tasks in ``tasks.stages``; the flow
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 
 import numpy as np
 from prefect import get_run_logger
 from prefect.context import get_run_context
-from prefect.futures import PrefectFuture
+from prefect.futures import PrefectConcurrentFuture
 from prefect.states import Completed
 from prefect.utilities.annotations import quote
 
@@ -26,31 +27,18 @@ from store.layout import check_writable
 from tasks import stages
 
 
-class _Edge(PrefectFuture):
+def _edge(task_run_id) -> PrefectConcurrentFuture:
     """A finished task run as a graph edge, and nothing more.
 
     Given a task's *state* in ``wait_for``, Prefect walks the state, its result
     included (a round's whole record), twice per task run: about 20 ms a round of
-    four tasks, measured. This finished future carries only the task run's id and a
-    bare completed state, so the edge costs nothing to find.
+    four tasks, measured. This future carries only the task run's id and an
+    already-resolved bare completed state (``data=0``: "the edge is done", no
+    payload), so the edge costs nothing to find or to wait for.
     """
-
-    def __init__(self, task_run_id):
-        super().__init__(task_run_id)
-        self._final_state = Completed(data=0)  # a bare value: "the edge is done", no payload
-
-    @property
-    def task_run_id(self):
-        return self._task_run_id
-
-    def wait(self, timeout: float | None = None) -> None:
-        return None
-
-    def result(self, timeout: float | None = None, raise_on_failure: bool = True):
-        return None
-
-    def add_done_callback(self, fn) -> None:
-        fn(self)
+    done: Future = Future()
+    done.set_result(Completed(data=0))
+    return PrefectConcurrentFuture(task_run_id, done)
 
 
 class StageCannotWrite(Exception):
@@ -95,7 +83,7 @@ class Loop:
             raise REFUSALS[state.name](state.message)
         result = state.result()
         self.seconds[name] = time.perf_counter() - t0
-        return result, _Edge(state.state_details.task_run_id)
+        return result, _edge(state.state_details.task_run_id)
 
     # ------------------------------------------------------------ restore
     def restore(self) -> Restored:

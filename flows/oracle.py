@@ -5,11 +5,20 @@ with one enum field per point, so a wrong class is refused by Prefect's schema
 check before the flow sees it), whose description shows what to label and the
 model's uncertainty map with the proposed points marked, and then waits:
 
-- a deployment run (on a worker) *suspends*: the process exits and nothing is held
-  while it waits; the answer reschedules the run, which replays from the top (every
-  finished stage restored from the folder, every answer read from the ledger) and
-  gets the answer back from the repeated suspension with the same key;
-- any other run against a server *pauses*: the process polls every second.
+- a deployment run (on a worker) *suspends* (``prefect.flow_runs.suspend_flow_run``):
+  the process exits and nothing is held while it waits; the answer reschedules the
+  run, which replays from the top (every finished stage restored from the folder,
+  every answer read from the ledger) and gets the answer back from the repeated
+  suspension with the same key;
+- any other run against a server *pauses*: the process checks for the answer four
+  times a second, and ends the run itself when the wait is over (see :func:`_pause`).
+
+A form can only be saved once the server has accepted the pause (on Prefect 3.9 the
+server deletes what was saved under the pause's keys when it accepts it), so an
+answer sent the moment the run shows as paused could still find no form ("Run input
+schema not found"). The form's sidecar (its points, for answering without the UI) is
+therefore written once the form is saved: whoever answers when it appears is not
+refused.
 
 Every answer goes to the experiment's ledger (``store.ledger``) before the flow
 uses it, so a replay or a re-run never asks again for it. Keys name the form
@@ -19,20 +28,19 @@ else happened in between.
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-import httpx
 import pydantic
 from prefect import get_run_logger
-from prefect._flow_run_suspension import mark_flow_run_suspension_requested
 from prefect.client.orchestration import get_client
 from prefect.context import get_run_context
-from prefect.exceptions import FlowPauseTimeout, Pause
-from prefect.input import RunInput
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import suspend_flow_run
+from prefect.input import RunInput, keyset_from_base_key, keyset_from_paused_state
 from prefect.input.actions import filter_flow_run_input
-from prefect.input.run_input import keyset_from_base_key, keyset_from_paused_state
-from prefect.states import Paused, Suspended
+from prefect.states import Paused
 from prefect.utilities.engine import propose_state_sync
 
 from store.files import write_text
@@ -49,9 +57,17 @@ class Unanswered(Exception):
 
 
 class _Strict(RunInput):
-    """A form that refuses unknown fields (an answer for a point that was not asked)."""
+    """A form that refuses unknown fields (an answer for a point that was not asked),
+    and calls ``after_save`` once Prefect has saved it (schema and description)."""
 
     model_config = pydantic.ConfigDict(extra="forbid")
+    after_save: ClassVar[Callable[[], None] | None] = None
+
+    @classmethod
+    def save(cls, keyset, flow_run_id=None) -> None:
+        super().save(keyset, flow_run_id=flow_run_id)
+        if cls.after_save is not None:
+            cls.after_save()
 
 
 def form_model(name: str, fields: list[tuple[str, str]], classes: list[str], *, allow_skip: bool, allow_stop: bool):
@@ -93,47 +109,48 @@ def image_markdown(png: Path, alt: str) -> str:
     return f"![{alt}]({_data_uri(Path(png))})"
 
 
-def _wait(form, description: str, key: str, timeout: int):
-    """Suspend (a deployment's own run) or pause (anything else) until answered."""
+def _wait(form, description: str, key: str, timeout: int, after_save: Callable[[], None]):
+    """Suspend (a deployment's own run) or pause (anything else) until answered;
+    ``after_save`` runs once the form is saved. Returns the answer and how it waited.
+
+    A key that has fired before in this run (a replayed suspended run) is refused by
+    the server: the answer saved under it is returned then. An accepted suspension
+    raises ``Pause`` (``suspend_flow_run``): the process ends, the answer reschedules
+    the run, and the server fails it when ``timeout`` passes.
+    """
     flow_run = get_run_context().flow_run
     model = form.with_initial_data(description=description)
+    model.after_save = after_save
     if flow_run.deployment_id is not None and flow_run.parent_task_run_id is None:
-        return _suspend(model, key, timeout), "suspended"
+        return suspend_flow_run(wait_for_input=model, timeout=timeout, key=key), "suspended"
     return _pause(model, key, timeout), "paused"
-
-
-def _propose(client, proposed, model, keyset):
-    """Save the form (schema and description) first, then show the run as waiting
-    on it: Prefect's own pause and suspend do it the other way round, so a person
-    (or a script) answering at once can be refused with "Run input schema not found".
-    Returns the state the server answered with."""
-    proposed.state_details.run_input_keyset = keyset
-    try:
-        model.save(keyset)
-    except httpx.HTTPStatusError as e:  # saved by an earlier run of this flow (a replay): keep it
-        if e.response.status_code != 409:
-            raise
-    return propose_state_sync(client=client, state=proposed, flow_run_id=get_run_context().flow_run.id)
 
 
 def _pause(model, key: str, timeout: int):
     """Pause the run on a form and poll for the answer every ``POLL_SECONDS``.
 
-    Prefect's ``pause_flow_run`` polls at whole seconds and lets the server fail
-    the run when its timeout passes, with a generic message. Here the server's
-    timeout is a little later than the wait, so when the wait expires the flow still
-    ends the run itself, with a message that says which form is waiting and how to
-    continue (see :class:`Unanswered`).
+    This is ``prefect.flow_runs.pause_flow_run``'s sequence (propose the pause, save
+    the form once it is accepted, poll), with one difference: its ``timeout`` is also
+    the server's, and the server replaces any state proposed after it with its own
+    "The flow was ... and never resumed" (measured on 3.9.1: the run's ``Unanswered``
+    message, which names the waiting form and says how to continue, was lost). Here
+    the server's timeout is a little later than the wait, so when the wait expires
+    the flow still ends the run itself (see :class:`Unanswered`).
+
+    Raises:
+        FlowPauseTimeout: nobody answered within ``timeout`` seconds.
     """
     flow_run_id = get_run_context().flow_run.id
     proposed = Paused(timeout_seconds=timeout + SERVER_GRACE_SECONDS, reschedule=False, pause_key=key)
     keyset = keyset_from_paused_state(proposed)
+    proposed.state_details.run_input_keyset = keyset
     with get_client(sync_client=True) as client:
-        state = _propose(client, proposed, model, keyset)
+        state = propose_state_sync(client=client, state=proposed, flow_run_id=flow_run_id)
         if state.is_running():  # this form was answered before (the key has fired)
             return model.load(keyset)
         if not state.is_paused():
             raise RuntimeError(f"the run could not wait for the form {key}: the server answered {state}")
+        model.save(keyset)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             time.sleep(POLL_SECONDS)
@@ -141,23 +158,6 @@ def _pause(model, key: str, timeout: int):
             if flow_run.state and flow_run.state.is_running():
                 return model.load(keyset)
     raise FlowPauseTimeout(f"nobody answered the form {key} within {timeout} s")
-
-
-def _suspend(model, key: str, timeout: int):
-    """Suspend the run on a form: the process exits (``Pause``) and the answer
-    reschedules the run, which replays from the top and gets here again with the
-    same key: the server then refuses the suspension (the key has fired) and the
-    answer is loaded. The server fails the run when ``timeout`` passes."""
-    proposed = Suspended(timeout_seconds=timeout, pause_key=key)
-    keyset = keyset_from_paused_state(proposed)
-    with get_client(sync_client=True) as client:
-        state = _propose(client, proposed, model, keyset)
-    if state.is_running():
-        return model.load(keyset)
-    if not state.is_paused():
-        raise RuntimeError(f"the run could not suspend on the form {key}: the server answered {state}")
-    mark_flow_run_suspension_requested(get_run_context().flow_run.id, state)
-    raise Pause(state=state)
 
 
 def _write_sidecar(path: Path, key, ask, attempt, points, fields, classes) -> None:
@@ -202,16 +202,24 @@ def ask(
     Raises:
         Unanswered: nobody answered within ``wait_seconds`` (a paused run; a
             suspended run's expiry is the server's).
+        prefect.exceptions.Pause: the run suspended (a deployment run): its
+            process ends here, and the answer replays it.
     """
     attempt = len(book.for_ask(ask)) + 1
     key = f"{ask}-{attempt}"
     fields = [(f"point_{n}", text) for n, (_, _, text) in enumerate(points, start=1)]
     form = form_model(f"Labels-{ask}", fields, classes, allow_skip=allow_skip, allow_stop=allow_stop)
-    _write_sidecar(book.path.parent / "forms" / f"{key}.json", key, ask, attempt, points, fields, classes)
+    sidecar = book.path.parent / "forms" / f"{key}.json"
     log = get_run_logger()
     log.info("waiting for a person to label %d point(s): %s (form %s)", len(points), title, key)
     try:
-        value, how = _wait(form, f"## {title}\n\n{body}", key, wait_seconds)
+        value, how = _wait(
+            form,
+            f"## {title}\n\n{body}",
+            key,
+            wait_seconds,
+            after_save=lambda: _write_sidecar(sidecar, key, ask, attempt, points, fields, classes),
+        )
     except FlowPauseTimeout:
         raise Unanswered(f"nobody answered the form {key} ({title}) within {wait_seconds} s") from None
     answer = FormAnswer(

@@ -1,8 +1,8 @@
 """A run that outlives a short restart of its Prefect server, and ends cleanly when
 the server is gone.
 
-What Prefect 3.8.8 does when the API disappears in the middle of a flow run (read in
-its source, measured here):
+What Prefect does when the API disappears in the middle of a flow run (read in the
+source of 3.8.8, unchanged in 3.9.1; measured here):
 
 - Task runs are created client-side; their states, and flow-run heartbeats, are
   *events*, sent over a websocket by a background worker (``EventsWorker``). An event
@@ -31,7 +31,7 @@ makes sure outlast the grace period below (:func:`_retries_for`). It adds
 - While the server does not answer, Prefect's delivery workers are kept quiet (one
   warning instead of event dumps; one line when the server is back), and a retrying
   client call wakes up as soon as the server answers again instead of finishing its
-  back-off (:func:`_retries_wake_on_recovery`).
+  back-off.
 - When it cannot be reached for ``BAL_SERVER_GRACE_SECONDS`` (default 40; a server
   that accepts connections but does not answer gets 300 s) the server is lost: one line
   (which server, where the finished rounds are, the command that resumes), and the
@@ -43,6 +43,10 @@ already survives at any moment: stage files are written to a temporary file and
 renamed, and a half-written Prefect result is treated as a cache miss (the stage is
 recomputed, with identical numbers). The same command then resumes from the saved
 rounds; it needs the server only for the UI, not for the cache.
+
+Prefect has no public hook for waking a client's retry early, for retrying a refused
+connection on a new client, for running before its exit-time flush or for skipping
+it: those uses of its internals are in ``flows/prefect_internals.py``.
 """
 
 import base64
@@ -58,6 +62,9 @@ from pathlib import Path
 
 import httpx
 
+from flows import prefect_internals
+from flows.prefect_internals import DELIVERY_LOGGERS
+
 EXIT_SERVER_LOST = 75  # EX_TEMPFAIL (sysexits.h): temporary failure, try again later
 GRACE_ENV = "BAL_SERVER_GRACE_SECONDS"
 DEFAULT_GRACE_SECONDS = 40.0
@@ -69,9 +76,6 @@ ANNOUNCE_AFTER_SECONDS = 3.0  # a warning only for an outage, not for one slow a
 # After the server is back, delivery attempts that started during the outage may
 # still fail for a few seconds: their noise stays hidden that long.
 QUIET_AFTER_RECOVERY_SECONDS = 15.0
-# Loggers of Prefect's background delivery: they report every event and log batch
-# they could not send (the event in full), then again at exit.
-DELIVERY_LOGGERS = ("prefect._internal.concurrency", "prefect.events.clients", "EventsWorker", "APILogWorker")
 
 log = logging.getLogger("prefect.resilience")
 
@@ -314,7 +318,7 @@ def _exit_now(message: str, code: int = EXIT_SERVER_LOST) -> None:
         sys.stderr.write(message + "\n")
         sys.stderr.flush()
     finally:
-        os._exit(code)
+        prefect_internals.exit_without_flush(code)
 
 
 def _set_watching(watch: "ServerWatch | None") -> None:
@@ -339,34 +343,14 @@ def _skip_flush_if_gone(watch: "ServerWatch", message: str) -> None:
         _exit_now(message, code=0)
 
 
-class _WithSleep:
-    """Stands in for a module (``time``, ``anyio``) in ``prefect.client.base``: all of
-    it is the module's, except ``sleep``."""
-
-    def __init__(self, module, sleep):
-        self._module = module
-        self.sleep = sleep
-
-    def __getattr__(self, name):
-        return getattr(self._module, name)
-
-
 @contextmanager
 def _retries_wake_on_recovery(watch: ServerWatch) -> Iterator[None]:
     """Prefect's client sleeps 2, 4, 8, 16, 32 s between retries (the base is fixed):
     a call that failed at the kill and retried after 14 s waits until 30 s, however soon
     the server is back (measured: 17 s lost after an 18 s outage). While this is in
     force, a retry's sleep ends as soon as the watch sees the server answer again."""
-    import anyio
-    import prefect.client.base as client_base
-
-    saved = client_base.time, client_base.anyio
-    client_base.time = _WithSleep(time, watch.sleep)
-    client_base.anyio = _WithSleep(anyio, watch.asleep)
-    try:
+    with prefect_internals.client_retry_sleeps(watch.sleep, watch.asleep):
         yield
-    finally:
-        client_base.time, client_base.anyio = saved
 
 
 @contextmanager
@@ -377,24 +361,8 @@ def _connect_errors_retried() -> Iterator[None]:
     client after the kill, failed the run although the server was back 15 s later. The
     guard has checked the URL at the start, so clients made while it holds count as
     connected: a refused connection is an outage, retried like any other."""
-    from prefect.client.base import PrefectHttpxAsyncClient, PrefectHttpxSyncClient
-
-    originals = {cls: cls.__init__ for cls in (PrefectHttpxAsyncClient, PrefectHttpxSyncClient)}
-
-    def connected_init(original):
-        def __init__(self, *args, **kwargs):
-            original(self, *args, **kwargs)
-            self._has_connected = True
-
-        return __init__
-
-    for cls, original in originals.items():
-        cls.__init__ = connected_init(original)
-    try:
+    with prefect_internals.clients_count_as_connected():
         yield
-    finally:
-        for cls, original in originals.items():
-            cls.__init__ = original
 
 
 @contextmanager
@@ -459,14 +427,12 @@ def guard(
             if watch.probe() != "answers":
                 lost(None)
             raise
-    register = getattr(threading, "_register_atexit", None)  # what Prefect's workers use
-    if register is not None:
-        register(
-            _skip_flush_if_gone,
-            watch,
-            f"warning: {server} does not answer at exit; the run is complete ({folder}), "
-            "its last task states and logs are not sent",
-        )
+    prefect_internals.before_exit_flush(
+        _skip_flush_if_gone,
+        watch,
+        f"warning: {server} does not answer at exit; the run is complete ({folder}), "
+        "its last task states and logs are not sent",
+    )
 
 
 def watch_deployment_run(folder: Path, *, rounds: int | None = None) -> ServerWatch | None:

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from benchmarks import comparable, results
@@ -38,12 +39,22 @@ def _fill(mount: Path) -> Path:
     return ballast
 
 
+def _latest_run(api: str) -> dict:
+    """The session server's latest run of the active-learning flow."""
+    runs = httpx.post(
+        f"{api}/flow_runs/filter",
+        json={"flows": {"name": {"any_": ["active-learning"]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 1},
+    ).json()
+    return runs[0]
+
+
 @pytest.mark.parametrize("fault", ["full", "read-only"])
 def test_a_full_or_read_only_folder_mid_run_ends_clearly_and_resumes(prefect_server, small_fs, tmp_path, fault):
     env = prefect_server["env"]
     config = {**TINY, "seed": 808, "rounds": 6, "epochs_per_round": 300, "artifacts_dir": str(small_fs / "a")}
+    # with retries: a retry would fail on the same disk (Prefect 3.9 retries a flow that returns Failed)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.active_learning", *cli_args(config)],
+        [sys.executable, "-m", "flows.active_learning", *cli_args(config), "--retries", "1"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.time() + 300
@@ -60,6 +71,9 @@ def test_a_full_or_read_only_folder_mid_run_ends_clearly_and_resumes(prefect_ser
     reason = "No space left on device" if fault == "full" else "Read-only file system"
     assert reason in last and "then run the same command again" in last, last
     assert "Traceback" not in err.split("CannotWrite")[0][-300:]  # the end is the message, not a traceback
+    flow_run = _latest_run(prefect_server["api_url"])
+    assert flow_run["run_count"] == 1, "the run was retried"
+    assert (flow_run["state"]["type"], flow_run["state"]["name"]) == ("FAILED", "CannotWrite")
     folder = next(small_fs.glob("a/al-*"))
     assert not list(folder.rglob("*.tmp")), "a half-written file was left"
     for round_file in (folder / "rounds").glob("round-*.joblib"):

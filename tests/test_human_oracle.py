@@ -189,6 +189,30 @@ def test_an_expired_wait_ends_the_run_clearly_and_a_rerun_continues(prefect_serv
     assert len(doc["active_accuracy"]) == 2
 
 
+def test_an_unanswered_run_with_retries_is_not_retried_into_asking_again(prefect_server, tmp_path):
+    """On Prefect 3.9 a flow run with retries that returns Failed is retried in its
+    process, and a retry resets the pause keys: the form would be asked again."""
+    env, api = prefect_server["env"], prefect_server["api_url"]
+    config = {**TINY, "seed": 711, "rounds": 1, "label_wait_seconds": 4, "artifacts_dir": str(tmp_path / "a")}
+    out = open(tmp_path / "human.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.active_learning", *cli_args({**config, "oracle": "human"}), "--retries", "2"],
+        cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert proc.wait(timeout=300) == 1
+    log = (tmp_path / "human.log").read_text()
+    assert log.strip().splitlines()[-1].startswith("Unanswered: nobody answered the form initial-1 "), log[-3000:]
+    assert log.count("waiting for a person to label") == 1, log[-3000:]
+    run_id = json.loads(next((tmp_path / "a").glob("al-*/forms/initial-1.json")).read_text())["flow_run_id"]
+    import httpx
+
+    flow_run = httpx.get(f"{api}/flow_runs/{run_id}").json()
+    assert flow_run["run_count"] == 1 and (flow_run["state"]["type"], flow_run["state"]["name"]) == (
+        "FAILED",
+        "Unanswered",
+    )
+
+
 def test_the_command_line_refuses_a_human_oracle_without_a_server(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path / "home")
