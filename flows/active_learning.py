@@ -49,7 +49,7 @@ from flows import local_server, resilience  # resilience: lost-server handling (
 from flows import oracle as forms
 from flows.cli import parse_config
 from flows.faults import fault_point
-from flows.loop import REFUSALS, Loop, StageCannotWrite, StagePlatformMix
+from flows.loop import REFUSALS, Loop, StageCannotWrite, StagePlatformMix, passive_of
 from flows.progress import Progress
 from runtime.jax_cache import enable_compilation_cache
 from store import files
@@ -72,22 +72,18 @@ def passive_baseline(
     _PASSIVE_STARTED.set()
     log = get_run_logger()
     store = Store(config, accept_platform_mix=accept_platform_mix)
-    with store.lock(st.PASSIVE):  # experiments sharing this baseline compute it once
-        state, _, message = ("missing", None, None) if refresh else store.check(st.PASSIVE)
-        if state == "damaged":
-            log.warning(message)
-        elif state == "stale":
-            log.info(message)
-        if state == "ok":
-            result = stages.passive_restore(store)
-        else:
-            data_state, data, _ = store.check(st.DATA)
-            if data_state != "ok":
-                data = st.generate_data(config)
-            trained = stages.passive_train(store, quote(data), labels, return_state=True)
-            if trained.is_failed() and trained.name in REFUSALS:
-                raise REFUSALS[trained.name](trained.message)
-            result = trained.result()
+
+    def data():  # the parent's saved data, or the same draws made here
+        state, saved, _ = store.check(st.DATA)
+        return saved if state == "ok" else st.generate_data(config)
+
+    def train(store, data, labels):
+        trained = stages.passive_train(store, quote(data), labels, return_state=True)
+        if trained.is_failed() and trained.name in REFUSALS:
+            raise REFUSALS[trained.name](trained.message)
+        return trained.result()
+
+    result = passive_of(store, data, labels, refresh=refresh, train=train, log=log)
     accuracy = "n/a" if result.accuracy is None else f"{100 * result.accuracy:.2f} %"
     log.info("passive baseline: %d points, accuracy %s", len(result.y), accuracy)
     return result
@@ -137,38 +133,66 @@ def active_learning(
             (otherwise refused before compute; ``alcore/numerics.py``).
     """
     enable_compilation_cache()
-    log = get_run_logger()
     resilience.watch_deployment_run(Store(config).workspace.root, rounds=config.rounds)
+    return experiment(config, refresh, accept_platform_mix)
+
+
+def experiment(config: ExperimentConfig, refresh: bool, accept_platform_mix: bool, *, graph: bool = True):
+    """The algorithm: data, initial training, calibration, the rounds, the passive
+    baseline beside them, the report. Returns the run's summary, or a Failed state
+    that says why it stopped and how to continue.
+
+    ``graph=False`` (an experiment inside a sweep) computes the same stages, in the
+    same order, to the same files, as plain calls: no task runs, no passive subflow,
+    no artifacts (``flows.loop.Loop``).
+    """
+    log = get_run_logger()
     run = None
     try:
-        run = Loop(config, refresh, accept_platform_mix)
+        run = Loop(config, refresh, accept_platform_mix, graph=graph)
         restored = run.restore()
         oracle = oracles.for_config(config, run.folder, log)
         data = run.data(oracle)
-        passive = None  # the subflow, beside the rounds; a restored baseline needs none
+        passive = None  # beside the rounds (a subflow); a restored baseline needs none
         if config.passive and restored.passive is None:
-            passive = start_passive(config, refresh, accept_platform_mix, run.passive_labels(oracle))
+            labels = run.passive_labels(oracle)
+            passive = (
+                start_passive(config, refresh, accept_platform_mix, labels)
+                if graph
+                else _Later(
+                    lambda: passive_of(run.store, lambda: data, labels, refresh=refresh, train=_train_plain, log=log)
+                )
+            )
         initial, calibration = run.model()
-        progress = Progress(config)
-        progress.update(len(restored.rounds))
-        rounds = run.loop(oracle, on_round=lambda r: (progress.update(r), fault_point(run.folder, f"after-round-{r}")))
-        progress.update(len(rounds), final=True)
+        progress = Progress(config, done=len(restored.rounds)) if graph else None
+
+        def after_round(r: int) -> None:  # the rounds' observers: progress in the UI, faults in tests
+            if progress is not None:
+                progress.update(r)
+            fault_point(run.folder, f"after-round-{r}")
+
+        rounds = run.loop(oracle, on_round=after_round)
+        if progress is not None:
+            progress.update(len(rounds), final=True)
         baseline = passive.result() if passive is not None else restored.passive
-        if passive is not None:  # computed by the subflow: its seconds are in its file
+        if passive is not None:  # computed beside the rounds: its seconds are in its file
             run.store.check(st.PASSIVE)
-        document = report(
-            config, quote(data), quote(initial), quote(calibration), rounds, quote(baseline), run.run_info(oracle)
+        args = (config, quote(data), quote(initial), quote(calibration), rounds, quote(baseline), run.run_info(oracle))
+        document = (
+            report(*args)
+            if graph
+            else report.fn(*(a.unwrap() if isinstance(a, quote) else a for a in args), publish=False)
         )
     except forms.Unanswered as e:
         message = f"{e}; every answer and finished stage is saved in {run.folder}: {forms.how_to_continue()}"
         log.error(message)
-        return not_retried(Failed(message=message, name="Unanswered"))
+        return _failed(Failed(message=message, name="Unanswered"), graph)
     except (StageCannotWrite, files.CannotWrite) as e:
         log.error(str(e))
-        return not_retried(Failed(message=str(e), name="CannotWrite"))
+        return _failed(Failed(message=str(e), name="CannotWrite"), graph)
     except (StagePlatformMix, PlatformMix) as e:
         log.error(str(e))
-        return not_retried(Failed(message=str(e), name="PlatformMix"))
+        return _failed(Failed(message=str(e), name="PlatformMix"), graph)
     log.info(
         "active %.2f %% vs passive %s after %d rounds; outputs in %s",
         100 * (document["final_active_accuracy"] if document["final_active_accuracy"] is not None else float("nan")),
@@ -183,6 +207,25 @@ def active_learning(
         "prior_precision": document["prior_precision"],
         "flow_seconds": time.perf_counter() - run.t_start,
     }
+
+
+class _Later:
+    """A value computed when it is first asked for (a sweep's passive baseline: after
+    the rounds, in the same process, instead of a subflow beside them)."""
+
+    def __init__(self, compute):
+        self.compute = compute
+
+    def result(self):
+        return self.compute()
+
+
+def _train_plain(store, data, labels):
+    return stages.passive_train.fn.__wrapped__(store, data, labels)
+
+
+def _failed(failed: State, graph: bool) -> State:
+    return not_retried(failed) if graph else failed
 
 
 def not_retried(failed: State) -> State:

@@ -56,9 +56,12 @@ REFUSALS = {"CannotWrite": StageCannotWrite, "PlatformMix": StagePlatformMix}
 class Loop:
     """One experiment's run: restore, data, model, rounds, and what the report needs."""
 
-    def __init__(self, config: ExperimentConfig, refresh: bool, accept_platform_mix: bool = False):
+    def __init__(
+        self, config: ExperimentConfig, refresh: bool, accept_platform_mix: bool = False, *, graph: bool = True
+    ):
         self.config = config
         self.refresh = refresh
+        self.graph = graph
         self.log = get_run_logger()
         self.t_start = time.perf_counter()
         self.store = Store(config, accept_platform_mix=accept_platform_mix)
@@ -75,8 +78,18 @@ class Loop:
     # ------------------------------------------------------------ running tasks
     def run(self, stage_task, *args, after=(), name: str, **kwargs):
         """Run one stage task; returns (result, edge): ``after`` takes the edges of
-        the tasks it depends on (the run graph's arrows)."""
+        the tasks it depends on (the run graph's arrows).
+
+        Without a graph (``graph=False``: an experiment inside a sweep, where sixty
+        experiments' per-round nodes would only load the server) the task's function
+        runs as a plain call: no task run, no events, the same computation.
+        """
         t0 = time.perf_counter()
+        if not self.graph:
+            plain = stage_task.fn.__wrapped__  # the stage's body, its errors raised as they are
+            result = plain(*(a.unwrap() if isinstance(a, quote) else a for a in args), **kwargs)
+            self.seconds[name] = time.perf_counter() - t0
+            return result, None
         edges = [e for e in after if e is not None]
         state = stage_task(*args, **kwargs, return_state=True, wait_for=edges or None)
         if state.is_failed() and state.name in REFUSALS:
@@ -152,7 +165,7 @@ class Loop:
     # ------------------------------------------------------------ rounds
     def loop(self, oracle: Oracle, on_round: Callable[[int], None] = lambda r: None) -> list[st.RoundSummary]:
         """The rounds still to run, after the restored ones; ``on_round(r)`` after each
-        (and once with the restored count); ends early where the oracle says stop."""
+        one computed; ends early where the oracle says stop."""
         self.rounds = list(self.restored.rounds)
         last_round = self.restored.last_round
         if last_round is not None:
@@ -160,7 +173,6 @@ class Loop:
             self.prior_prec = last_round.prior_prec if last_round.prior_prec is not None else self.prior_prec
         else:
             state, x, y = self.initial.state, self._data.x_initial, self._data.y_initial
-        on_round(len(self.rounds))
         self.stopped_after = next((s.round for s in self.rounds if oracle.stops_after(s.round)), None)
         retrained_edge = None  # the previous round's retrain: the state the next acquisition scores with
         r = len(self.rounds)
@@ -261,7 +273,7 @@ class Loop:
     # ------------------------------------------------------------ bookkeeping
     def run_info(self, oracle: Oracle) -> dict:
         return {
-            "flow_run_id": str(get_run_context().flow_run.id),
+            "flow_run_id": str(get_run_context().flow_run.id) if self.graph else None,
             "wall_seconds": {**self.seconds, "total_before_report": time.perf_counter() - self.t_start},
             "round_seconds": self.round_seconds,  # each computed round in the flow: its tasks and bookkeeping
             # each stage's compute seconds, when it was computed (saved with its record)
@@ -277,6 +289,20 @@ class Loop:
                 "other_platforms": self.store.mixed,
             },
         }
+
+
+def passive_of(store: Store, data: Callable[[], object], labels, *, refresh: bool, train: Callable, log) -> st.Passive:
+    """The passive baseline: restored from its file when it is valid, else trained
+    (``train(store, data, labels)``, which saves it) on ``data()``. Under the file's
+    lock: experiments sharing the baseline (a sweep's strategies of one seed) compute
+    it once, the others restore it."""
+    with store.lock(st.PASSIVE):
+        state, record, message = ("missing", None, None) if refresh else store.check(st.PASSIVE)
+        if state == "ok":
+            return record
+        if message:
+            (log.warning if state == "damaged" else log.info)(message)
+        return train(store, data(), labels)
 
 
 def describe_prefix(count: int) -> str:

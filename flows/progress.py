@@ -15,11 +15,13 @@ class Progress:
     from a thread of their own, in order: a blocking API call each, which the rounds
     need not wait for (about 50 ms each while the server is busy, measured)."""
 
-    def __init__(self, config: ExperimentConfig):
+    def __init__(self, config: ExperimentConfig, *, done: int = 0):
         self.total = config.rounds
-        self.last = 0.0
+        self.last = time.monotonic()
         self.id = create_progress_artifact(
-            progress=0.0, key=artifact_key(config, "progress"), description="Active-learning rounds finished"
+            progress=100.0 * done / self.total if self.total else 100.0,
+            key=artifact_key(config, "progress"),
+            description="Active-learning rounds finished",
         )
         self.sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bal-progress")
         self.context = contextvars.copy_context()

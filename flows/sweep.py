@@ -29,12 +29,13 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.settings import PREFECT_API_URL
+from prefect.states import State
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from alcore import numerics, strategies
 from alcore.config import Curvature, ExperimentConfig, digest
 from flows import local_server
-from flows.active_learning import active_learning
+from flows.active_learning import active_learning, experiment
 from runtime.jax_cache import enable_compilation_cache
 from store.layout import check_writable
 from tasks.sweep_report import sweep_report
@@ -112,6 +113,10 @@ class SweepConfig(BaseModel):
     )
     dask_address: str | None = Field(
         None, description="An existing Dask scheduler, e.g. tcp://host:8786 (then workers is ignored)."
+    )
+    graph: bool = Field(
+        False,
+        description="Run each experiment as the active-learning flow (a subflow, a task run per stage: every stage a node in the UI) instead of plain calls inside its one task; the same numbers, slower, for a small sweep one watches.",
     )
 
     @field_validator("strategies")
@@ -193,7 +198,7 @@ class SweepConfig(BaseModel):
         return name if len(self.curvatures) == 1 else f"{name}/{config.curvature}"
 
     def sweep_hash(self) -> str:
-        return digest(self.model_dump(exclude={"workers", "dask_address", "artifacts_dir"}))
+        return digest(self.model_dump(exclude={"workers", "dask_address", "artifacts_dir", "graph"}))
 
 
 @task(
@@ -202,19 +207,29 @@ class SweepConfig(BaseModel):
     cache_policy=NO_CACHE,
     retries=1,
 )
-def run_experiment(config: ExperimentConfig, refresh: bool = False, accept_platform_mix: bool = False) -> dict:
-    """One experiment, in whichever worker the task runner chose: the active-learning
-    flow as a subflow (its stages cached and resumable), reduced to the numbers the
-    sweep aggregates."""
+def run_experiment(
+    config: ExperimentConfig, refresh: bool = False, accept_platform_mix: bool = False, graph: bool = False
+) -> dict:
+    """One experiment, in whichever worker the task runner chose, reduced to the
+    numbers the sweep aggregates. Its stages are those of a single run, stored and
+    resumable the same way, but computed as plain calls inside this one task: no
+    subflow and no four task runs a round, which for sixty experiments only loaded
+    the server (``graph=True``: the active-learning flow as a subflow instead, every
+    stage a node in the UI)."""
     started = time.time()
     enable_compilation_cache()
     _check_reachable(config.artifacts_dir)
     t0 = time.perf_counter()
-    summary = active_learning(config, refresh=refresh, accept_platform_mix=accept_platform_mix)
+    if graph:
+        summary = active_learning(config, refresh=refresh, accept_platform_mix=accept_platform_mix)
+    else:
+        summary = experiment(config, refresh, accept_platform_mix, graph=False)
+    if isinstance(summary, State):  # a stage refused (a full disk, another platform): fail with its message
+        raise RuntimeError(f"{summary.name}: {summary.message}")
     doc = json.loads((Path(summary["folder"]) / "results.json").read_text())
     kept = {k: doc[k] for k in _KEPT}
     kept["wall_seconds"] = time.perf_counter() - t0
-    kept["flow_seconds"] = summary["flow_seconds"]  # inside the experiment's flow run
+    kept["flow_seconds"] = summary["flow_seconds"]  # inside the experiment (its flow run, with graph)
     kept["started_at"], kept["finished_at"] = started, time.time()
     kept["worker_pid"] = os.getpid()
     return kept
@@ -269,7 +284,8 @@ def sweep(
     )
     progress = _SweepProgress(len(experiments), key=f"sweep-{config.sweep_hash()[:10]}-progress")
     futures = {
-        run_experiment.submit(c, refresh=refresh, accept_platform_mix=accept_platform_mix): c for c in experiments
+        run_experiment.submit(c, refresh=refresh, accept_platform_mix=accept_platform_mix, graph=config.graph): c
+        for c in experiments
     }
     done = {}
     for fut in as_completed(list(futures)):
@@ -317,6 +333,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--accept-platform-mix", action="store_true", help="resume stages computed on another numeric platform"
     )
+    p.add_argument("--graph", action="store_true", help="each experiment as a subflow, every stage a node in the UI")
     return p
 
 
@@ -344,6 +361,7 @@ def parse_args(argv=None) -> tuple[SweepConfig, argparse.Namespace]:
             artifacts_dir=args.artifacts_dir,
             workers=args.workers,
             dask_address=args.dask_address,
+            graph=args.graph,
         )
         check_writable(config.artifacts_dir)
     except ValidationError as e:

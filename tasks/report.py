@@ -140,8 +140,10 @@ def report(
     rounds: list[st.RoundSummary],
     passive: st.Passive | None,
     run_info: dict,
+    publish: bool = True,
 ) -> dict:
-    """Write results.json, the PNG plots and the GIF; publish the UI artifacts."""
+    """Write results.json, the PNG plots and the GIF; publish the UI artifacts
+    (``publish``: a sweep's experiments publish none, the sweep publishes its own)."""
     ws = Workspace.for_config(config)
     with files.writing(ws.plots):
         figures = _figures(config, ws, data, calibration, rounds, passive) if config.plots else {}
@@ -150,7 +152,8 @@ def report(
     )
     document["files"] = {name: str(p) for name, p in figures.items()}
     write_json(ws.results_file, document)
-    _publish(config, ws, document, figures, rounds)
+    if publish:
+        _publish(config, ws, document, figures, rounds)
     return document
 
 

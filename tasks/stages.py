@@ -143,9 +143,3 @@ def passive_train(store: Store, data, labels: list[int] | None = None) -> st.Pas
     result = st.passive_baseline(store.config, data, labels)
     store.save(st.PASSIVE, result, seconds=time.perf_counter() - t0)
     return result
-
-
-@stage_task("passive-restore", "passive/restore")
-def passive_restore(store: Store) -> st.Passive:
-    """The passive baseline from its file (verified)."""
-    return store.load(st.PASSIVE)

@@ -188,8 +188,10 @@ def _sweep(env, tmp_path, *extra):
 def test_sweep_on_a_real_dask_cluster_reports_to_the_sweeps_server(prefect_server, tmp_path):
     """`dask scheduler` and `dask worker --nworkers 2` as separate processes on
     loopback, started without any Prefect API in their environment: the sweep by
-    address puts every experiment's flow run on its own server, as subflows of the
-    sweep's run, no worker starts a server, and the numbers equal a sequential sweep's."""
+    address puts every experiment's task run on its own server, in the sweep's run, no
+    worker starts a server, and the numbers equal those of a sequential sweep whose
+    experiments run as the active-learning flow itself (``--graph``: subflows, a task
+    run per stage), the same as single runs."""
     port = free_port()
     bare = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     bare["PREFECT_HOME"] = str(tmp_path / "worker-home")
@@ -218,24 +220,24 @@ def test_sweep_on_a_real_dask_cluster_reports_to_the_sweeps_server(prefect_serve
     assert "temporary server" not in (logs / "workers.log").read_text().lower()
 
     api = prefect_server["api_url"]
-    sweep_run = httpx.post(
-        f"{api}/flow_runs/filter", json={"flow_runs": {"id": {"any_": [doc["flow_run_id"]]}}}
-    ).json()[0]
+    runs = httpx.post(
+        f"{api}/task_runs/filter", json={"task_runs": {"flow_run_id": {"any_": [doc["flow_run_id"]]}}, "limit": 50}
+    ).json()
+    experiment_runs = [t for t in runs if t["name"].startswith("experiment/") and t["state_type"] == "COMPLETED"]
+    assert len(experiment_runs) == 4, [t["name"] for t in runs]
+
+    sequential = _sweep(prefect_server["env"], tmp_path / "sequential", "--sequential", "--graph")
     children = httpx.post(
         f"{api}/flow_runs/filter",
-        json={"flow_runs": {"parent_flow_run_id": {"any_": [sweep_run["id"]]}}, "limit": 50},
+        json={"flow_runs": {"parent_flow_run_id": {"any_": [sequential["flow_run_id"]]}}, "limit": 50},
     ).json()
-    experiment_runs = [c for c in children if c["name"] and c["state_type"] == "COMPLETED"]
-    assert len(experiment_runs) >= 4, [c["name"] for c in children]
-    flows = {httpx.get(f"{api}/flows/{c['flow_id']}").json()["name"] for c in experiment_runs}
-    assert flows == {"active-learning"}
-    for child in experiment_runs:  # each experiment's stages are on the sweep's server too
+    experiment_flows = [c for c in children if c["state_type"] == "COMPLETED"]
+    assert {httpx.get(f"{api}/flows/{c['flow_id']}").json()["name"] for c in experiment_flows} == {"active-learning"}
+    for child in experiment_flows:  # with --graph, each experiment's stages are task runs of its flow
         tasks = httpx.post(
             f"{api}/task_runs/filter", json={"task_runs": {"flow_run_id": {"any_": [child["id"]]}}, "limit": 200}
         ).json()
         assert {"data/generate", "model/initial-training", "round-02/evaluate"} <= {t["name"] for t in tasks}
-
-    sequential = _sweep(prefect_server["env"], tmp_path / "sequential", "--sequential")
     key = lambda e: (e["strategy"], e["seed"])  # noqa: E731
     got = {key(e): (e["final_accuracy"], e["passive_accuracy"]) for e in doc["experiments"]}
     want = {key(e): (e["final_accuracy"], e["passive_accuracy"]) for e in sequential["experiments"]}
@@ -250,3 +252,45 @@ def test_a_worker_that_cannot_reach_the_artifacts_directory_fails_naming_it(tmp_
     (blocked / "file").write_text("x")
     with pytest.raises(RuntimeError, match=r"cannot use the sweep's artifacts directory.*file.*shared filesystem"):
         _check_reachable(str(blocked / "file" / "sub"))
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_a_killed_sweep_resumes_to_the_numbers_of_an_uninterrupted_one(prefect_server, tmp_path):
+    """SIGKILL a sweep's whole process group in the middle of its experiments, run the
+    same command again: the finished stages are restored, the rest computed, and every
+    experiment ends with exactly an uninterrupted sweep's numbers."""
+    sets = [f"--set={k}={v}" for k, v in TINY.items() if k != "rounds"]
+    args = ["--seeds", "2", "--first-seed", "31", "--strategies", "max_std,margin", "--label-budget", "6", *sets]
+
+    def command(folder):
+        return [sys.executable, "-m", "flows.sweep", *args, "--artifacts-dir", str(folder), "--sequential"]
+
+    env = prefect_server["env"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        command(killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.time() + 600
+    while time.time() < deadline and not list(killed.glob("experiments/al-*/rounds/round-003.joblib")):
+        assert proc.poll() is None, "the sweep ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not list(killed.glob("sweep-*/results.json")), "killed before its report"
+    for folder in (killed, tmp_path / "uninterrupted"):
+        done = subprocess.run(command(folder), cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    def experiments(folder):
+        out = {}
+        for path in folder.glob("experiments/al-*/results.json"):
+            doc = json.loads(path.read_text())
+            key = (doc["config"]["acquisition"], doc["config"]["seed"])
+            out[key] = (doc["active_accuracy"], doc["chosen_indices"], doc["passive_accuracy"], doc["run"]["restored"])
+        return out
+
+    resumed, reference = experiments(killed), experiments(tmp_path / "uninterrupted")
+    assert len(resumed) == 4 and resumed.keys() == reference.keys()
+    assert {k: v[:3] for k, v in resumed.items()} == {k: v[:3] for k, v in reference.items()}
+    assert any("round-03" in v[3] for v in resumed.values()), "nothing was restored: the kill came too late"
