@@ -48,16 +48,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _child_setup(nice: int) -> Callable[[], None]:
-    def setup() -> None:  # runs in the child between fork and exec
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        except (OSError, AttributeError):  # not Linux: stop() and the atexit handler still stop it
-            pass
-        if nice:
-            os.nice(nice)
-
-    return setup
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: stop() and the atexit handler still stop it
+        pass
 
 
 class PrefectServer:
@@ -73,6 +68,9 @@ class PrefectServer:
             (``PREFECT_UI_API_URL``): without it, it calls port 4200.
         log_path: Where the server's output goes (default: ``home/server.log``).
         nice: Added to the server's niceness.
+        die_with_parent: The server gets SIGTERM when this process ends, even by
+            SIGKILL (``PR_SET_PDEATHSIG``). This runs Python in the forked child: only
+            for a process that has no threads yet (JAX warns of deadlocks otherwise).
     """
 
     def __init__(
@@ -83,6 +81,7 @@ class PrefectServer:
         ui: bool = True,
         log_path: Path | None = None,
         nice: int = 0,
+        die_with_parent: bool = False,
     ):
         if home is None and log_path is None:
             raise ValueError("a server needs a home or a log path")
@@ -92,6 +91,7 @@ class PrefectServer:
         self.ui = ui
         self.log_path = Path(log_path) if log_path is not None else self.home / "server.log"
         self.nice = nice
+        self.die_with_parent = die_with_parent
         self.process: subprocess.Popen | None = None
         self.started_at = 0.0
 
@@ -142,8 +142,10 @@ class PrefectServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # stop() and kill() signal the group
-                preexec_fn=_child_setup(self.nice),
+                preexec_fn=_die_with_parent if self.die_with_parent else None,
             )
+        if self.nice:
+            os.setpriority(os.PRIO_PROCESS, self.process.pid, os.getpriority(os.PRIO_PROCESS, 0) + self.nice)
 
     def start(self, timeout: float = 120) -> float:
         """Start it and wait until it answers; returns the seconds that took."""
@@ -233,7 +235,7 @@ def start_early() -> None:
     if _server is None and not os.environ.get("PREFECT_API_URL"):
         home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
         # its output goes to a file, not between the run's lines
-        _server = PrefectServer(ui=False, log_path=home / "temporary-server.log", nice=NICE)
+        _server = PrefectServer(ui=False, log_path=home / "temporary-server.log", nice=NICE, die_with_parent=True)
         _server.launch()
         atexit.register(_server.stop, 5)  # registered before Prefect's own exit hooks: runs after them
 
