@@ -3,7 +3,7 @@
     python -m benchmarks.lost_server [--outage 15] [--out artifacts/lost_server.json]
 
 Starts a real ``prefect server start`` on a free port (its own PREFECT_HOME, SQLite;
-``flows.local_server.PrefectServer``, restartable on the same port), runs the CLI against it in a subprocess, and kills the server's process group once
+``runtime.local_server.PrefectServer``, restartable on the same port), runs the CLI against it in a subprocess, and kills the server's process group once
 some rounds are saved:
 
 - ``restart``: the server is started again on the same port ``--outage`` seconds
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from benchmarks import comparable, results, write_json
-from flows.local_server import PrefectServer  # also benchmarks.human_oracle's
+from runtime.local_server import PrefectServer  # also benchmarks.human_oracle's
 from tests.conftest import cli_args
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,8 +21,8 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 if __name__ == "__main__":
     # Validate the input first (light imports), then start Prefect's temporary server
-    # before the heavy imports below, so it boots while they run (flows/local_server.py).
-    from flows import cli, local_server
+    # before the heavy imports below, so it boots while they run (runtime/local_server.py).
+    from runtime import cli, local_server
 
     _config, _args = cli.parse_config()
     if not _args.status and _config.oracle == "truth":  # a human oracle needs a real server (checked in main)
@@ -45,12 +45,12 @@ from prefect.utilities.annotations import quote
 import oracles
 from alcore import stages as st
 from alcore.config import ExperimentConfig
-from flows import local_server, resilience  # resilience: lost-server handling (flows/resilience.py)
-from flows import oracle as forms
-from flows.cli import parse_config
 from flows.faults import fault_point
 from flows.loop import REFUSALS, Loop, StageCannotWrite, StagePlatformMix, passive_of
 from flows.progress import Progress
+from oracles import forms
+from runtime import local_server, resilience  # resilience: lost-server handling (runtime/resilience.py)
+from runtime.cli import parse_config
 from runtime.jax_cache import enable_compilation_cache
 from store import files
 from store.experiment import PlatformMix, Store, print_status

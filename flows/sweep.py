@@ -34,8 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from alcore import numerics, strategies
 from alcore.config import Curvature, ExperimentConfig, digest
-from flows import local_server
 from flows.active_learning import active_learning, experiment
+from runtime import local_server
 from runtime.jax_cache import enable_compilation_cache
 from store.layout import check_writable
 from tasks.sweep_report import sweep_report

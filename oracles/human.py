@@ -1,6 +1,6 @@
 """A person as the oracle: what each form asks and shows, and the ledger of answers.
 
-Every label a person gives comes through a form in the Prefect UI (``flows/oracle.py``
+Every label a person gives comes through a form in the Prefect UI (``oracles/forms.py``
 builds it and waits: paused on the command line, suspended as a deployment's run). A
 form shows what to label: the points with their features in the data's own units, the
 model's guess where there is a model, and a map of the model's uncertainty with the
@@ -16,7 +16,7 @@ import numpy as np
 from alcore import stages as st
 from alcore.config import ExperimentConfig
 from alcore.data import Data
-from flows import oracle as forms
+from oracles import forms
 from store.ledger import AnswerBook, resolve
 from tasks import plots, pool_plots
 

@@ -127,7 +127,7 @@ def write_json(path: Path, document: dict) -> None:
     files.write_text(path, json.dumps(document, indent=2) + "\n")
 
 
-def _data_uri(path: Path) -> str:
+def data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
@@ -317,7 +317,7 @@ def _publish(config, ws: Workspace, doc: dict, figures: dict, rounds: list[dict]
     ]
     for name in ("accuracy", "misclassification", "uncertainty", "prediction", "calibration", "data"):
         if name in figures:
-            lines += [f"### {name.capitalize()}", "", f"![{name}]({_data_uri(figures[name])})", ""]
+            lines += [f"### {name.capitalize()}", "", f"![{name}]({data_uri(figures[name])})", ""]
     create_markdown_artifact(
         key=artifact_key(config, "summary"), markdown="\n".join(lines), description="Active-learning summary with plots"
     )

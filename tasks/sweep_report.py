@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.context import FlowRunContext  # noqa: E402
 
 from alcore.sweep_stats import mean_interval, summarize  # noqa: E402
-from tasks.report import _data_uri, write_json  # noqa: E402
+from tasks.report import data_uri, write_json  # noqa: E402
 
 
 def collect(results: list[tuple[str, int, dict]]):
@@ -154,7 +154,7 @@ def sweep_report(config, results: list[tuple[str, int, dict]], wall_seconds: flo
     create_table_artifact(key=f"{key}-summary", table=rows, description="Strategies across seeds")
     create_markdown_artifact(
         key=f"{key}-curves",
-        markdown=f"# Learning curves\n\n![curves]({_data_uri(plot)})\n",
+        markdown=f"# Learning curves\n\n![curves]({data_uri(plot)})\n",
         description="Learning curves, mean and 95 % interval across seeds",
     )
     return {"folder": str(folder), "wall_seconds": wall_seconds, "table": rows}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.local_server import PrefectServer, free_port  # noqa: F401 - free_port: the tests' import
+from runtime.local_server import PrefectServer, free_port  # noqa: F401 - free_port: the tests' import
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,7 +22,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory):
     """``prefect server start`` (UI included) on a free loopback port with its own
-    PREFECT_HOME, started as the CLI starts its own (``flows.local_server``).
+    PREFECT_HOME, started as the CLI starts its own (``runtime.local_server``).
 
     Yields a dict with ``api_url``, ``ui_url`` and ``env`` (the environment for
     subprocesses that should talk to it). Stopped at the end of the session.

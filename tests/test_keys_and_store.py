@@ -170,7 +170,7 @@ REGISTER_ONE = textwrap.dedent(
     from alcore import strategies
     strategies.register(strategies.Strategy("toy", "a strategy registered in one place", "uniform"))
     from alcore.config import ExperimentConfig
-    from flows.cli import parse_config
+    from runtime.cli import parse_config
     from flows.sweep import parse_strategy
     from prefect.utilities.callables import parameter_schema
     from flows.active_learning import active_learning

@@ -1,4 +1,4 @@
-"""The CLI's early temporary Prefect server (flows/local_server.py), with real processes."""
+"""The CLI's early temporary Prefect server (runtime/local_server.py), with real processes."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""The Prefect internals flows/prefect_internals.py relies on are still there.
+"""The Prefect internals runtime/prefect_internals.py relies on are still there.
 
 Fails when the installed Prefect is not the version the module was checked against,
 or no longer has what it replaces or reads: then read that Prefect's
@@ -20,12 +20,12 @@ import prefect.events.clients as events_clients
 from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
 
-from flows import prefect_internals
+from runtime import prefect_internals
 
 
 def test_the_installed_prefect_is_the_checked_version():
     assert prefect.__version__ == prefect_internals.CHECKED_VERSION, (
-        f"flows/prefect_internals.py was checked against prefect {prefect_internals.CHECKED_VERSION}, "
+        f"runtime/prefect_internals.py was checked against prefect {prefect_internals.CHECKED_VERSION}, "
         f"installed is {prefect.__version__}: check what it relies on in the new version"
     )
 
@@ -46,7 +46,9 @@ def test_the_clients_sleep_between_retries_through_the_names_that_are_replaced()
 def test_a_refused_connection_is_retried_only_on_a_client_that_has_connected():
     for cls in (client_base.PrefectHttpxSyncClient, client_base.PrefectHttpxAsyncClient):
         send = inspect.getsource(cls.send)
-        assert "if self._has_connected:\n            retry_exceptions = retry_exceptions + (httpx.ConnectError,)" in send
+        assert (
+            "if self._has_connected:\n            retry_exceptions = retry_exceptions + (httpx.ConnectError,)" in send
+        )
         assert cls(base_url="http://127.0.0.1:9/api")._has_connected is False
         with prefect_internals.clients_count_as_connected():
             assert cls(base_url="http://127.0.0.1:9/api")._has_connected is True

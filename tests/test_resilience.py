@@ -1,4 +1,4 @@
-"""Losing the Prefect server mid-run (flows/resilience.py).
+"""Losing the Prefect server mid-run (runtime/resilience.py).
 
 The fast tests drive the watchdog against a stand-in HTTP server. The slow ones start
 a real ``prefect server start`` of their own (its own PREFECT_HOME and SQLite file,
@@ -25,7 +25,7 @@ import prefect.client.base as client_base
 import pytest
 
 from benchmarks.lost_server import CONFIG, clean_run, comparable, lost_scenario, restart_scenario, rounds_cached
-from flows import resilience
+from runtime import resilience
 from tests.conftest import cli_args, free_port, run_flow
 
 # ---------------------------------------------------------------- the watchdog alone

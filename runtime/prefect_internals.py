@@ -2,7 +2,7 @@
 
 Prefect has no public hook for these; each is what keeps a run alive through a
 short server restart or ends it cleanly when the server is gone
-(``flows/resilience.py`` says when they are used). ``tests/test_prefect_internals.py``
+(``runtime/resilience.py`` says when they are used). ``tests/test_prefect_internals.py``
 fails when the installed Prefect is not :data:`CHECKED_VERSION` or no longer has
 what is used here: read the named Prefect source again before changing the version.
 """

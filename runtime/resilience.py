@@ -46,7 +46,7 @@ rounds; it needs the server only for the UI, not for the cache.
 
 Prefect has no public hook for waking a client's retry early, for retrying a refused
 connection on a new client, for running before its exit-time flush or for skipping
-it: those uses of its internals are in ``flows/prefect_internals.py``.
+it: those uses of its internals are in ``runtime/prefect_internals.py``.
 """
 
 import base64
@@ -62,8 +62,8 @@ from pathlib import Path
 
 import httpx
 
-from flows import prefect_internals
-from flows.prefect_internals import DELIVERY_LOGGERS
+from runtime import prefect_internals
+from runtime.prefect_internals import DELIVERY_LOGGERS
 
 EXIT_SERVER_LOST = 75  # EX_TEMPFAIL (sysexits.h): temporary failure, try again later
 GRACE_ENV = "BAL_SERVER_GRACE_SECONDS"

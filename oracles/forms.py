@@ -1,4 +1,4 @@
-"""A person as the oracle: forms in the Prefect UI, the run waiting in between.
+"""A person's forms in the Prefect UI, and the run waiting in between (paused or suspended).
 
 The flow asks with :func:`ask`: it builds a form (a ``prefect.input.RunInput``
 with one enum field per point, so a wrong class is refused by Prefect's schema
@@ -45,7 +45,7 @@ from prefect.utilities.engine import propose_state_sync
 
 from store.files import write_text
 from store.ledger import AnswerBook, FormAnswer, PointAnswer, now
-from tasks.report import _data_uri
+from tasks.report import data_uri
 
 CANNOT_LABEL = "cannot label"
 POLL_SECONDS = 0.25  # a paused run checks for the answer this often (one API read)
@@ -106,7 +106,7 @@ NO_SERVER = (
 
 def image_markdown(png: Path, alt: str) -> str:
     """An image for the form's description, embedded as a ``data:`` URI."""
-    return f"![{alt}]({_data_uri(Path(png))})"
+    return f"![{alt}]({data_uri(Path(png))})"
 
 
 def _wait(form, description: str, key: str, timeout: int, after_save: Callable[[], None]):
