@@ -1,122 +1,191 @@
-"""Sweep wall time: a 2-worker local Dask cluster against the same experiments one
-after another, on one real Prefect server, in one invocation; where the time goes.
+"""Sweep speed against its math, worker scaling, and the server under the sweep's load.
 
-    python -m benchmarks.sweep_speed [--seeds 2] [--strategies ...] [--label-budget 50]
-        [--db sqlite|postgres] [--set FIELD=VALUE ...] [--out artifacts/sweep_speed.json]
+    python -m benchmarks.sweep_speed [--seeds 10] [--strategies max_std,...] [--label-budget 50]
+        [--workers 2,1] [--set FIELD=VALUE ...] [--out artifacts/sweep_speed.json]
 
-Each mode is a whole ``python -m flows.sweep`` process (cluster start included),
-every stage recomputed (``--refresh``), against one server this benchmark starts
-with ``make server`` (SQLite, or PostgreSQL with ``--db postgres``) and stops. Per
-mode: the wall time; the experiments' own flow time (summed, and per worker); and
-the profile of what is outside the experiments' flows: the sweep's start until the
-first experiment starts (process and cluster start, imports), each experiment's
-time outside its flow run (subflow creation and teardown, worker-side imports and
-compilation), the workers' idle time, and the end (aggregation, report, cluster
-shutdown). The server's log is searched for "database is locked".
+In one invocation: the same sweep (the default one unless told otherwise: 10 seeds x
+6 strategies, every stage recomputed) on a local Dask cluster of each worker count,
+each against a fresh SQLite Prefect server started the way the command line starts
+its temporary one (the one launcher, niced), and one default experiment through the
+command line against it. Printed as JSON:
+
+- per sweep: its wall time; the math inside it (every stage's compute seconds, summed)
+  and the ratio; the server while the sweep ran: every API call a prober made twice a
+  second (``/health`` and a database read), the slowest and how many took over 5 s,
+  "database is locked" lines in its log, and whether every experiment's task run
+  reached it Completed (none dropped);
+- the speed-up of the most workers over one, and whether every count gave the same
+  numbers;
+- the single experiment: a round in the flow (its task runs and bookkeeping) against
+  the round's compute, medians.
 """
 
 import argparse
 import json
 import os
-import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-from benchmarks import write_json
-from tests.conftest import free_port
+import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks import ROOT, write_json
+from flows.sweep import DEFAULT_STRATEGIES
+from runtime.local_server import NICE, PrefectServer
 
-
-def make(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT, env=env, capture_output=True, text=True)
-
-
-def profile(doc: dict, wall: float, started: float, workers: int) -> dict:
-    """Where the sweep's wall time goes outside the experiments' own flows."""
-    exps = doc["experiments"]
-    first = min(e["started_at"] for e in exps)
-    last = max(e["finished_at"] for e in exps)
-    flows = sum(e["flow_seconds"] for e in exps)
-    in_tasks = sum(e["finished_at"] - e["started_at"] for e in exps)
-    by_worker: dict[int, list] = {}
-    for e in exps:
-        by_worker.setdefault(e["worker_pid"], []).append(e)
-    busy = {pid: sum(e["finished_at"] - e["started_at"] for e in es) for pid, es in by_worker.items()}
-    span = last - first
-    return {
-        "wall_seconds": wall,
-        "experiments": len(exps),
-        "workers_used": len(by_worker),
-        "experiments_flow_seconds_sum": flows,
-        "experiments_flow_seconds_per_worker": flows / max(1, workers),
-        "start_until_first_experiment_seconds": first - started,
-        "outside_the_flow_inside_the_experiment_task_seconds_sum": in_tasks - flows,
-        "workers_idle_between_experiments_seconds": sum(span - b for b in busy.values()),
-        "after_the_last_experiment_seconds": wall - (last - started),
-    }
+SLOW_SECONDS = 5.0
 
 
-def run_mode(env: dict, tmp: Path, mode: str, args) -> dict:
-    folder = tmp / mode
+class Prober:
+    """Calls the server's API twice a second from a thread, timing each call."""
+
+    def __init__(self, api_url: str):
+        self.api_url = api_url
+        self.latencies: list[float] = []
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        with httpx.Client(timeout=60) as client:
+            while not self._stop.wait(0.5):
+                for call in (
+                    lambda: client.get(f"{self.api_url}/health"),
+                    lambda: client.post(f"{self.api_url}/flow_runs/filter", json={"limit": 1}),
+                ):
+                    t0 = time.perf_counter()
+                    try:
+                        call().raise_for_status()
+                    except httpx.HTTPError:
+                        self.failures += 1
+                    self.latencies.append(time.perf_counter() - t0)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict:
+        return {
+            "calls": len(self.latencies),
+            "failed": self.failures,
+            "slowest_seconds": max(self.latencies, default=None),
+            "median_seconds": statistics.median(self.latencies) if self.latencies else None,
+            f"over_{SLOW_SECONDS:g}_s": sum(t > SLOW_SECONDS for t in self.latencies),
+        }
+
+
+def task_runs_of(api_url: str, flow_run_id: str) -> list[dict]:
+    """Every task run the server recorded for a flow run (the API pages by 200)."""
+    out: list[dict] = []
+    while True:
+        page = httpx.post(
+            f"{api_url}/task_runs/filter",
+            json={"task_runs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200, "offset": len(out)},
+            timeout=60,
+        )
+        page.raise_for_status()
+        out += page.json()
+        if len(page.json()) < 200:
+            return out
+
+
+def math_seconds(experiment: dict) -> float:
+    """Every stage's compute seconds of one experiment (restored stages count 0)."""
+    c = experiment.get("compute_seconds") or {}
+    parts = [c.get("initial_training"), c.get("calibration"), c.get("passive"), *(c.get("rounds") or [])]
+    return sum(p for p in parts if p)
+
+
+def run_sweep(tmp: Path, workers: int, args) -> dict:
+    server = PrefectServer(tmp / f"server-{workers}", ui=False, nice=NICE)
+    server.start()
+    folder = tmp / f"sweep-{workers}"
     cmd = [sys.executable, "-m", "flows.sweep", "--seeds", str(args.seeds), "--strategies", args.strategies,
            "--label-budget", str(args.label_budget), "--artifacts-dir", str(folder), "--refresh",
-           *[f"--set={s}" for s in args.set]]  # fmt: skip
-    cmd += ["--sequential"] if mode == "sequential" else ["--workers", str(args.workers)]
-    started = time.time()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.time() - started
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stdout[-3000:] + proc.stderr[-3000:])
-    doc = json.loads(next(folder.glob("sweep-*/results.json")).read_text())
+           "--workers", str(workers), *[f"--set={s}" for s in args.set]]  # fmt: skip
+    try:
+        with Prober(server.api_url) as prober:
+            started = time.perf_counter()
+            proc = subprocess.run(cmd, cwd=ROOT, env=server.env, capture_output=True, text=True)
+            wall = time.perf_counter() - started
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stdout[-3000:] + proc.stderr[-3000:])
+        doc = json.loads(next(folder.glob("sweep-*/results.json")).read_text())
+        recorded = task_runs_of(server.api_url, doc["flow_run_id"])
+    finally:
+        server.stop()
+    experiments = [e for e in recorded if e["name"].startswith("experiment/")]
+    math = sum(math_seconds(e) for e in doc["experiments"])
     return {
-        **profile(doc, wall, started, 1 if mode == "sequential" else args.workers),
+        "workers": workers,
+        "wall_seconds": wall,
+        "experiments": len(doc["experiments"]),
+        "rounds": sum(e["rounds"] for e in doc["experiments"]),
+        "math_seconds": math,
+        "wall_over_math_per_worker": wall / (math / workers) if math else None,
+        "api": prober.summary(),
+        "database_is_locked_lines": server.log_path.read_text(errors="replace").count("database is locked"),
+        "experiment_task_runs_completed": sum(e["state_type"] == "COMPLETED" for e in experiments),
         "final": {f"{e['strategy']}/{e['seed']}": e["final_accuracy"] for e in doc["experiments"]},
-        "temporary_servers_started": (proc.stdout + proc.stderr).count("Temporary server on"),
     }
+
+
+def single_experiment(tmp: Path) -> dict:
+    """The default experiment through the command line: a round in the flow against its compute."""
+    server = PrefectServer(tmp / "server-single", ui=False, nice=NICE)
+    server.start()
+    try:
+        cmd = [sys.executable, "-m", "flows.active_learning", "--artifacts-dir", str(tmp / "single"), "--refresh"]
+        proc = subprocess.run(cmd, cwd=ROOT, env=server.env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stdout[-3000:] + proc.stderr[-3000:])
+    finally:
+        server.stop()
+    doc = json.loads(next((tmp / "single").glob("al-*/results.json")).read_text())
+    in_flow = statistics.median(doc["run"]["round_seconds"].values())
+    compute = statistics.median(doc["compute_seconds"]["rounds"])
+    return {"round_in_flow_seconds": in_flow, "round_compute_seconds": compute, "ratio": in_flow / compute}
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=2)
-    p.add_argument("--strategies", default="max_std,sampled,entropy,bald,margin,random")
+    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES))
     p.add_argument("--label-budget", type=int, default=50)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    p.add_argument("--workers", default="2,1", help="worker counts, comma-separated")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    p.add_argument("--no-single", action="store_true", help="skip the single experiment")
     p.add_argument("--out", default=str(ROOT / "artifacts" / "sweep_speed.json"))
     args = p.parse_args(argv)
-    tmp = Path(tempfile.mkdtemp(prefix="bal-sweep-speed-"))
-    os.chmod(tmp, 0o755)  # PostgreSQL runs as its own user and must reach its folder
-    port = free_port()
-    server_args = [f"PORT={port}", f"SERVER_HOME={tmp / 'server'}", f"DB={args.db}"]
-    env = {**os.environ, "PREFECT_HOME": str(tmp / "client")}
-    env.pop("PREFECT_API_URL", None)
-    up = make("server", *server_args, env=env)
-    if up.returncode != 0:
-        raise RuntimeError(up.stdout + up.stderr)
-    env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
-    out = {"db": args.db, "seeds": args.seeds, "strategies": args.strategies, "label_budget": args.label_budget,
-           "workers": args.workers, "cpus": os.cpu_count()}  # fmt: skip
-    try:
-        for mode in ("dask", "sequential"):
-            out[mode] = run_mode(env, tmp, mode, args)
-            print(mode, json.dumps({k: v for k, v in out[mode].items() if k != "final"}), flush=True)
-    finally:
-        make("stop", *server_args, env=env)
-        log = (tmp / "server" / "server.log").read_text() if (tmp / "server" / "server.log").exists() else ""
-        out["database_is_locked_lines"] = log.count("database is locked")
-        shutil.rmtree(tmp, ignore_errors=True)
-    out["speedup"] = out["sequential"]["wall_seconds"] / out["dask"]["wall_seconds"]
-    out["same_results"] = out["dask"]["final"] == out["sequential"]["final"]
-    out["throughput_experiments_per_minute"] = {
-        mode: 60 * out[mode]["experiments"] / out[mode]["wall_seconds"] for mode in ("dask", "sequential")
+    out = {
+        "seeds": args.seeds,
+        "strategies": args.strategies,
+        "label_budget": args.label_budget,
+        "cpus": os.cpu_count(),
     }
+    with tempfile.TemporaryDirectory(prefix="bal-sweep-speed-") as tmp:
+        sweeps = []
+        for workers in (int(w) for w in args.workers.split(",")):
+            sweeps.append(run_sweep(Path(tmp), workers, args))
+            print(json.dumps({k: v for k, v in sweeps[-1].items() if k != "final"}), flush=True)
+        if not args.no_single:
+            out["single_experiment"] = single_experiment(Path(tmp))
+    out["sweeps"] = sweeps
+    one = next((s for s in sweeps if s["workers"] == 1), None)
+    most = max(sweeps, key=lambda s: s["workers"])
+    if one is not None and most is not one:
+        out["speedup"] = {f"{most['workers']}_over_1": one["wall_seconds"] / most["wall_seconds"]}
+    out["same_results"] = all(s["final"] == sweeps[0]["final"] for s in sweeps)
     write_json(out, args.out)
-    print(json.dumps({k: out[k] for k in ("speedup", "same_results", "database_is_locked_lines")}, indent=2))
+    print(json.dumps({k: out[k] for k in out if k != "sweeps"}, indent=2))
     print(f"JSON: {args.out}")
 
 
