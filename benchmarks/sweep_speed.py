@@ -25,8 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import write_json
-from tests.conftest import free_port
+from benchmarks import free_port, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 

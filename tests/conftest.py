@@ -1,8 +1,9 @@
-"""Shared fixtures: one real Prefect server per test session, tiny configurations."""
+"""Shared fixtures: one real Prefect server per test session (for the slow tier only:
+``tests/tiers.py`` fails a fast test that asks for it). Shared helpers are in
+``tests/helpers.py``."""
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -12,18 +13,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+# cli_args: benchmarks/lost_server.py still imports it from here (it is being changed
+# on another branch); benchmarks/__init__.py has its own copy for the others.
+from tests.helpers import cli_args, free_port  # noqa: F401
+
+# tiers: the fast tier's rule (no process, no sleep, no server), enforced
+pytest_plugins = ("tests.tiers", "pytester")
 
 # The tests' subprocesses share one JAX compilation cache of their own (kept between
 # sessions, so later sessions start warm), never the user's ~/.cache.
 os.environ.setdefault("BAL_JAX_CACHE_DIR", str(Path(tempfile.gettempdir()) / "bal-tests-jax-cache"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -74,39 +74,3 @@ def prefect_server(tmp_path_factory):
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, 9)
     log.close()
-
-
-# A configuration small enough for seconds-long flows.
-TINY = {
-    "rounds": 3,
-    "grid_size": 20,
-    "n_initial": 12,
-    "n_calibration": 10,
-    "initial_epochs": 60,
-    "epochs_per_round": 5,
-    "calibration_grid_size": 8,
-    "mc_samples": 8,
-}
-
-
-def cli_args(config: dict) -> list[str]:
-    args = []
-    for key, value in config.items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            args.append(flag if value else "--no-" + key.replace("_", "-"))
-        else:
-            args += [flag, str(value)]
-    return args
-
-
-def run_flow(env: dict, config: dict, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the CLI in a subprocess (a real process, as a user would)."""
-    return subprocess.run(
-        [sys.executable, "-m", "flows.active_learning", *cli_args(config), *extra],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )

@@ -506,7 +506,7 @@ def test_covariance_blocks_match_the_joint_covariance(small_problem):
 def test_precompile_leaves_the_stages_nothing_big_to_compile():
     from alcore import stages
     from alcore.config import ExperimentConfig
-    from benchmarks.compiles import xla_compilations
+    from tests.helpers import xla_compilations
 
     # shapes no other test uses, so nothing was compiled for them before
     cfg = ExperimentConfig(

@@ -11,9 +11,7 @@ from pydantic import ValidationError
 from alcore import data as datasets
 from alcore import problem
 from alcore.config import ExperimentConfig
-from benchmarks import results
-from tests.conftest import ROOT, run_flow
-from tests.test_flow import folder_of
+from tests.helpers import ROOT, folder_of, results, run_flow
 
 SMALL = {"n_initial": 10, "n_calibration": 8, "rounds": 2, "initial_epochs": 30, "epochs_per_round": 3}
 

@@ -12,10 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import comparable, results
 from tasks import storage
-from tests.conftest import ROOT, TINY, cli_args, run_flow
-from tests.test_flow import folder_of
+from tests.helpers import ROOT, TINY, cli_args, comparable, folder_of, results, run_flow
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 

@@ -19,7 +19,7 @@ from alcore.experiment import ModelState
 from tasks import storage
 from tasks.store import Store
 from tasks.workspace import code_version
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 KEYED = [st.DATA, st.INITIAL, st.CALIBRATION, st.ROUND, st.PASSIVE]
 

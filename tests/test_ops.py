@@ -29,9 +29,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchmarks import start_worker, stop_worker
 from tasks import storage
-from tests.conftest import ROOT, TINY, cli_args, free_port, run_flow
+from tests.helpers import ROOT, TINY, cli_args, free_port, run_flow, start_worker, stop_worker
 
 pytestmark = pytest.mark.slow
 PREFECT = str(Path(sys.executable).parent / "prefect")

@@ -24,9 +24,9 @@ import httpx
 import prefect.client.base as client_base
 import pytest
 
-from benchmarks.lost_server import CONFIG, clean_run, comparable, lost_scenario, restart_scenario, rounds_cached
 from flows import resilience
-from tests.conftest import cli_args, free_port, run_flow
+from tests.helpers import cli_args, comparable, free_port, run_flow
+from tests.outage import CONFIG, clean_run, lost_scenario, restart_scenario, rounds_cached
 
 # ---------------------------------------------------------------- the watchdog alone
 

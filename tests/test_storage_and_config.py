@@ -13,7 +13,7 @@ from alcore.config import ExperimentConfig
 from flows.active_learning import parse_config
 from tasks import storage
 from tasks.workspace import Workspace, check_writable
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 # ------------------------------------------------------------------ storage
 
