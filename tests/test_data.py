@@ -158,6 +158,7 @@ def test_runs_on_digits_and_on_a_labelled_csv(prefect_server, tmp_path):
             assert (folder / "plots" / f"{name}.png").stat().st_size > 5000
 
 
+@pytest.mark.slow  # the command line, in a subprocess
 def test_a_file_without_labels_is_refused_without_a_human_oracle(tmp_path):
     np.save(tmp_path / "features.npy", np.random.default_rng(0).normal(size=(50, 3)))
     proc = subprocess.run(

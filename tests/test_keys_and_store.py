@@ -186,6 +186,7 @@ REGISTER_ONE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a fresh interpreter: the registry is global
 def test_a_registered_strategy_is_accepted_by_config_cli_form_and_sweep():
     proc = subprocess.run(
         [sys.executable, "-c", REGISTER_ONE], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
