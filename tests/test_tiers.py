@@ -1,7 +1,11 @@
 """The test tiers' own rules: the fast tier starts no process, never sleeps and uses no
-Prefect server (``tests/tiers.py``); tests import no benchmark module."""
+Prefect server (``tests/tiers.py``); tests import no benchmark module; a warning from
+the project's code is an error (pyproject.toml's ``filterwarnings``)."""
 
 import ast
+import warnings
+
+import pytest
 
 from tests.helpers import ROOT
 
@@ -132,3 +136,16 @@ def test_the_import_check_sees_every_form_of_import(tmp_path):
         "def f():\n    from benchmarks.compiles import xla_compilations\n"
     )
     assert _imported_modules(path) == {"benchmarks", "benchmarks.run", "benchmarks.compiles"}
+
+
+def test_a_warning_from_the_project_is_an_error_third_party_deprecations_are_not():
+    with pytest.raises(UserWarning, match="ours"):
+        warnings.warn("ours", stacklevel=1)
+    with pytest.raises(DeprecationWarning, match="ours"):
+        warnings.warn_explicit("ours", DeprecationWarning, "alcore/laplace.py", 1, module="alcore.laplace")
+    warnings.warn_explicit("theirs", DeprecationWarning, "jax/_src/x.py", 1, module="jax._src.x")  # ignored
+    with warnings.catch_warnings(record=True) as shown:  # the filters stay: shown warnings are recorded
+        warnings.warn_explicit("theirs", UserWarning, "prefect/x.py", 1, module="prefect.x")
+        # a package whose name merely starts like one of the project's is not the project
+        warnings.warn_explicit("theirs too", UserWarning, "x.py", 1, module="tasks_extra.x")
+    assert [str(w.message) for w in shown] == ["theirs", "theirs too"]
