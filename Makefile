@@ -33,8 +33,8 @@ status: $(STAMP)  ## what is cached for the experiment ARGS describes
 test: $(STAMP)  ## the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP)  ## core and task tests only (seconds)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+test-fast: $(STAMP)  ## no process, sleep, server or heavy JAX: ~45 s (~3.5 min the first time: JAX compiles)
+	$(BIN)/python -m pytest -m "not slow and not heavy" $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff (the core may not import Prefect)
 	$(BIN)/ruff check alcore tasks flows tests benchmarks

@@ -11,7 +11,10 @@ import time
 from pathlib import Path
 
 import httpx
+import jax
 import pytest
+
+from tasks.workspace import enable_compilation_cache
 
 # cli_args: benchmarks/lost_server.py still imports it from here (it is being changed
 # on another branch); benchmarks/__init__.py has its own copy for the others.
@@ -24,6 +27,14 @@ pytest_plugins = ("tests.tiers", "pytester")
 # sessions, so later sessions start warm), never the user's ~/.cache.
 os.environ.setdefault("BAL_JAX_CACHE_DIR", str(Path(tempfile.gettempdir()) / "bal-tests-jax-cache"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+# This process uses that cache too: most of the fast tier's time is XLA compiling the
+# same programs every session; from the second session on they are loaded instead.
+# (What compiles is still logged: tests that count compilations are unaffected.) Here
+# every program is kept, also the many small ones of code run op by op (the laplax and
+# NumPy-style references), which the CLI's 0.1 s threshold would leave out.
+enable_compilation_cache()
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
 @pytest.fixture(scope="session")

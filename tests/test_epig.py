@@ -327,6 +327,7 @@ def test_new_values_do_not_recompile(tiny):
     assert out.shape == (cand.shape[0],)
 
 
+@pytest.mark.heavy  # EPIG's programs, traced anew
 def test_precompile_leaves_nothing_to_compile():
     from tests.helpers import xla_compilations
 
