@@ -33,7 +33,7 @@ status: $(STAMP)  ## what is cached for the experiment ARGS describes
 test: $(STAMP)  ## the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP)  ## no process, sleep, server or heavy JAX: ~45 s (~3.5 min the first time: JAX compiles)
+test-fast: $(STAMP)  ## no process, sleep, server or heavy JAX: 47-80 s here (the first run ~4 min: JAX compiles, then caches)
 	$(BIN)/python -m pytest -m "not slow and not heavy" $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff (the core may not import Prefect)
