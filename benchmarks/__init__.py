@@ -1,15 +1,38 @@
-"""Benchmarks (not tests): they print figures and write JSON."""
+"""Benchmarks (not tests): they print figures and write JSON.
+
+Tests import nothing from here (they have their own tests/helpers.py): the small
+helpers below are the benchmarks' own copies."""
 
 import alcore  # noqa: F401, I001 - first: the numeric settings before NumPy and JAX load (alcore/numerics.py)
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFECT = str(Path(sys.executable).parent / "prefect")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli_args(config: dict) -> list[str]:
+    """The command-line flags that give ``flows.active_learning`` this configuration."""
+    args = []
+    for key, value in config.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + key.replace("_", "-"))
+        else:
+            args += [flag, str(value)]
+    return args
 
 
 def write_json(document: dict, path: str | Path) -> None:

@@ -32,7 +32,7 @@ import numpy as np
 
 from alcore.problem import true_labels
 from benchmarks import start_worker, stop_worker, write_json
-from benchmarks.lost_server import PrefectServer
+from runtime.local_server import PrefectServer
 from tests.labeller import resume, truthful_input, waiting_form
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -28,8 +28,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from benchmarks import write_json
-from tests.conftest import free_port
+from benchmarks import free_port, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,22 +1,33 @@
-"""Shared fixtures: one real Prefect server per test session, tiny configurations."""
+"""Shared fixtures: one real Prefect server per test session (for the slow tier only:
+``tests/tiers.py`` fails a fast test that asks for it). Shared helpers are in
+``tests/helpers.py``."""
 
 import alcore  # noqa: F401, I001 - first: the numeric settings before NumPy and JAX load (alcore/numerics.py)
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+import jax
 import pytest
 
-from runtime.local_server import PrefectServer, free_port  # noqa: F401 - free_port: the tests' import
+from runtime.jax_cache import enable_compilation_cache
+from runtime.local_server import PrefectServer
 
-ROOT = Path(__file__).resolve().parent.parent
+# tiers: the fast tier's rule (no process, no sleep, no server), enforced
+pytest_plugins = ("tests.tiers", "pytester")
 
 # The tests' subprocesses share one JAX compilation cache of their own (kept between
 # sessions, so later sessions start warm), never the user's ~/.cache.
 os.environ.setdefault("BAL_JAX_CACHE_DIR", str(Path(tempfile.gettempdir()) / "bal-tests-jax-cache"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+# This process uses that cache too: most of the fast tier's time is XLA compiling the
+# same programs every session; from the second session on they are loaded instead.
+# (What compiles is still logged: tests that count compilations are unaffected.) Here
+# every program is kept, also the many small ones of code run op by op (the laplax and
+# NumPy-style references), which the CLI's 0.1 s threshold would leave out.
+enable_compilation_cache()
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
 @pytest.fixture(scope="session")
@@ -33,39 +44,3 @@ def prefect_server(tmp_path_factory):
     env = {**server.env, "PREFECT_UI_API_URL": server.api_url, "PREFECT_LOGGING_LEVEL": "INFO"}
     yield {"api_url": server.api_url, "ui_url": server.ui_url, "env": env, "home": home, "port": server.port}
     server.stop()
-
-
-# A configuration small enough for seconds-long flows.
-TINY = {
-    "rounds": 3,
-    "grid_size": 20,
-    "n_initial": 12,
-    "n_calibration": 10,
-    "initial_epochs": 60,
-    "epochs_per_round": 5,
-    "calibration_grid_size": 8,
-    "mc_samples": 8,
-}
-
-
-def cli_args(config: dict) -> list[str]:
-    args = []
-    for key, value in config.items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            args.append(flag if value else "--no-" + key.replace("_", "-"))
-        else:
-            args += [flag, str(value)]
-    return args
-
-
-def run_flow(env: dict, config: dict, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the CLI in a subprocess (a real process, as a user would)."""
-    return subprocess.run(
-        [sys.executable, "-m", "flows.active_learning", *cli_args(config), *extra],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )

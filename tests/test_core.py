@@ -328,6 +328,7 @@ def test_accuracy_metric():
     assert experiment.capacity(129) == 256
 
 
+@pytest.mark.slow  # a fresh interpreter: Prefect is imported in this one
 def test_core_never_imports_prefect():
     import subprocess
     import sys
@@ -385,6 +386,7 @@ def trained_small():
     return params, x, y, grid
 
 
+@pytest.mark.heavy  # whole greedy batches, every strategy
 @pytest.mark.parametrize("strategy", strategies.names())
 def test_batch_never_picks_a_point_twice(trained_small, strategy):
     params, x, y, grid = trained_small
@@ -457,6 +459,7 @@ def test_covariance_blocks_equal_laplax(small_problem):
     assert float(jnp.max(jnp.abs(got - want))) <= 1e-4 * float(jnp.max(jnp.abs(want)))
 
 
+@pytest.mark.heavy  # whole acquisitions, every strategy
 @pytest.mark.parametrize("strategy", strategies.names())
 def test_every_strategy_acquires_for_five_features_and_four_classes(strategy):
     params = init_params(seed=3, hidden=8, in_dim=5, n_classes=4)
@@ -475,6 +478,7 @@ def test_every_strategy_acquires_for_five_features_and_four_classes(strategy):
         assert np.max(np.abs(scores - want)) <= 1e-4 * np.max(want)
 
 
+@pytest.mark.heavy  # eight rounds of the real stages
 def test_labelled_points_are_never_picked_again():
     """Given the points labelled so far (what the flow passes with exclude_labelled:
     the honest protocol, and every pool), a round never picks one of them again; the
@@ -503,10 +507,11 @@ def test_covariance_blocks_match_the_joint_covariance(small_problem):
     np.testing.assert_allclose(blocks, jnp.einsum("icie->ice", joint), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.heavy  # the stages' programs, traced anew
 def test_precompile_leaves_the_stages_nothing_big_to_compile():
     from alcore import stages
     from alcore.config import ExperimentConfig
-    from benchmarks.compiles import xla_compilations
+    from tests.helpers import xla_compilations
 
     # shapes no other test uses, so nothing was compiled for them before
     cfg = ExperimentConfig(

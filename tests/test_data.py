@@ -11,9 +11,7 @@ from pydantic import ValidationError
 from alcore import data as datasets
 from alcore import problem
 from alcore.config import ExperimentConfig
-from benchmarks import results
-from tests.conftest import ROOT, run_flow
-from tests.test_flow import folder_of
+from tests.helpers import ROOT, folder_of, results, run_flow
 
 SMALL = {"n_initial": 10, "n_calibration": 8, "rounds": 2, "initial_epochs": 30, "epochs_per_round": 3}
 
@@ -160,6 +158,7 @@ def test_runs_on_digits_and_on_a_labelled_csv(prefect_server, tmp_path):
             assert (folder / "plots" / f"{name}.png").stat().st_size > 5000
 
 
+@pytest.mark.slow  # the command line, in a subprocess
 def test_a_file_without_labels_is_refused_without_a_human_oracle(tmp_path):
     np.save(tmp_path / "features.npy", np.random.default_rng(0).normal(size=(50, 3)))
     proc = subprocess.run(

@@ -18,8 +18,7 @@ import pytest
 import yaml
 
 from alcore import strategies
-from benchmarks import start_worker, stop_worker
-from tests.conftest import ROOT
+from tests.helpers import ROOT, start_worker, stop_worker
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 PREFECT = str(Path(sys.executable).parent / "prefect")

@@ -327,8 +327,9 @@ def test_new_values_do_not_recompile(tiny):
     assert out.shape == (cand.shape[0],)
 
 
+@pytest.mark.heavy  # EPIG's programs, traced anew
 def test_precompile_leaves_nothing_to_compile():
-    from benchmarks.compiles import xla_compilations
+    from tests.helpers import xla_compilations
 
     params = init_params(seed=4, hidden=8)
     x = np.asarray(jax.random.uniform(jax.random.key(1), (13, 2)), np.float32)  # shapes no other test uses

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_flow
+from tests.helpers import run_flow
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -15,19 +14,12 @@ from PIL import Image
 
 from alcore import problem
 from alcore.experiment import accuracy, predict
-from benchmarks import comparable, results
 from store import files
-from tests.conftest import ROOT, TINY, cli_args, run_flow
+from tests.helpers import ROOT, TINY, cli_args, comparable, folder_of, results, run_flow
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 STAGES = ("acquire", "label", "retrain", "evaluate")
-
-
-def folder_of(proc: subprocess.CompletedProcess) -> Path:
-    assert proc.returncode == 0, f"flow failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("experiment folder: ")][-1]
-    return Path(line.split(": ", 1)[1])
 
 
 def round_restored(doc: dict, r: int) -> bool:

@@ -13,10 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchmarks import comparable, results
 from store import files
-from tests.conftest import ROOT, TINY, cli_args, run_flow
-from tests.test_flow import folder_of
+from tests.helpers import ROOT, TINY, cli_args, comparable, folder_of, results, run_flow
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 

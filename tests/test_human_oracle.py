@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from alcore.problem import true_labels
-from tests.conftest import ROOT, TINY, cli_args, run_flow
+from tests.helpers import ROOT, TINY, cli_args, run_flow
 from tests.labeller import label_until_done, resume, waiting_form
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]

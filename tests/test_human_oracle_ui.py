@@ -20,8 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchmarks import start_worker, stop_worker
-from tests.conftest import ROOT, TINY
+from tests.helpers import ROOT, TINY, start_worker, stop_worker
 from tests.labeller import label_until_done, waiting_form
 from tests.test_deployments_ui import _browser, _wait_for
 from tests.test_human_oracle import forms, launch, ledger, results, truth, wait_until_waiting
@@ -171,7 +170,7 @@ def test_a_label_deployment_run_suspends_and_continues_on_a_new_worker(prefect_s
     states = HTTP.get(f"{api}/flow_run_states/", params={"flow_run_id": run_id}).json()
     assert sum(s["name"] == "Suspended" for s in states) == 4  # initial, calibration, rounds 1 and 2
     human = results(artifacts)
-    from tests.conftest import run_flow
+    from tests.helpers import run_flow
     from tests.test_human_oracle import COMPARED
 
     reference = run_flow(prefect_server["env"], {**config, "oracle": "truth"})

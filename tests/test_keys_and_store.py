@@ -19,7 +19,7 @@ from alcore.experiment import ModelState
 from store import files
 from store.code_version import code_version
 from store.experiment import Store
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 KEYED = [st.DATA, st.INITIAL, st.CALIBRATION, st.ROUND, st.PASSIVE]
 
@@ -186,6 +186,7 @@ REGISTER_ONE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a fresh interpreter: the registry is global
 def test_a_registered_strategy_is_accepted_by_config_cli_form_and_sweep():
     proc = subprocess.run(
         [sys.executable, "-c", REGISTER_ONE], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False

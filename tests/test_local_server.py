@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, TINY, cli_args, run_flow
+from tests.helpers import ROOT, TINY, cli_args, run_flow
 
 pytestmark = pytest.mark.slow
 

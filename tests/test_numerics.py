@@ -27,7 +27,7 @@ from alcore.experiment import padded
 from alcore.model import init_params
 from store import files
 from store.experiment import PlatformMix, Store
-from tests.conftest import ROOT, TINY, run_flow
+from tests.helpers import ROOT, TINY, run_flow
 
 # ---------------------------------------------------------------- the settings
 

@@ -29,9 +29,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchmarks import start_worker, stop_worker
 from store import files
-from tests.conftest import ROOT, TINY, cli_args, free_port, run_flow
+from tests.helpers import ROOT, TINY, cli_args, free_port, run_flow, start_worker, stop_worker
 
 pytestmark = pytest.mark.slow
 PREFECT = str(Path(sys.executable).parent / "prefect")
@@ -288,14 +287,14 @@ def test_make_stop_reports_a_process_it_cannot_stop():
     """`make stop` run by another user than the one who started the server: the signal
     is refused; it says so, exits non-zero and keeps the pid file."""
     if os.geteuid() != 0:
-        pytest.skip("needs root to run make as another user")
+        pytest.skip(f"needs root to run `make stop` as user nobody (running as uid {os.geteuid()})")
     try:
         pwd.getpwnam("nobody")
     except KeyError:
-        pytest.skip("no user 'nobody'")
+        pytest.skip("needs a user 'nobody' to run `make stop` as; there is none")
     readable = subprocess.run(["runuser", "-u", "nobody", "--", "test", "-r", str(ROOT / "Makefile")])
     if readable.returncode != 0:
-        pytest.skip(f"user nobody cannot read {ROOT}")
+        pytest.skip(f"user nobody cannot read {ROOT / 'Makefile'}, so cannot run `make stop` there")
     home = private_dir("bal-stop-")
     victim = _refusing_process()
     try:
@@ -344,7 +343,10 @@ def test_make_server_db_postgres_says_what_to_install_when_postgresql_is_missing
 
 def test_make_server_db_postgres_names_a_folder_the_postgres_user_cannot_reach():
     if os.geteuid() != 0:
-        pytest.skip("as another user than root the cluster runs as that user")
+        pytest.skip(
+            f"needs root: only root's `make server DB=postgres` runs PostgreSQL as the 'postgres' user, whose "
+            f"access to the data folder this checks (running as uid {os.geteuid()})"
+        )
     _needs_postgres()
     home = private_dir("bal-pgperm-")
     closed = home / "closed"

@@ -1,11 +1,13 @@
 """Losing the Prefect server mid-run (runtime/resilience.py).
 
-The fast tests drive the watchdog against a stand-in HTTP server. The slow ones start
-a real ``prefect server start`` of their own (its own PREFECT_HOME and SQLite file,
-never the session's server: they kill it), run the CLI in a subprocess and SIGKILL
-the server's process group once rounds are saved: restarted on the same port, the
-run completes with an uninterrupted run's numbers; left down, the CLI ends within
-60 s with one line, and the same command resumes once the server is back.
+The watchdog's tests drive it against a stand-in HTTP server in real time (they sleep
+through its grace periods: slow tier); its messages and settings are checked without
+it (fast). The end-to-end ones (slow) start a real ``prefect server start`` of their
+own (its own PREFECT_HOME and SQLite file, never the session's server: they kill it),
+run the CLI in a subprocess and SIGKILL the server's process group once rounds are
+saved: restarted on the same port, the run completes with an uninterrupted run's
+numbers; left down, the CLI ends within 60 s with one line, and the same command
+resumes once the server is back.
 """
 
 import asyncio
@@ -24,9 +26,9 @@ import httpx
 import prefect.client.base as client_base
 import pytest
 
-from benchmarks.lost_server import CONFIG, clean_run, comparable, lost_scenario, restart_scenario, rounds_cached
 from runtime import resilience
-from tests.conftest import cli_args, free_port, run_flow
+from tests.helpers import cli_args, comparable, free_port, run_flow
+from tests.outage import CONFIG, clean_run, lost_scenario, restart_scenario, rounds_cached
 
 # ---------------------------------------------------------------- the watchdog alone
 
@@ -65,6 +67,7 @@ def _record(name: str) -> logging.LogRecord:
     return logging.LogRecord(name, logging.ERROR, __file__, 1, "failed to process item", None, None)
 
 
+@pytest.mark.slow  # real time: sleeps through the watch's grace
 def test_watch_rides_out_a_short_outage_and_quiets_delivery_noise_meanwhile():
     server = StandIn()
     lost = []
@@ -89,6 +92,7 @@ def test_watch_rides_out_a_short_outage_and_quiets_delivery_noise_meanwhile():
     assert events_log.filter(_record(events_log.name)), "the filter outlived the watch"
 
 
+@pytest.mark.slow  # real time: sleeps through the watch's grace
 def test_watch_declares_the_server_lost_after_the_grace_not_before():
     server = StandIn()
     lost = []
@@ -109,6 +113,7 @@ def test_watch_declares_the_server_lost_after_the_grace_not_before():
         watch.stop()
 
 
+@pytest.mark.slow  # real time: sleeps through the watch's grace
 def test_a_busy_server_gets_longer_than_an_unreachable_one():
     """Connections accepted, no answer (a server busy catching up): not lost after
     ``grace``, only after ``busy_grace``."""
@@ -136,6 +141,7 @@ def test_a_busy_server_gets_longer_than_an_unreachable_one():
         listener.close()
 
 
+@pytest.mark.slow  # real time: sleeps through the watch's grace
 def test_a_retrying_call_wakes_when_the_server_answers_again():
     server = StandIn()
     watch = resilience.ServerWatch(server.api_url, grace=10.0, interval=0.1, on_lost=print).start()
@@ -161,6 +167,7 @@ def test_a_retrying_call_wakes_when_the_server_answers_again():
         server.stop()
 
 
+@pytest.mark.slow  # real time: sleeps through the watch's grace
 def test_a_client_made_during_an_outage_retries_a_refused_connection():
     """Prefect's client retries a refused connection only once it has connected (a
     fresh one fails at once); under the guard every client counts as connected."""

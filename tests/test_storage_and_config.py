@@ -13,7 +13,7 @@ from alcore.config import ExperimentConfig
 from flows.active_learning import parse_config
 from store import files
 from store.layout import Workspace, check_writable
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 # ------------------------------------------------------------------ storage
 
@@ -63,6 +63,7 @@ files.save(sys.argv[1], {"v": 2, "big": np.random.default_rng(0).random(60_000_0
 """
 
 
+@pytest.mark.slow  # a writer process, SIGKILLed mid-write of ~480 MB
 def test_kill_during_write_leaves_the_old_file(tmp_path):
     """SIGKILL while a ~480 MB payload is being written: the old file stays intact."""
     path = tmp_path / "state.joblib"
@@ -119,6 +120,7 @@ def test_bad_input_is_rejected_naming_the_parameter(flags, names, capsys):
     assert names in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the command line, in a subprocess
 def test_rejected_run_writes_nothing(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(

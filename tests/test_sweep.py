@@ -14,7 +14,7 @@ import pytest
 
 from alcore import sweep_stats
 from flows.sweep import SweepConfig, parse_args, parse_strategy
-from tests.conftest import ROOT, TINY, free_port
+from tests.helpers import ROOT, TINY, free_port
 
 T_975_DF2 = 4.302652729911275  # Student t quantile, 2 degrees of freedom
 
