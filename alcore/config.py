@@ -9,6 +9,7 @@ import hashlib
 import json
 from typing import Literal
 
+from laplax.enums import CurvApprox
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from alcore import strategies
@@ -17,7 +18,7 @@ from alcore.data import PROBLEMS, check_split_size, file_digest, source_options,
 # The strategy names come from the registry (alcore/strategies.py), the only place
 # a strategy is named; the run form shows them as an enum.
 Acquisition = Literal[strategies.names()]
-Curvature = Literal["full", "diagonal", "lanczos", "lobpcg"]
+Curvature = CurvApprox  # laplax's own: full (here the exact dual form), diagonal, lanczos, lobpcg
 Oracle = Literal["truth", "human"]
 Problem = Literal[PROBLEMS]
 CalibrationObjective = Literal["ece", "marglik"]
@@ -77,7 +78,7 @@ class ExperimentConfig(BaseModel):
         64, ge=1, le=100_000, description="Monte-Carlo samples of the predictive for entropy, bald and margin."
     )
     curvature: Curvature = Field(
-        "full", description="Laplace curvature: full (exact, fast dual form) or laplax's diagonal, lanczos, lobpcg."
+        CurvApprox.FULL, description="Laplace curvature: full (exact, fast dual form) or laplax's diagonal, lanczos, lobpcg."
     )
     log_prior_prec_min: float = Field(
         -2.0, ge=-10, le=10, description="log10 of the smallest prior precision tried in calibration."

@@ -6,6 +6,7 @@ is rejected at once and nothing is started or written.
 """
 
 import argparse
+import enum
 import typing
 
 from pydantic import ValidationError
@@ -37,6 +38,8 @@ def parser() -> argparse.ArgumentParser:
         args = typing.get_args(annotation)
         if typing.get_origin(annotation) is typing.Literal:
             choices, kind = args, str
+        elif isinstance(annotation, type) and issubclass(annotation, enum.Enum):  # laplax's StrEnums
+            choices, kind = [member.value for member in annotation], str
         elif type(None) in args:  # an optional value: "none" on the command line
             choices, kind = None, _optional(next(a for a in args if a is not type(None)))
         else:
