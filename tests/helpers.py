@@ -2,9 +2,7 @@
 results, a worker's start and stop, the functions XLA compiles.
 
 Tests import no benchmark module (``tests/test_tiers.py`` checks it): a benchmark is
-free to change what it measures. ``start_worker``, ``stop_worker``, ``results`` and
-``comparable`` have twins in ``benchmarks/__init__.py``, ``xla_compilations`` in
-``benchmarks/compiles.py``.
+free to change what it measures. The benchmarks import these helpers from here.
 """
 
 import contextlib
@@ -12,11 +10,12 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+
+from runtime.local_server import free_port  # noqa: E402, F401 - the one copy
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFECT = str(Path(sys.executable).parent / "prefect")
@@ -32,12 +31,6 @@ TINY = {
     "calibration_grid_size": 8,
     "mc_samples": 8,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cli_args(config: dict) -> list[str]:
