@@ -55,7 +55,6 @@ from runtime.jax_cache import enable_compilation_cache
 from store import files
 from store.experiment import PlatformMix, Store, print_status
 from tasks import stages
-from tasks.report import report
 
 
 @flow(name="passive-baseline", flow_run_name="passive-{config.seed}", log_prints=True)
@@ -152,17 +151,8 @@ def experiment(config: ExperimentConfig, refresh: bool, accept_platform_mix: boo
         run = Loop(config, refresh, accept_platform_mix, graph=graph)
         restored = run.restore()
         oracle = oracles.for_config(config, run.folder, log)
-        data = run.data(oracle)
-        passive = None  # beside the rounds (a subflow); a restored baseline needs none
-        if config.passive and restored.passive is None:
-            labels = run.passive_labels(oracle)
-            passive = (
-                start_passive(config, refresh, accept_platform_mix, labels)
-                if graph
-                else _Later(
-                    lambda: passive_of(run.store, lambda: data, labels, refresh=refresh, train=_train_plain, log=log)
-                )
-            )
+        run.data(oracle)
+        passive = run.passive(oracle, lambda labels: start_passive(config, refresh, accept_platform_mix, labels))
         initial, calibration = run.model()
         progress = Progress(config, done=len(restored.rounds)) if graph else None
 
@@ -174,15 +164,8 @@ def experiment(config: ExperimentConfig, refresh: bool, accept_platform_mix: boo
         rounds = run.loop(oracle, on_round=after_round)
         if progress is not None:
             progress.update(len(rounds), final=True)
-        baseline = passive.result() if passive is not None else restored.passive
-        if passive is not None:  # computed beside the rounds: its seconds are in its file
-            run.store.check(st.PASSIVE)
-        args = (config, quote(data), quote(initial), quote(calibration), rounds, quote(baseline), run.run_info(oracle))
-        document = (
-            report(*args)
-            if graph
-            else report.fn(*(a.unwrap() if isinstance(a, quote) else a for a in args), publish=False)
-        )
+        baseline = run.baseline(passive)
+        document = run.report(oracle, initial, calibration, rounds, baseline)
     except forms.Unanswered as e:
         message = f"{e}; every answer and finished stage is saved in {run.folder}: {forms.how_to_continue()}"
         log.error(message)
@@ -207,21 +190,6 @@ def experiment(config: ExperimentConfig, refresh: bool, accept_platform_mix: boo
         "prior_precision": document["prior_precision"],
         "flow_seconds": time.perf_counter() - run.t_start,
     }
-
-
-class _Later:
-    """A value computed when it is first asked for (a sweep's passive baseline: after
-    the rounds, in the same process, instead of a subflow beside them)."""
-
-    def __init__(self, compute):
-        self.compute = compute
-
-    def result(self):
-        return self.compute()
-
-
-def _train_plain(store, data, labels):
-    return stages.passive_train.fn.__wrapped__(store, data, labels)
 
 
 def _failed(failed: State, graph: bool) -> State:

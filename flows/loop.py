@@ -25,6 +25,7 @@ from oracles import Oracle, RoundContext
 from store.experiment import Restored, Store
 from store.layout import check_writable
 from tasks import stages
+from tasks.report import report
 
 
 def _edge(task_run_id) -> PrefectConcurrentFuture:
@@ -136,9 +137,29 @@ class Loop:
         )
         return self._data
 
-    def passive_labels(self, oracle: Oracle) -> list[int] | None:
-        """The oracle's labels of the passive baseline's points (None: the truth's)."""
-        return oracle.label_passive(self._data, st.passive_points(self.config, self._data)[0])
+    def passive(self, oracle: Oracle, subflow: Callable):
+        """The passive baseline, to be had with ``.result()``: the subflow
+        ``subflow(labels)`` beside the rounds (with a graph), or computed when asked for,
+        after the rounds, in this process (without); None when it was restored or is off.
+        The oracle labels its points first (None: the truth's)."""
+        if not self.config.passive or self.restored.passive is not None:
+            return None
+        labels = oracle.label_passive(self._data, st.passive_points(self.config, self._data)[0])
+        if self.graph:
+            return subflow(labels)
+        train = stages.passive_train.fn.__wrapped__
+        return _Later(
+            lambda: passive_of(self.store, lambda: self._data, labels, refresh=self.refresh, train=train, log=self.log)
+        )
+
+    def baseline(self, passive) -> st.Passive | None:
+        """The passive baseline: restored, or the result of :meth:`passive` (whose file
+        then has its compute seconds)."""
+        if passive is None:
+            return self.restored.passive
+        result = passive.result()
+        self.store.check(st.PASSIVE)
+        return result
 
     def model(self):
         """Initial training and calibration: (initial, calibration)."""
@@ -270,6 +291,15 @@ class Loop:
             if answers is not None:
                 return acquired, acq, answers
 
+    # ------------------------------------------------------------ report
+    def report(self, oracle: Oracle, initial, calibration, rounds, baseline) -> dict:
+        """results.json, figures and (with a graph) the UI artifacts."""
+        args = (self.config, self._data, initial, calibration, rounds, baseline, self.run_info(oracle))
+        if not self.graph:
+            return report.fn(*args, publish=False)
+        config, data, initial, calibration, rounds, baseline, info = args
+        return report(config, quote(data), quote(initial), quote(calibration), rounds, quote(baseline), info)
+
     # ------------------------------------------------------------ bookkeeping
     def run_info(self, oracle: Oracle) -> dict:
         return {
@@ -303,6 +333,17 @@ def passive_of(store: Store, data: Callable[[], object], labels, *, refresh: boo
         if message:
             (log.warning if state == "damaged" else log.info)(message)
         return train(store, data(), labels)
+
+
+class _Later:
+    """A value computed when it is first asked for (a sweep's passive baseline: after
+    the rounds, in the same process, instead of a subflow beside them)."""
+
+    def __init__(self, compute: Callable):
+        self.compute = compute
+
+    def result(self):
+        return self.compute()
 
 
 def describe_prefix(count: int) -> str:
