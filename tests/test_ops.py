@@ -551,9 +551,9 @@ def test_a_flow_run_of_the_project_on_postgres_with_the_credential(exposed_serve
 
 
 def test_a_small_sweep_on_postgres(exposed_server, tmp_path):
-    """A 2-worker sweep against the PostgreSQL-backed server: every experiment's run
-    lands there, and the server logs no "database is locked" (SQLite's complaint
-    under concurrent writers)."""
+    """A 2-worker sweep against the PostgreSQL-backed server: every experiment's task
+    run lands there, in the sweep's run, and the server logs no "database is locked"
+    (SQLite's complaint under concurrent writers)."""
     server = exposed_server
     sets = [f"--set={k}={v}" for k, v in TINIEST.items() if k != "rounds"]
     proc = subprocess.run(
@@ -564,10 +564,10 @@ def test_a_small_sweep_on_postgres(exposed_server, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = json.loads(next(tmp_path.glob("sweep-*/results.json")).read_text())
     assert len(doc["experiments"]) == 4
-    children = server.http.post(
-        "/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {"any_": [doc["flow_run_id"]]}}, "limit": 20}
+    runs = server.http.post(
+        "/task_runs/filter", json={"task_runs": {"flow_run_id": {"any_": [doc["flow_run_id"]]}}, "limit": 20}
     ).json()
-    assert sum(c["state_type"] == "COMPLETED" for c in children) >= 4
+    assert sum(t["name"].startswith("experiment/") and t["state_type"] == "COMPLETED" for t in runs) == 4
     assert "database is locked" not in (server.home / "server.log").read_text()
 
 
