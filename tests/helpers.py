@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from runtime.local_server import free_port  # noqa: E402, F401 - the one copy
+from runtime.local_server import free_port  # noqa: F401 - the one copy, for the tests
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFECT = str(Path(sys.executable).parent / "prefect")

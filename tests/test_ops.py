@@ -30,10 +30,9 @@ import httpx
 import pytest
 
 from store import files
-from tests.helpers import ROOT, TINY, cli_args, free_port, run_flow, start_worker, stop_worker
+from tests.helpers import PREFECT, ROOT, TINY, cli_args, free_port, run_flow, start_worker, stop_worker
 
 pytestmark = pytest.mark.slow
-PREFECT = str(Path(sys.executable).parent / "prefect")
 # The tiny flow: seconds of compute, every stage exercised.
 TINIEST = {
     "rounds": 1,
