@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from alcore import calibration, marglik, problem, strategies
+from alcore import calibration, marglik, problem, stopping, strategies
 from alcore import data as datasets
 from alcore import experiment as ex
 from alcore.config import digest, held_out_labels, n_passive, passive_epochs
@@ -209,6 +209,7 @@ FLOW_FIELDS = {
     "label_wait_seconds": "how long a run waits for a person's answer",
     "passive": "whether the passive baseline runs",
     "plots": "whether the report draws its figures",
+    "stop_when": "whether the rounds end early at the stop rule's signal (how many run, not their numbers)",
 }
 
 
@@ -270,6 +271,9 @@ class RoundRecord(NamedTuple):
     losses: np.ndarray
     metrics: dict | None = None  # accuracy, nll, ece on the test set (None: no test labels)
     prior_prec: float | None = None  # in force after the round (the next acquisition's)
+    # share of the pool (the stop set) whose predicted class the round changed: the
+    # model before it (``preds``) against the retrained one (alcore/stopping.py)
+    prediction_change: float | None = None
 
     def summary(self) -> "RoundSummary":
         return RoundSummary(
@@ -282,6 +286,7 @@ class RoundRecord(NamedTuple):
             len(self.y_labelled),
             self.metrics,
             self.prior_prec,
+            self.prediction_change,
         )
 
 
@@ -297,6 +302,7 @@ class RoundSummary(NamedTuple):
     n_labelled: int
     metrics: dict | None = None
     prior_prec: float | None = None
+    prediction_change: float | None = None
 
 
 class Passive(NamedTuple):
@@ -496,6 +502,7 @@ def evaluate(
     """Test accuracy (the tutorial's: on its grid) of the retrained model; the round's
     whole record (``prior_prec``: the prior precision in force after it)."""
     accuracy, metrics = _evaluate(retrained.state.params, data)
+    change = stopping.changed_share(acquired.preds, ex.predict(retrained.state.params, data.pool))
     return RoundRecord(
         round_index,
         [int(i) for i in acquired.indices],
@@ -511,6 +518,7 @@ def evaluate(
         retrained.losses,
         metrics,
         prior_prec,
+        change,
     )
 
 

@@ -56,6 +56,7 @@ _KEPT = (
     "passive_accuracy",
     "labels_per_round",
     "labels_used_per_round",
+    "prediction_change_per_round",
     "labels",
     "chosen_points",
     "chosen_indices",
@@ -421,7 +422,7 @@ def main(argv=None) -> int:
         result = sweep.with_options(task_runner=runner)(
             config, refresh=args.refresh, accept_platform_mix=args.accept_platform_mix
         )
-    print(json.dumps({k: result[k] for k in ("folder", "wall_seconds", "table")}, indent=2))
+    print(json.dumps({k: result[k] for k in ("folder", "wall_seconds", "table", "stopping_lines")}, indent=2))
     print(f"sweep folder: {result['folder']}")
     return 0
 

@@ -120,7 +120,7 @@ class HumanOracle:
             "| field | point | the model's guess |\n|---|---|---|\n" + "\n".join(rows) + "\n\n"
             f"Choose a class for each point, or *{forms.CANNOT_LABEL}* (it is then never proposed again and the "
             "next best point is asked instead). *Stop after this round* ends the loop after this round."
-        )
+        ) + stop_rule_note(context)
         return forms.ask(
             self.book,
             ask=f"round-{r:03d}",
@@ -147,3 +147,9 @@ class HumanOracle:
         return pool_plots.uncertainty_plot(
             path, proj, data.pool, acquired.preds, acquired.scores, x, y, picks, title, data.n_classes
         )
+
+
+def stop_rule_note(context) -> str:
+    """The stop rule's one line under a round's form (alcore/stopping.py), if known."""
+    line = getattr(context, "stop_line", None)
+    return f"\n\n*When to stop:* {line}." if line else ""

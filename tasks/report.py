@@ -10,6 +10,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 
 from alcore import stages as st
+from alcore import stopping
 from alcore.config import ExperimentConfig, digest, held_out_labels
 from alcore.experiment import predict
 from store import files
@@ -58,6 +59,9 @@ def build_results(
         # calibration's held-out ones, and the acquired ones so far
         "labels_used_per_round": [r.n_labelled + held_out_labels(config) for r in rounds],
         "prior_precision_per_round": [r.prior_prec for r in rounds],
+        # share of the pool whose predicted class each round changed, and the stop rule on it
+        "prediction_change_per_round": [r.prediction_change for r in rounds],
+        "stop_rule": stop_rule(config, rounds),
         "final_metrics": rounds[-1].metrics if rounds else initial.metrics,
         "passive_metrics": None if passive is None else passive.metrics,
         "oracle": config.oracle,
@@ -95,6 +99,22 @@ def label_budget(config: ExperimentConfig, data, rounds: list[st.RoundSummary], 
         "acquired": acquired,
         "active_total": initial + held_out + acquired,
         "passive_total": None if passive is None else len(passive.y),
+    }
+
+
+def stop_rule(config: ExperimentConfig, rounds: list[st.RoundSummary]) -> dict:
+    """The stop rule after the last round: its line, and the round it signals at the
+    run's threshold (``stop_when``) or else the default one."""
+    changes = [r.prediction_change for r in rounds]
+    threshold = config.stop_threshold_pct
+    threshold = stopping.DEFAULT_THRESHOLD_PCT if threshold is None else threshold
+    return {
+        "rule": "stabilising predictions (Bloodgood and Vijay-Shanker 2009), share of the pool changed per round",
+        "window": stopping.WINDOW,
+        "stop_when": config.stop_when,
+        "threshold_pct": threshold,
+        "signals_after_round": stopping.stop_round(changes, threshold),
+        "line": stopping.describe(changes),
     }
 
 
