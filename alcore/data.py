@@ -300,7 +300,7 @@ def split(table: Table, *, seed: int, n_initial: int, n_calibration: int, test_f
     n_test = check_split_size(
         n, labelled=table.y is not None, n_initial=n_initial, n_calibration=n_calibration, test_fraction=test_fraction
     )
-    order = _rng(seed, 2).permutation(n)
+    order = split_order(n, seed=seed)
     test, rest = order[:n_test], order[n_test:]
     initial, calibration, pool = (
         rest[:n_initial],
@@ -328,6 +328,25 @@ def split(table: Table, *, seed: int, n_initial: int, n_calibration: int, test_f
         classes=table.classes,
         scaler=(mean.astype(np.float32), std),
     )
+
+
+def split_order(n: int, *, seed: int) -> np.ndarray:
+    """The seeded order of a table's rows that :func:`split` cuts into test, initial,
+    calibration and pool points, in that order."""
+    return _rng(seed, 2).permutation(n)
+
+
+def rows_of(data: Data, *, seed: int) -> dict[str, np.ndarray] | None:
+    """Every split array's row numbers in the source table (a user's file: 0 is the
+    first row after a CSV's header), recomputed from the split's seed; None for the
+    tutorial, whose points are drawn, not read."""
+    if data.grid_size:
+        return None
+    sizes = [len(data.x_test), len(data.x_initial), len(data.x_calibration), len(data.pool)]
+    order = split_order(sum(sizes), seed=seed)
+    bounds = np.cumsum([0, *sizes])
+    names = ("test", "initial", "calibration", "pool")
+    return {name: order[bounds[i] : bounds[i + 1]] for i, name in enumerate(names)}
 
 
 # ---------------------------------------------------------------- one entry point

@@ -536,10 +536,20 @@ def passive_points(config, data: Data) -> tuple[np.ndarray, np.ndarray | None]:
     if data.grid_size:
         x = problem.uniform_points(problem.split_keys(cfg.seed).passive, n)
         return x, problem.true_labels(x)
+    idx = passive_indices(config, data)
+    return data.pool[idx], None if data.pool_labels is None else data.pool_labels[idx]
+
+
+def passive_indices(config, data: Data) -> np.ndarray | None:
+    """The pool indices of the passive baseline's points (None for the tutorial's,
+    which are drawn, not taken from the pool)."""
+    if data.grid_size:
+        return None
+    cfg = PASSIVE.view(config)
+    n = n_passive(cfg)
     if n > len(data.pool):
         raise datasets.DataError(f"the passive baseline needs {n} points, the pool has {len(data.pool)}")
-    idx = np.sort(datasets._rng(cfg.seed, 3).choice(len(data.pool), size=n, replace=False))
-    return data.pool[idx], None if data.pool_labels is None else data.pool_labels[idx]
+    return np.sort(datasets._rng(cfg.seed, 3).choice(len(data.pool), size=n, replace=False))
 
 
 @PASSIVE
