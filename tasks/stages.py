@@ -1,4 +1,4 @@
-"""The experiment's stages as Prefect tasks: run a stage's function, save its record.
+"""Prefect tasks around the core's stages: each runs one stage's function and saves its record.
 
 Each task wraps one function of ``alcore.stages`` and writes the record to the
 experiment folder (``store.experiment.Store``), which is the only store a resume reads:
