@@ -1,15 +1,14 @@
-"""The experiment's stages as pure functions over plain arrays.
+"""One experiment's math over plain arrays: train, the posterior's scores, the picks, evaluate.
 
-Every function here is deterministic given its inputs (JAX on the CPU is), takes
-keyword hyperparameters, and returns numpy arrays or floats, so results pickle
-compactly and compare exactly. ``tasks/`` wraps each stage as a Prefect task.
+The stages (``alcore/stages.py``) call these functions. Each is deterministic given
+its inputs (JAX on the CPU is), takes keyword hyperparameters, and returns numpy
+arrays or floats, so results pickle compactly and compare exactly.
 
 A round r = 1..R is: acquire (the acquisition scores of the current model over the
 candidates and the chosen point), label (the oracle), retrain (epochs over the grown
 set with the optimizer state carried over), evaluate (test accuracy; the tutorial's
-test set is its grid). The tutorial computes the
-first acquisition before its loop and one unused acquisition after it; the points,
-models and accuracies are the same.
+test set is its grid). The tutorial computes the first acquisition before its loop
+and one unused acquisition after it; the points, models and accuracies are the same.
 """
 
 from typing import NamedTuple

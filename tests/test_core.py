@@ -7,6 +7,7 @@ import optax
 import pytest
 from flax import nnx
 
+import sources
 from alcore import acquisition, calibration, experiment, laplace, laplax_path, problem, strategies, training
 from alcore.model import MLP, forward, init_params, n_params
 
@@ -487,7 +488,7 @@ def test_labelled_points_are_never_picked_again():
     from alcore.config import ExperimentConfig
 
     cfg = ExperimentConfig(grid_size=12, initial_epochs=30, epochs_per_round=3, exclude_labelled=True)
-    data = stages.generate_data(cfg)
+    data = sources.draw(cfg)
     state, x, y, picked = stages.initial_training(cfg, data).state, data.x_initial, data.y_initial, []
     for r in range(1, 9):
         acquired = stages.acquire(cfg, r, data, state, x, y, 0.4, list(picked))
@@ -517,10 +518,10 @@ def test_precompile_leaves_the_stages_nothing_big_to_compile():
     cfg = ExperimentConfig(
         seed=4, n_initial=13, n_calibration=5, grid_size=17, rounds=2, initial_epochs=3, epochs_per_round=2
     )
-    assert stages.precompile(cfg) == 6
+    assert stages.precompile(cfg, sources.draw(cfg)) == 6
     with xla_compilations() as compiled:
         # the stages themselves, as the flow runs them
-        data = stages.generate_data(cfg)
+        data = sources.draw(cfg)
         initial = stages.initial_training(cfg, data)
         stages.passive_baseline(cfg, data)
         acquired = stages.acquire(cfg, 1, data, initial.state, data.x_initial, data.y_initial, 0.4)
