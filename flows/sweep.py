@@ -38,7 +38,7 @@ from flows.active_learning import active_learning, experiment
 from runtime import local_server
 from runtime.jax_cache import enable_compilation_cache
 from store.layout import check_writable
-from tasks.sweep_report import sweep_report
+from tasks.sweep_report import sweep_key, sweep_report
 
 # EPIG is not among the defaults: on the tutorial's problem it loses to every other
 # strategy (README, "Experiments at scale": measured on 10 seeds) and costs 5-10x a
@@ -283,7 +283,7 @@ def sweep(
         len(config.seeds),
         len(config.curvatures),
     )
-    progress = _SweepProgress(len(experiments), key=f"sweep-{config.sweep_hash()[:10]}-progress")
+    progress = _SweepProgress(len(experiments), key=f"{sweep_key(config)}-progress")
     futures = {
         run_experiment.submit(c, refresh=refresh, accept_platform_mix=accept_platform_mix, graph=config.graph): c
         for c in experiments

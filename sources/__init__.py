@@ -134,6 +134,19 @@ def bundled(name: str) -> Table:
     )
 
 
+def bundled_feature_names(name: str) -> tuple[str, ...]:
+    """The column names scikit-learn gives a bundled set's features."""
+    from sklearn import datasets
+
+    loader = {
+        "digits": datasets.load_digits,
+        "wine": datasets.load_wine,
+        "breast_cancer": datasets.load_breast_cancer,
+        "iris": datasets.load_iris,
+    }[name]
+    return tuple(str(n) for n in loader().feature_names)
+
+
 def read_file(path: str | Path, *, label_column: str | None) -> Table:
     """A user's data file, read once per content (see :func:`_read_file`)."""
     path = Path(path).expanduser()

@@ -131,3 +131,25 @@ def write_labels(path: Path, rows: list[dict], *, fmt: str = "csv") -> Path:
         pq.write_table(table, path)
         return path
     raise ValueError(f"format {fmt!r}: expected csv or parquet")
+
+
+def labels_of_folder(folder: Path) -> list[dict]:
+    """The rows of ``labels.csv`` for an experiment folder as it is on disk, whatever
+    code version wrote its stages (``python -m flows.export``).
+
+    Raises:
+        ValueError: one line: not an experiment folder, or a stage file missing or damaged.
+    """
+    from store.bundle import config_of, record_of_any_version
+    from store.layout import Workspace
+    from store.ledger import AnswerBook
+
+    folder = Path(folder).expanduser().resolve()
+    config = config_of(folder)
+    data = record_of_any_version(folder / "data.joblib", Data)
+    initial = record_of_any_version(folder / "initial.joblib", st.Initial)
+    rounds = [record_of_any_version(p, st.RoundRecord) for p in sorted(folder.glob("rounds/round-*.joblib"))]
+    passive_file = Workspace(folder).passive_file(config)
+    passive = record_of_any_version(passive_file, st.Passive) if config.passive and passive_file.is_file() else None
+    answers = AnswerBook(folder / "answers.jsonl").read()
+    return labels_rows(config, data, initial.state.params, rounds, passive, answers)

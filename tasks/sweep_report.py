@@ -12,9 +12,21 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact  #
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.context import FlowRunContext  # noqa: E402
 
+from alcore.config import digest  # noqa: E402
 from alcore.stopping import DEFAULT_THRESHOLD_PCT  # noqa: E402
 from alcore.sweep_stats import STOP_THRESHOLDS_PCT, mean_interval, stopping_summary, summarize  # noqa: E402
 from tasks.report import data_uri, write_json  # noqa: E402
+
+
+def sweep_folder(config) -> Path:
+    """The sweep's own folder: ``<artifacts_dir>/sweep-<hash of the grid>``."""
+    return Path(config.artifacts_dir).expanduser().resolve() / f"sweep-{config.sweep_hash()}"
+
+
+def sweep_key(config) -> str:
+    """The start of the sweep's artifact keys: a hash of its folder's path, so two
+    artifact folders with the same sweep on one server do not share keys."""
+    return f"sweep-{digest(str(sweep_folder(config)))[:10]}"
 
 
 def collect(results: list[tuple[str, int, dict]]):
@@ -148,7 +160,7 @@ def curves_plot(path: Path, summary: dict, passive_row: dict, budget: int, passi
 @task(name="sweep-report", task_run_name="sweep/aggregate-and-report", cache_policy=NO_CACHE)
 def sweep_report(config, results: list[tuple[str, int, dict]], wall_seconds: float, started_at: float) -> dict:
     """Aggregate the experiments; write results.json and the learning curves; publish."""
-    folder = Path(config.artifacts_dir).expanduser().resolve() / f"sweep-{config.sweep_hash()}"
+    folder = sweep_folder(config)
     folder.mkdir(parents=True, exist_ok=True)
     curves, passive = collect(results)
     summary = summarize(curves, passive, reference="random" if "random" in curves else None)
@@ -193,7 +205,7 @@ def sweep_report(config, results: list[tuple[str, int, dict]], wall_seconds: flo
         "files": {"learning_curves": str(plot)},
     }
     write_json(folder / "results.json", document)
-    key = f"sweep-{config.sweep_hash()[:10]}"
+    key = sweep_key(config)
     create_table_artifact(key=f"{key}-summary", table=rows, description="Strategies across seeds")
     create_markdown_artifact(
         key=f"{key}-curves",

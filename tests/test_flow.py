@@ -61,9 +61,20 @@ def test_tiny_flow_outputs_exist_and_agree(prefect_server, tmp_path):
         json={"artifacts": {"flow_run_id": {"any_": [doc["run"]["flow_run_id"]]}}},
     ).json()
     by_key = {a["key"]: a for a in found}
-    prefix = f"al-{doc['config_hash']['experiment'][:10]}-"
-    assert {prefix + k for k in ("summary", "round-accuracy", "progress", "results", "animation")} <= set(by_key)
+    prefix = doc["artifact_prefix"]  # a hash of the folder's path: two artifact folders never share keys
+    assert {prefix + k for k in ("summary", "round-accuracy", "progress", "results", "animation", "labels")} <= set(
+        by_key
+    )
     assert "data:image/png;base64," in by_key[prefix + "summary"]["data"]
+    # artifacts that open: the content inline, no file:// link
+    assert '"final_active_accuracy"' in by_key[prefix + "results"]["data"]
+    assert "data:image/gif;base64," in by_key[prefix + "animation"]["data"]
+    assert not any("file://" in str(a["data"]) for a in found)
+    labels = by_key[prefix + "labels"]
+    labels = json.loads(labels["data"]) if isinstance(labels["data"], str) else labels["data"]
+    assert len(labels) == TINY["n_initial"] + TINY["n_calibration"] + 3 + len(passive["y"])
+    assert [row["source"] for row in labels].count("round 2") == 1
+    assert (folder / "labels.csv").read_text().count("\n") == len(labels) + 1
     assert by_key[prefix + "progress"]["data"] == 100.0
     table = by_key[prefix + "round-accuracy"]
     assert len(json.loads(table["data"]) if isinstance(table["data"], str) else table["data"]) == 3
