@@ -59,8 +59,8 @@ def read_inputs(
     missing = [c for c in features if c not in header]
     extra = [c for c in header if c not in features and c != label_column]
     if missing or extra or len(set(header)) != len(header):
-        said = [f"missing {', '.join(map(repr, missing))}"] if missing else []
-        said += [f"extra {', '.join(map(repr, extra))}"] if extra else []
+        said = [f"missing {_some(missing)}"] if missing else []
+        said += [f"extra {_some(extra)}"] if extra else []
         said += ["a repeated column"] if len(set(header)) != len(header) else []
         raise DataError(
             f"{where}: the columns are not the model's ({'; '.join(said)}); expected {len(features)} feature "
@@ -88,3 +88,9 @@ def read_inputs(
             f"model ({', '.join(map(repr, unknown[:5]))}); the model's {len(classes)}: {', '.join(classes)}"
         )
     return x.astype(np.float32), np.array([classes.index(c) for c in given], np.int32)
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    """The first few names, quoted, and how many more."""
+    text = ", ".join(map(repr, names[:shown]))
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
