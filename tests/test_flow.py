@@ -80,6 +80,20 @@ def test_tiny_flow_outputs_exist_and_agree(prefect_server, tmp_path):
     assert len(json.loads(table["data"]) if isinstance(table["data"], str) else table["data"]) == 3
 
 
+def test_stop_when_ends_the_rounds_at_the_rules_signal_and_is_in_no_key(prefect_server, tmp_path):
+    # a threshold of 100 % signals as soon as the rule has its 3 rounds
+    config = {**TINY, "seed": 303, "rounds": 5, "passive": False, "plots": False, "artifacts_dir": str(tmp_path)}
+    proc = run_flow(prefect_server["env"], {**config, "stop_when": "stable:100"})
+    doc = results(folder_of(proc))
+    assert len(doc["active_accuracy"]) == 3 and doc["run"]["stopped_after_round"] == 3
+    assert doc["run"]["stopped_by"] == "rule" and doc["stop_rule"]["signals_after_round"] == 3
+    assert "changed on" in proc.stderr + proc.stdout and len(doc["prediction_change_per_round"]) == 3
+    # without the rule, the same folder: its three rounds restored, two more computed
+    again = results(folder_of(run_flow(prefect_server["env"], config)))
+    assert again["run"]["restored"][-1] == "round-03" and len(again["active_accuracy"]) == 5
+    assert again["active_accuracy"][:3] == doc["active_accuracy"] and again["run"]["stopped_by"] is None
+
+
 def _launch(env, config):
     return subprocess.Popen(
         [sys.executable, "-m", "flows.active_learning", *cli_args(config)],
