@@ -7,6 +7,7 @@ labels, as a person clicking *Resume* in the UI would. The deployment (suspended
 case and the browser are in test_human_oracle_ui.py.
 """
 
+import csv
 import json
 import os
 import subprocess
@@ -98,6 +99,14 @@ def test_paused_run_answered_through_the_api_equals_a_truth_oracle_run(prefect_s
     assert [e["ask"] for e in entries] == ["initial", "calibration", "passive", "round-001", "round-002", "round-003"]
     for entry in entries:
         assert len(entry["input_id"]) == 36 and entry["answered_at"].endswith("+00:00") and entry["source"] == "human"
+    # labels.csv: every labelled item with the time of the answer that labelled it
+    with open(human["files"]["labels"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12 + 10 + 3 + (12 + 3)  # initial, calibration, rounds, passive
+    by_ask = {e["ask"]: e["answered_at"] for e in entries}
+    for row in rows:
+        ask = f"round-{int(row['source'].split()[1]):03d}" if row["source"].startswith("round") else row["source"]
+        assert row["answered_at"] == by_ask[ask]
 
     # a re-run of the answered experiment asks nothing and changes nothing
     before = sorted(p.stat().st_mtime_ns for p in forms(tmp_path / "a")())
