@@ -53,6 +53,8 @@ class HumanOracle:
         return self._points_answered(data, "passive", points, f"the passive baseline's {len(points)} points")
 
     def _points_answered(self, data: Data, ask: str, points: np.ndarray, what: str) -> list[int]:
+        if len(points) == 0:  # nothing to ask (marglik calibration holds out no points): no form
+            return []
         answers = self.book.for_ask(ask)
         answer = answers[-1] if answers else self._ask_points(data, ask, points, what)
         return [answer.labels[i] for i in range(len(points))]
