@@ -10,7 +10,7 @@ import json
 from typing import Literal
 
 from laplax.enums import CurvApprox
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
 
 from alcore import strategies
 from alcore.data import PROBLEMS, check_split_size, file_digest, source_options, table_of
@@ -22,6 +22,18 @@ Curvature = CurvApprox  # laplax's own: full (here the exact dual form), diagona
 Oracle = Literal["truth", "human"]
 Problem = Literal[PROBLEMS]
 CalibrationObjective = Literal["ece", "marglik"]
+
+
+# Fields whose default depends on other fields (the data, the oracle): empty (None)
+# in the schema, resolved by the configuration's validator.
+AUTO_FIELDS = ("calibration", "exclude_labelled", "passive")
+
+
+def auto_defaults(values) -> dict:
+    """The data-dependent defaults of :data:`AUTO_FIELDS` for the given field values."""
+    human = values.get("oracle") == "human"
+    pool = (values.get("data") or "tutorial") != "tutorial"
+    return {"calibration": "marglik" if pool else "ece", "exclude_labelled": pool, "passive": not human}
 
 
 class ExperimentConfig(BaseModel):
@@ -86,9 +98,9 @@ class ExperimentConfig(BaseModel):
     log_prior_prec_max: float = Field(
         3.0, ge=-10, le=10, description="log10 of the largest prior precision tried in calibration."
     )
-    calibration: CalibrationObjective = Field(
-        "ece",
-        description="How the prior precision is chosen: ece (the tutorial's: ECE of the predictive on held-out labelled calibration points) or marglik (the Laplace marginal likelihood of the labelled set: no extra labels). Default: ece for the tutorial, marglik for other data.",
+    calibration: CalibrationObjective | None = Field(
+        None,
+        description="How the prior precision is chosen: ece (the tutorial's: ECE of the predictive on held-out labelled calibration points) or marglik (the Laplace marginal likelihood of the labelled set: no extra labels). Empty: ece for the tutorial, marglik for other data.",
     )
     recalibrate_every: int = Field(
         0,
@@ -96,9 +108,9 @@ class ExperimentConfig(BaseModel):
         le=10_000,
         description="Choose the prior precision again every k rounds as the labelled set grows (0: once, before the rounds).",
     )
-    exclude_labelled: bool = Field(
-        False,
-        description="Never pick a candidate that is already labelled (the tutorial's argmax may pick a grid point twice). Default: off for the tutorial, on for pools.",
+    exclude_labelled: bool | None = Field(
+        None,
+        description="Never pick a candidate that is already labelled (the tutorial's argmax may pick a grid point twice). Empty: off for the tutorial, on for pools.",
     )
     count_all_labels: bool = Field(
         False,
@@ -118,9 +130,9 @@ class ExperimentConfig(BaseModel):
         le=30 * 86_400,
         description="Human oracle: how long a run waits for an answer before it ends (nothing is lost; re-run to continue).",
     )
-    passive: bool = Field(
-        True,
-        description="Also train the passive baseline (uniform points, same label budget). Off by default with a human oracle (it would ask as many labels again).",
+    passive: bool | None = Field(
+        None,
+        description="Also train the passive baseline (uniform points, same label budget). Empty: on, but off with a human oracle (it would ask as many labels again).",
     )
     plots: bool = Field(True, description="Write the PNG plots and the GIF (sweeps turn this off).")
     artifacts_dir: str = Field(
@@ -130,18 +142,27 @@ class ExperimentConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _defaults_that_depend_on_other_fields(cls, values):
-        """Defaults that follow other fields, where a field is not given: the passive
-        baseline is off with a human oracle; pool data (anything but the tutorial)
-        choose the prior precision by marginal likelihood and never re-pick a point."""
+        """Defaults that follow other fields, where a field is not given or empty
+        (None): the passive baseline is off with a human oracle; pool data (anything
+        but the tutorial) choose the prior precision by marginal likelihood and never
+        re-pick a point. Explicit values win. The UI's *Custom run* sends every field
+        of the form, so these fields' schema defaults are empty (None), never the
+        tutorial's values, which would override the data's (see :meth:`_auto_as_empty`)."""
         if not isinstance(values, dict):
             return values
         values = dict(values)
-        if values.get("oracle") == "human":
-            values.setdefault("passive", False)
-        if values.get("data", "tutorial") != "tutorial":
-            values.setdefault("calibration", "marglik")
-            values.setdefault("exclude_labelled", True)
+        for name, value in auto_defaults(values).items():
+            if values.get(name) is None:
+                values[name] = value
         return values
+
+    @field_serializer(*AUTO_FIELDS, when_used="json")
+    def _auto_as_empty(self, value, info):
+        """In JSON (the flow's parameter default in Prefect's schema, a run's
+        parameters) a field whose value is its data-dependent default is written
+        empty, so a form that sends it back unchanged keeps it data-dependent; the
+        Python dump (``results.json``, ``config.json``) keeps the resolved value."""
+        return None if value == auto_defaults(self.__dict__)[info.field_name] else value
 
     @property
     def data_fingerprint(self) -> str:
