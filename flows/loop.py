@@ -312,6 +312,7 @@ class Loop:
             "restored": self.restored.names,
             "computed": [n for n in self.seconds if n != "restore"],
             "warnings": self.restored.warnings + oracle.warnings,
+            "accepted_guesses": oracle.accepted_guesses(),
             "stopped_after_round": self.stopped_after,
             "platform": {
                 "this_run": self.store.platform,

@@ -70,16 +70,27 @@ class _Strict(RunInput):
             cls.after_save()
 
 
-def form_model(name: str, fields: list[tuple[str, str]], classes: list[str], *, allow_skip: bool, allow_stop: bool):
-    """A RunInput with one required enum field per point (``fields``: name and
-    description), plus ``stop_after_this_round`` when ``allow_stop``. Unknown fields
-    are refused (``extra="forbid"``)."""
+def form_model(
+    name: str,
+    fields: list[tuple[str, str]],
+    classes: list[str],
+    *,
+    allow_skip: bool,
+    allow_stop: bool,
+    guesses: list[str | None] | None = None,
+):
+    """A RunInput with one enum field per point (``fields``: name and description),
+    plus ``stop_after_this_round`` when ``allow_stop``. A point with a guess (the
+    model's class, ``guesses``) is pre-filled with it, so one click on *Resume*
+    accepts every guess; a point without one is required. Unknown fields are refused
+    (``extra="forbid"``)."""
     choices = tuple(classes) + ((CANNOT_LABEL,) if allow_skip else ())
     label = Literal[choices]
-    spec = {
-        field: (label, pydantic.Field(..., title=field.replace("_", " ").capitalize(), description=text))
-        for field, text in fields
-    }
+    guesses = guesses or [None] * len(fields)
+    spec = {}
+    for n, ((field, text), guess) in enumerate(zip(fields, guesses, strict=True), start=1):
+        title = f"Point {n}" + (f" (pre-filled with the model's guess: {guess})" if guess is not None else "")
+        spec[field] = (label, pydantic.Field(... if guess is None else guess, title=title, description=text))
     if allow_stop:
         spec["stop_after_this_round"] = (
             bool,
@@ -160,7 +171,7 @@ def _pause(model, key: str, timeout: int):
     raise FlowPauseTimeout(f"nobody answered the form {key} within {timeout} s")
 
 
-def _write_sidecar(path: Path, key, ask, attempt, points, fields, classes) -> None:
+def _write_sidecar(path: Path, key, ask, attempt, points, fields, classes, guesses) -> None:
     """The form's points with their exact coordinates, as JSON beside the folder's
     other files: for answering without the UI (a script reads the points here and
     answers through the API)."""
@@ -171,8 +182,8 @@ def _write_sidecar(path: Path, key, ask, attempt, points, fields, classes) -> No
         "flow_run_id": str(get_run_context().flow_run.id),
         "classes": classes,
         "fields": {
-            f: {"index": int(i), "point": [float(v) for v in xy]}
-            for (i, xy, _), (f, _) in zip(points, fields, strict=True)
+            f: {"index": int(i), "point": [float(v) for v in xy], "guess": guess}
+            for (i, xy, _), (f, _), guess in zip(points, fields, guesses, strict=True)
         },
     }
     write_text(path, json.dumps(content, indent=2) + "\n")
@@ -195,9 +206,12 @@ def ask(
     wait_seconds: int,
     allow_skip: bool,
     allow_stop: bool,
+    guesses: list[int | None] | None = None,
 ) -> FormAnswer:
     """Ask a person to label ``points`` (index, coordinates, text for the form) and
-    record the answer in the ledger before returning it.
+    record the answer in the ledger before returning it. ``guesses``: the model's
+    class of each point (None: no guess), pre-filled in the form; the ledger records
+    whether each answer is that guess accepted or the person's own.
 
     Raises:
         Unanswered: nobody answered within ``wait_seconds`` (a paused run; a
@@ -208,31 +222,46 @@ def ask(
     attempt = len(book.for_ask(ask)) + 1
     key = f"{ask}-{attempt}"
     fields = [(f"point_{n}", text) for n, (_, _, text) in enumerate(points, start=1)]
-    form = form_model(f"Labels-{ask}", fields, classes, allow_skip=allow_skip, allow_stop=allow_stop)
+    guesses = guesses or [None] * len(points)
+    named = [None if g is None else classes[g] for g in guesses]
+    form = form_model(f"Labels-{ask}", fields, classes, allow_skip=allow_skip, allow_stop=allow_stop, guesses=named)
     sidecar = book.path.parent / "forms" / f"{key}.json"
     log = get_run_logger()
-    log.info("waiting for a person to label %d point(s): %s (form %s)", len(points), title, key)
+
+    def waiting() -> None:  # the form is saved: the run now waits on it (a replay that finds its answer does not)
+        _write_sidecar(sidecar, key, ask, attempt, points, fields, classes, named)
+        log.info("waiting for a person to label %d point(s): %s (form %s)", len(points), title, key)
+
     try:
-        value, how = _wait(
-            form,
-            f"## {title}\n\n{body}",
-            key,
-            wait_seconds,
-            after_save=lambda: _write_sidecar(sidecar, key, ask, attempt, points, fields, classes),
-        )
+        value, how = _wait(form, f"## {title}\n\n{body}", key, wait_seconds, after_save=waiting)
     except FlowPauseTimeout:
         raise Unanswered(f"nobody answered the form {key} ({title}) within {wait_seconds} s") from None
+    given = [None if (v := getattr(value, f)) == CANNOT_LABEL else classes.index(v) for f, _ in fields]
     answer = FormAnswer(
         ask=ask,
         attempt=attempt,
         points=[
-            PointAnswer(index, list(map(float, xy)), None if (v := getattr(value, f)) == CANNOT_LABEL else int(v))
-            for (index, xy, _), (f, _) in zip(points, fields, strict=True)
+            PointAnswer(index, list(map(float, xy)), label, guess, None if guess is None else label == guess)
+            for (index, xy, _), label, guess in zip(points, given, guesses, strict=True)
         ],
         stop=bool(getattr(value, "stop_after_this_round", False)),
         input_id=_input_id(how, key),
         answered_at=now(),
     )
     book.append(answer)
-    log.info("answer recorded for %s: %s", title, answer.labels)
+    log.info("answer recorded for %s: %s", title, describe_answer(answer, classes))
     return answer
+
+
+def describe_answer(answer: FormAnswer, classes: list[str]) -> str:
+    """An answer in the form's own terms, for the log: ``point_1 = 'cat' (the
+    model's guess, accepted), point_2 = 'dog' (changed from 'cat')``."""
+    parts = []
+    for n, p in enumerate(answer.points, start=1):
+        text = f"point_{n} = " + (repr(classes[p.label]) if p.label is not None else CANNOT_LABEL)
+        if p.accepted_guess:
+            text += " (the model's guess, accepted)"
+        elif p.guess is not None:
+            text += f" (changed from the model's guess {classes[p.guess]!r})"
+        parts.append(text)
+    return ", ".join(parts) + ("; stop after this round" if answer.stop else "")

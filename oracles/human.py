@@ -17,7 +17,7 @@ from alcore import stages as st
 from alcore.config import ExperimentConfig
 from alcore.data import Data
 from oracles import forms
-from store.ledger import AnswerBook, resolve
+from store.ledger import AnswerBook, accepted_guesses, resolve
 from tasks import plots, pool_plots
 
 
@@ -29,9 +29,16 @@ class HumanOracle:
         self.folder = folder
         self.log = log
         self.book = AnswerBook(folder / "answers.jsonl")
-        self.book.read()
+        answers = self.book.read()
         for message in self.book.warnings:
             log.warning(message)
+        if answers:  # said once: the forms they answer are not asked (nor logged as waiting) again
+            log.info(
+                "restored %d answer(s) (%d labels) from %s: those forms are not asked again",
+                len(answers),
+                sum(len(a.points) for a in answers),
+                self.book.path,
+            )
 
     @property
     def warnings(self) -> list[str]:
@@ -90,6 +97,9 @@ class HumanOracle:
     def excluded(self) -> list[int]:
         return self.book.skipped()
 
+    def accepted_guesses(self) -> dict[str, list[int]]:
+        return accepted_guesses(self.book.read())
+
     def stops_after(self, r: int) -> bool:
         return any(a.stop for a in self.book.for_ask(f"round-{r:03d}"))
 
@@ -111,17 +121,20 @@ class HumanOracle:
         png = self._form_map(r, data, acquired, missing, context)
         rows = []
         points = []
-        for n, (i, p) in enumerate(zip(missing, probs, strict=True), start=1):
+        guesses = [int(np.argmax(p)) for p in probs]
+        for n, (i, p, g) in enumerate(zip(missing, probs, guesses, strict=True), start=1):
             where = data.describe_candidate(i)
-            guess = data.classes[int(np.argmax(p))]
-            rows.append(f"| point_{n} | {where} | {guess} ({100 * np.max(p):.0f} %) |")
-            points.append((i, data.pool[i].tolist(), f"{where}; the model guesses {guess}"))
+            guess = f"{data.classes[g]} ({100 * np.max(p):.0f} %)"
+            rows.append(f"| point_{n} | {where} | {guess} |")
+            points.append((i, data.pool[i].tolist(), f"{where}; pre-filled with the model's guess, {guess}"))
         body = (
             f"The model's uncertainty over the grid; the point(s) to label are starred.\n\n"
             f"{forms.image_markdown(png, f'round {r}')}\n\n"
             "| field | point | the model's guess |\n|---|---|---|\n" + "\n".join(rows) + "\n\n"
-            f"Choose a class for each point, or *{forms.CANNOT_LABEL}* (it is then never proposed again and the "
-            "next best point is asked instead). *Stop after this round* ends the loop after this round."
+            "Each select is pre-filled with the model's guess: *Resume* as it is accepts them all; change the "
+            f"ones you disagree with. Choose *{forms.CANNOT_LABEL}* for a point you cannot label (it is then "
+            "never proposed again and the next best point is asked instead). *Stop after this round* ends the "
+            "loop after this round."
         )
         return forms.ask(
             self.book,
@@ -133,6 +146,7 @@ class HumanOracle:
             wait_seconds=self.config.label_wait_seconds,
             allow_skip=True,
             allow_stop=True,
+            guesses=guesses,
         )
 
     def _form_map(self, r: int, data: Data, acquired: st.Acquired, missing: list[int], context):

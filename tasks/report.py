@@ -61,7 +61,13 @@ def build_results(
         "final_metrics": rounds[-1].metrics if rounds else initial.metrics,
         "passive_metrics": None if passive is None else passive.metrics,
         "oracle": config.oracle,
-        "agreement_with_truth": agreement(data, rounds) if config.oracle == "human" else None,
+        "classes": list(data.classes),
+        "chosen_class_names": [data.classes[int(c)] for r in rounds for c in r.labels],
+        # per chosen label: the model's pre-filled guess, accepted as it was (a person's form)
+        "accepted_guesses": accepted_per_label(rounds, run_info.get("accepted_guesses", {})),
+        "agreement_with_truth": (
+            agreement(data, rounds, run_info.get("accepted_guesses", {})) if config.oracle == "human" else None
+        ),
         "labels_per_round": [r.n_labelled for r in rounds],
         "initial_points": np.asarray(data.x_initial).tolist(),
         "initial_labels": np.asarray(data.y_initial).tolist(),
@@ -79,7 +85,7 @@ def build_results(
         # the numeric platform of this run, and of any stage restored from another
         # (accepted with --accept-platform-mix: then "mixed" is true)
         "platform": run_info.get("platform"),
-        "run": {k: v for k, v in run_info.items() if k not in ("platform", "stage_seconds")},
+        "run": {k: v for k, v in run_info.items() if k not in ("platform", "stage_seconds", "accepted_guesses")},
     }
 
 
@@ -98,15 +104,26 @@ def label_budget(config: ExperimentConfig, data, rounds: list[st.RoundSummary], 
     }
 
 
-def agreement(data, rounds: list[st.RoundSummary]) -> dict:
-    """How often a person's labels agree with the ground truth, where it exists."""
+def accepted_per_label(rounds: list[st.RoundSummary], accepted: dict[str, list[int]]) -> list[bool]:
+    """For each chosen label, in order: whether it is the model's guess accepted as
+    the form was pre-filled (``accepted``: per ask, the candidates)."""
+    return [int(i) in accepted.get(f"round-{r.round:03d}", ()) for r in rounds for i in r.indices]
+
+
+def agreement(data, rounds: list[st.RoundSummary], accepted: dict[str, list[int]] | None = None) -> dict:
+    """How often a person's own labels agree with the ground truth, where it exists.
+    A round's label that is the model's guess accepted as pre-filled is not the
+    person's own: it is counted apart (``rounds_accepted_guesses``), not here."""
     out = {}
+    own = [not a for a in accepted_per_label(rounds, accepted or {})]
+    given = [c for r in rounds for c in r.labels]
+    truth = None if data.pool_labels is None else [int(data.pool_labels[i]) for r in rounds for i in r.indices]
     pairs = {
         "initial": (data.y_initial, data.initial_truth),
         "calibration": (data.y_calibration, data.calibration_truth),
         "rounds": (
-            [c for r in rounds for c in r.labels],
-            None if data.pool_labels is None else [int(data.pool_labels[i]) for r in rounds for i in r.indices],
+            [c for c, o in zip(given, own, strict=True) if o],
+            None if truth is None else [t for t, o in zip(truth, own, strict=True) if o],
         ),
     }
     for name, (given, truth) in pairs.items():
@@ -114,6 +131,7 @@ def agreement(data, rounds: list[st.RoundSummary]) -> dict:
             out[name] = {"agree": int(np.sum(np.asarray(given) == np.asarray(truth))), "of": len(given)}
     total = sum(v["agree"] for v in out.values()), sum(v["of"] for v in out.values())
     out["all"] = {"agree": total[0], "of": total[1], "fraction": total[0] / total[1] if total[1] else None}
+    out["rounds_accepted_guesses"] = len(own) - sum(own)  # not counted above
     return out
 
 

@@ -1,14 +1,18 @@
 """The human oracle's forms and ledger, in-process (no server): what a form asks,
 its pre-filled guesses, what the ledger records, and the agreement it reports."""
 
+import json
 import logging
 
-import numpy as np
+import jsonschema
+import pytest
 
 from alcore import stages as st
 from alcore.config import ExperimentConfig
+from oracles import forms
 from oracles.human import HumanOracle
-from store.ledger import AnswerBook, FormAnswer, PointAnswer
+from store.ledger import AnswerBook, FormAnswer, PointAnswer, accepted_guesses
+from tasks.report import agreement
 
 LOG = logging.getLogger("test")
 
@@ -24,3 +28,78 @@ def test_no_form_asks_nothing_marglik_holds_out_no_calibration_points(tmp_path):
     initial, calibration = HumanOracle(config, tmp_path, LOG).label_data(drawn)
     assert initial == [0, 1, 2, 0] and calibration == []
     assert [a.ask for a in book.read()] == ["initial"]
+
+
+def _schema(guesses):
+    model = forms.form_model(
+        "Labels-round-001",
+        [("point_1", "a"), ("point_2", "b")],
+        ["setosa", "versicolor", "virginica"],
+        allow_skip=True,
+        allow_stop=True,
+        guesses=guesses,
+    )
+    return model, model.model_json_schema()
+
+
+def test_a_round_form_is_pre_filled_with_the_models_guesses_and_says_so():
+    model, schema = _schema(["versicolor", "setosa"])
+    props = schema["properties"]
+    assert props["point_1"]["default"] == "versicolor" and props["point_2"]["default"] == "setosa"
+    assert "pre-filled with the model's guess: versicolor" in props["point_1"]["title"]
+    assert "point_1" not in schema.get("required", [])  # one click on Resume accepts the guesses
+    jsonschema.validate({}, schema)
+    assert model().point_1 == "versicolor"
+    # a class that does not exist is refused by the schema (the server checks it the same way)
+    with pytest.raises(jsonschema.ValidationError, match="'tulip' is not one of"):
+        jsonschema.validate({"point_1": "tulip"}, schema)
+    # without a guess (the initial points: no model yet) every point is required
+    _, bare = _schema(None)
+    assert set(bare["required"]) == {"point_1", "point_2"}
+    with pytest.raises(jsonschema.ValidationError, match="'point_2' is a required property"):
+        jsonschema.validate({"point_1": "setosa"}, bare)
+
+
+def test_the_ledger_records_accepted_guesses_and_reads_old_lines(tmp_path):
+    path = tmp_path / "answers.jsonl"
+    old = {"ask": "round-001", "attempt": 1, "points": [{"index": 5, "point": [0.1], "label": 2}], "stop": False,
+           "input_id": None, "answered_at": "2026-12-01T00:00:00+00:00", "source": "human"}  # fmt: skip
+    from store.ledger import _digest
+
+    path.write_text(json.dumps({**old, "sha256": _digest(old)}) + "\n")
+    book = AnswerBook(path)
+    book.append(
+        FormAnswer(
+            "round-002",
+            1,
+            [PointAnswer(7, [0.2], 1, 1, True), PointAnswer(9, [0.3], 0, 2, False)],
+            False,
+            None,
+            "2026-12-03T00:00:00+00:00",
+        )
+    )
+    first, second = book.read()
+    assert not book.warnings
+    assert first.points[0] == PointAnswer(5, [0.1], 2, None, None) and first.points[0].own
+    assert [p.own for p in second.points] == [False, True]
+    assert accepted_guesses(book.read()) == {"round-002": [7]}
+    line = json.loads(path.read_text().splitlines()[1])
+    assert [(p["guess"], p["accepted_guess"]) for p in line["points"]] == [(1, True), (2, False)]
+    text = forms.describe_answer(second, ["a", "b", "c"])
+    assert text == "point_1 = 'b' (the model's guess, accepted), point_2 = 'a' (changed from the model's guess 'c')"
+
+
+def test_agreement_counts_only_the_persons_own_answers():
+    data = st.generate_data(ExperimentConfig(n_initial=3, n_calibration=2, grid_size=10))
+    truth = data.pool_labels
+    rounds = [
+        st.RoundSummary(*([r, [i], [[0.0, 0.0]], [int(truth[i]) if own else (int(truth[i]) + 1) % 3]] + extra))
+        for r, i, own, extra in [
+            (1, 11, True, ["human", 0.9, 4]),
+            (2, 22, False, ["human", 0.9, 5]),  # an accepted guess, and wrong: not the person's
+            (3, 33, False, ["human", 0.9, 6]),  # the person's own, and wrong
+        ]
+    ]
+    got = agreement(data, rounds, {"round-002": [22]})
+    assert got["rounds"] == {"agree": 1, "of": 2}
+    assert got["rounds_accepted_guesses"] == 1

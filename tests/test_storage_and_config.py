@@ -194,7 +194,9 @@ def test_a_custom_run_with_nothing_changed_is_the_cli_run_without_flags(name):
     must still follow the data, as on the command line."""
     import yaml
 
-    deployment = next(d for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"] if d["name"] == name)
+    deployment = next(
+        d for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"] if d["name"] == name
+    )
     payload = ui_custom_run_payload(deployment)
     assert payload["refresh"] is False and payload["accept_platform_mix"] is False
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in deployment.get("parameters", {}).get("config", {}).items()]
