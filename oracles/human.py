@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from alcore import stages as st
+from alcore import strategies
 from alcore.config import ExperimentConfig
 from alcore.data import Data
 from oracles import forms
@@ -155,11 +156,35 @@ class HumanOracle:
         title = f"Round {r}: {self.config.acquisition} scores; label the starred point(s)"
         picks = data.pool[missing]
         x, y = context.x_labelled, context.y_labelled
+        quantity = strategies.get(self.config.acquisition).quantity
         if data.grid_size:
             return plots.uncertainty_plot(
-                path, acquired.preds, acquired.scores, data.grid_size, x, y, picks, title, truth=False
+                path,
+                acquired.preds,
+                acquired.scores,
+                data.grid_size,
+                x,
+                y,
+                picks,
+                title,
+                truth=False,
+                classes=data.classes,
+                quantity=quantity,
+                numbered=True,
             )
         proj = pool_plots.Projection(data.pool)
         return pool_plots.uncertainty_plot(
-            path, proj, data.pool, acquired.preds, acquired.scores, x, y, picks, title, data.n_classes
+            path,
+            proj,
+            data.pool,
+            acquired.preds,
+            acquired.scores,
+            x,
+            y,
+            picks,
+            title,
+            data.n_classes,
+            classes=data.classes,
+            quantity=quantity,
+            numbered=True,
         )

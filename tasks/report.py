@@ -10,6 +10,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 
 from alcore import stages as st
+from alcore import strategies
 from alcore.config import ExperimentConfig, digest, held_out_labels
 from alcore.experiment import predict
 from store import files
@@ -214,9 +215,15 @@ def _figures(config, ws: Workspace, data, calibration: st.Calibration, rounds, p
 def _grid_figures(config, ws: Workspace, store: Store, data, rounds, passive) -> dict:
     """The tutorial's figures: images of the G x G grid."""
     g = data.grid_size
+    quantity = strategies.get(config.acquisition).quantity
     figures = {
         "data": plots.data_plot(
-            ws.plots / "data.png", data.x_initial, data.y_initial, data.x_calibration, data.y_calibration
+            ws.plots / "data.png",
+            data.x_initial,
+            data.y_initial,
+            data.x_calibration,
+            data.y_calibration,
+            classes=data.classes,
         )
     }
     if not rounds:
@@ -231,6 +238,7 @@ def _grid_figures(config, ws: Workspace, store: Store, data, rounds, passive) ->
         last.y_labelled,
         len(data.x_initial),
         f"Active model after {len(rounds)} rounds: {100 * last.accuracy:.1f}%",
+        classes=data.classes,
     )
     figures["uncertainty"] = plots.uncertainty_plot(
         ws.plots / "uncertainty.png",
@@ -240,6 +248,8 @@ def _grid_figures(config, ws: Workspace, store: Store, data, rounds, passive) ->
         *_before_round(last),
         last.points,
         f"Round {len(rounds)}: {config.acquisition} scores and the chosen point(s)",
+        classes=data.classes,
+        quantity=quantity,
     )
     if passive is not None:
         figures["misclassification"] = plots.misclassification_plot(
@@ -251,7 +261,7 @@ def _grid_figures(config, ws: Workspace, store: Store, data, rounds, passive) ->
             (last.accuracy, passive.accuracy),
         )
     frames = (_frame(last if r.round == last.round else store.load(st.ROUND, r.round)) for r in rounds)
-    figures["animation"] = plots.rounds_gif(ws.plots / "rounds.gif", frames, g)
+    figures["animation"] = plots.rounds_gif(ws.plots / "rounds.gif", frames, g, classes=data.classes, quantity=quantity)
     return figures
 
 
@@ -259,6 +269,7 @@ def _pool_figures(config, ws: Workspace, store: Store, data, rounds) -> dict:
     """Pool-based data: scatter plots (on a PCA projection beyond 2 features)."""
     proj = pool_plots.Projection(data.pool)
     c = data.n_classes
+    quantity = strategies.get(config.acquisition).quantity
     figures = {
         "data": pool_plots.data_plot(
             ws.plots / "data.png",
@@ -269,6 +280,7 @@ def _pool_figures(config, ws: Workspace, store: Store, data, rounds) -> dict:
             data.x_calibration,
             data.y_calibration,
             c,
+            classes=data.classes,
         )  # fmt: skip
     }
     if not rounds:
@@ -283,6 +295,7 @@ def _pool_figures(config, ws: Workspace, store: Store, data, rounds) -> dict:
         data.y_test,
         f"Active model after {len(rounds)} rounds{acc}",
         c,
+        classes=data.classes,
     )
     x, y = _before_round(last)
     figures["uncertainty"] = pool_plots.uncertainty_plot(
@@ -296,9 +309,13 @@ def _pool_figures(config, ws: Workspace, store: Store, data, rounds) -> dict:
         last.points,
         f"Round {len(rounds)}: {config.acquisition} scores and the chosen point(s)",
         c,
+        classes=data.classes,
+        quantity=quantity,
     )
     frames = (_frame(last if r.round == last.round else store.load(st.ROUND, r.round)) for r in rounds)
-    figures["animation"] = pool_plots.rounds_gif(ws.plots / "rounds.gif", proj, data.pool, frames, c)
+    figures["animation"] = pool_plots.rounds_gif(
+        ws.plots / "rounds.gif", proj, data.pool, frames, c, classes=data.classes, quantity=quantity
+    )
     return figures
 
 
