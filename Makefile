@@ -137,10 +137,27 @@ server: $(STAMP)  ## start a Prefect server with its UI on $(HOST):$(PORT) (AUTH
 	echo "server up: $(SERVER_URL) (listening on $(HOST); $$database; log: $(SERVER_HOME)/server.log)"; \
 	if [ -n "$$AUTH" ]; then echo "clients need PREFECT_API_AUTH_STRING (make deploy and make worker send the one given)"; fi
 
-deploy: $(STAMP)  ## create the process work pool and apply prefect.yaml's deployments
+# Schedules are opt-in: make deploy creates none (and removes any an earlier deploy
+# made: prefect.yaml's `schedules: []` with Prefect's setting that clears them, which
+# its next releases make the default); SCHEDULES=smoke turns on the smoke deployment's hourly schedule,
+# SCHEDULES=nightly the nightly one's (03:00 UTC), SCHEDULES="smoke nightly" both.
+SCHEDULES ?=
+
+deploy: $(STAMP)  ## create the work pool and apply prefect.yaml's deployments (no schedule; SCHEDULES=smoke: hourly)
 	@$(CLIENT); \
+	for s in $(SCHEDULES); do case $$s in smoke|nightly) ;; \
+		*) echo "make deploy: SCHEDULES=$$s is not a choice: smoke (hourly), nightly (03:00 UTC), or both" >&2; exit 2;; \
+		esac; done; \
 	$(PREFECT_BIN) work-pool create $(POOL) --type process --overwrite && \
-	$(PREFECT_BIN) --no-prompt deploy --all
+	PREFECT_DEPLOYMENTS_CLEAR_SCHEDULES_ON_EMPTY=true $(PREFECT_BIN) --no-prompt deploy --all || exit $$?; \
+	for s in $(SCHEDULES); do \
+		if [ $$s = smoke ]; then \
+			$(PREFECT_BIN) --no-prompt deployment schedule create active-learning/smoke --interval 3600 --replace -y \
+				>/dev/null && echo "schedule on: active-learning/smoke, every hour" || exit $$?; \
+		else \
+			$(PREFECT_BIN) --no-prompt deployment schedule create active-learning/nightly --cron "0 3 * * *" \
+				--timezone UTC --replace -y >/dev/null && echo "schedule on: active-learning/nightly, 03:00 UTC" || exit $$?; \
+		fi; done
 
 # The worker asks the server for runs every WORKER_POLL seconds (Prefect's default is
 # 10): a human-oracle run that was answered waits for that before it continues.
