@@ -90,7 +90,8 @@ class ExperimentConfig(BaseModel):
         64, ge=1, le=100_000, description="Monte-Carlo samples of the predictive for entropy, bald and margin."
     )
     curvature: Curvature = Field(
-        CurvApprox.FULL, description="Laplace curvature: full (exact, fast dual form) or laplax's diagonal, lanczos, lobpcg."
+        CurvApprox.FULL,
+        description="Laplace curvature: full (exact, fast dual form) or laplax's diagonal, lanczos, lobpcg.",
     )
     log_prior_prec_min: float = Field(
         -2.0, ge=-10, le=10, description="log10 of the smallest prior precision tried in calibration."
@@ -129,6 +130,12 @@ class ExperimentConfig(BaseModel):
         ge=1,
         le=30 * 86_400,
         description="Human oracle: how long a run waits for an answer before it ends (nothing is lost; re-run to continue).",
+    )
+    label_hold_seconds: int = Field(
+        300,
+        ge=0,
+        le=30 * 86_400,
+        description="Human oracle, a deployment's run: how long it waits paused, its process kept (the next form follows an answer within a second), before it suspends and frees the worker's process (the next form then takes a few seconds).",
     )
     passive: bool | None = Field(
         None,

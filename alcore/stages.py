@@ -207,6 +207,7 @@ DERIVED = {"data_fingerprint"}
 FLOW_FIELDS = {
     "artifacts_dir": "where the experiment's folder is",
     "label_wait_seconds": "how long a run waits for a person's answer",
+    "label_hold_seconds": "how long a deployment's run waits paused before it suspends",
     "passive": "whether the passive baseline runs",
     "plots": "whether the report draws its figures",
 }

@@ -90,6 +90,7 @@ class HumanOracle:
             classes=list(data.classes),
             body=body,
             wait_seconds=self.config.label_wait_seconds,
+            hold_seconds=self.config.label_hold_seconds,
             allow_skip=False,
             allow_stop=False,
         )
@@ -145,6 +146,7 @@ class HumanOracle:
             classes=list(data.classes),
             body=body,
             wait_seconds=self.config.label_wait_seconds,
+            hold_seconds=self.config.label_hold_seconds,
             allow_skip=True,
             allow_stop=True,
             guesses=guesses,

@@ -130,14 +130,19 @@ def _children(pid: int) -> list[int]:
 
 
 def test_a_label_deployment_run_suspends_and_continues_on_a_new_worker(prefect_server, tmp_path):
-    """The `label` deployment on a process worker: each form suspends the run (the
-    flow's process exits), each answer re-runs it from the top, restoring what is
-    done. The worker is SIGKILLed while the run waits and a new one started; the
-    answers (the truth's, through the API) give exactly a truth-oracle run's results."""
+    """The `label` deployment on a process worker: a form waits paused for
+    label_hold_seconds (answered within them, the run goes on in the same process),
+    then suspends (the flow's process exits); an answer then re-runs it from the top,
+    restoring what is done. The worker is SIGKILLed while the run is suspended and a
+    new one started; the answers (the truth's, through the API) give exactly a
+    truth-oracle run's results."""
     env = {**prefect_server["env"], "BAL_PROJECT_DIR": str(ROOT), "PREFECT_WORKER_QUERY_SECONDS": "1"}
     api = prefect_server["api_url"]
     artifacts = tmp_path / "a"
-    config = {**TINY, "seed": 712, "rounds": 2, "oracle": "human", "artifacts_dir": str(artifacts)}
+    hold = 8
+    config = {
+        **TINY, "seed": 712, "rounds": 2, "oracle": "human", "label_hold_seconds": hold, "artifacts_dir": str(artifacts)
+    }  # fmt: skip
     _prefect(env, "work-pool", "create", "bal-pool", "--type", "process", "--overwrite")
     _prefect(env, "--no-prompt", "deploy", "--name", "label", "--params", json.dumps({"config": config}))
     first = start_worker(env, tmp_path / "worker-1.log")
@@ -148,8 +153,14 @@ def test_a_label_deployment_run_suspends_and_continues_on_a_new_worker(prefect_s
         done = lambda: HTTP.get(f"{api}/flow_runs/{run_id}").json()["state_type"] in ("COMPLETED", "FAILED", "CRASHED")  # noqa: E731
         label_until_done(api, forms(artifacts), truth, done=lambda: waiting_form(api, run_id) == "round-001-1",
                          only=lambda key: key in ("initial-1", "calibration-1"), timeout=300)  # fmt: skip
+        waited_from = time.time()
         state = HTTP.get(f"{api}/flow_runs/{run_id}").json()["state"]
-        assert state["name"] == "Suspended"
+        assert state["name"] == "Paused"  # held: the process waits label_hold_seconds first
+        while state["name"] != "Suspended" and time.time() < waited_from + 60:
+            time.sleep(0.2)
+            state = HTTP.get(f"{api}/flow_runs/{run_id}").json()["state"]
+        assert state["name"] == "Suspended" and state["state_details"]["pause_key"] == "round-001-1-suspended"
+        assert time.time() - waited_from >= hold - 1.5
         deadline = time.time() + 30
         while _children(first.pid) and time.time() < deadline:  # the flow's process exits while it waits
             time.sleep(0.5)
@@ -168,7 +179,9 @@ def test_a_label_deployment_run_suspends_and_continues_on_a_new_worker(prefect_s
             if dep["name"] == "label":
                 HTTP.delete(f"{api}/deployments/{dep['id']}")
     states = HTTP.get(f"{api}/flow_run_states/", params={"flow_run_id": run_id}).json()
-    assert sum(s["name"] == "Suspended" for s in states) == 4  # initial, calibration, rounds 1 and 2
+    keys = [s["state_details"]["pause_key"] for s in states if s["type"] == "PAUSED"]
+    # initial, calibration: answered while held (paused); round 1 held, then suspended; round 2 answered held
+    assert keys[:5] == ["initial-1", "calibration-1", "round-001-1", "round-001-1-suspended", "round-002-1"], keys
     human = results(artifacts)
     from tests.helpers import run_flow
     from tests.test_human_oracle import COMPARED
