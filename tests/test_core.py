@@ -327,6 +327,26 @@ def test_accuracy_metric():
     assert experiment.accuracy(np.array([0, 1, 2, 2]), np.array([0, 1, 1, 2])) == 0.75
     assert experiment.capacity(1) == experiment.capacity(128) == 128
     assert experiment.capacity(129) == 256
+    assert [experiment.posterior_capacity(n) for n in (1, 32, 33, 70)] == [32, 32, 64, 96]
+    assert experiment.posterior_capacity(70, n_classes=10) == 72  # 8 points: 72 rows of the dual form
+
+
+def test_the_posterior_does_not_depend_on_its_padding(small_problem):
+    """Masked padding rows add exact zeros: the posterior's padding step
+    (``experiment.posterior_capacity``) is a speed choice. Bit-identical on the
+    machine it was measured on; asserted to float64 rounding, so a CPU whose
+    eigensolver rounds otherwise does not fail here."""
+    params, x, _, x_eval = small_problem
+    classes = jnp.asarray(np.arange(len(x_eval)) % experiment.n_classes_of(params))
+    tau = jnp.float32(0.4132)
+    tight, wide = _padded_posterior(params, x, cap=len(x) + 1), _padded_posterior(params, x, cap=128)
+    for fn, args in ((laplace.predictive_var_of, (classes,)), (laplace.predictive_cov_blocks, ())):
+        np.testing.assert_allclose(
+            fn(tight, params, jnp.asarray(x_eval), *args, tau),
+            fn(wide, params, jnp.asarray(x_eval), *args, tau),
+            rtol=1e-6,
+            atol=1e-9,
+        )
 
 
 @pytest.mark.slow  # a fresh interpreter: Prefect is imported in this one
