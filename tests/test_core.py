@@ -316,6 +316,8 @@ def test_round_keys_are_the_tutorials_split():
     keys = jax.random.split(jax.random.key(9), 50)
     for r in (1, 17, 50):
         assert (jax.random.key_data(experiment.round_key(raw, r)) == jax.random.key_data(keys[r - 1])).all()
+    with pytest.raises(ValueError, match="serves rounds 1-2048"):
+        experiment.round_key(raw, experiment.ROUND_KEYS + 1)
 
 
 def test_unknown_rule_is_rejected():
