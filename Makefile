@@ -37,7 +37,7 @@ test-fast: $(STAMP)  ## no process, sleep, server or heavy JAX: 47-80 s here (th
 	$(BIN)/python -m pytest -m "not slow and not heavy" $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff (the core may not import Prefect)
-	$(BIN)/ruff check alcore store tasks oracles flows runtime tests benchmarks
+	$(BIN)/ruff check alcore sources store tasks oracles flows runtime tests benchmarks
 
 sweep: $(STAMP)  ## the default sweep: 10 seeds x 6 strategies on a local Dask cluster (ARGS to change)
 	$(BIN)/python -m flows.sweep $(ARGS)

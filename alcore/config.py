@@ -10,10 +10,10 @@ import json
 from typing import Literal
 
 from laplax.enums import CurvApprox
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_serializer, model_validator
 
 from alcore import strategies
-from alcore.data import PROBLEMS, check_split_size, file_digest, source_options, table_of
+from alcore.data import PROBLEMS
 
 # The strategy names come from the registry (alcore/strategies.py), the only place
 # a strategy is named; the run form shows them as an enum.
@@ -34,6 +34,10 @@ def auto_defaults(values) -> dict:
     human = values.get("oracle") == "human"
     pool = (values.get("data") or "tutorial") != "tutorial"
     return {"calibration": "marglik" if pool else "ece", "exclude_labelled": pool, "passive": not human}
+
+
+class Unresolved(ValueError):
+    """A configuration's data file was not read yet (``sources.resolve``)."""
 
 
 class ExperimentConfig(BaseModel):
@@ -171,36 +175,43 @@ class ExperimentConfig(BaseModel):
         Python dump (``results.json``, ``config.json``) keeps the resolved value."""
         return None if value == auto_defaults(self.__dict__)[info.field_name] else value
 
+    # (data_file, its SHA-256) once ``sources.resolve`` has read the file; not a field:
+    # the schema and the UI never show it, and it is set only by reading the file
+    _data_fingerprint: tuple[str, str] | None = PrivateAttr(None)
+
     @property
     def data_fingerprint(self) -> str:
         """SHA-256 of the data file (data=file), "" otherwise: in the data stage's key,
-        so results are never restored for an edited file."""
-        return file_digest(self.data_file) if self.data == "file" else ""
+        so results are never restored for an edited file. ``sources.resolve`` reads
+        the file and sets it; before that, asking for it raises :class:`Unresolved`."""
+        if self.data != "file":
+            return ""
+        if not self.has_data_fingerprint:
+            raise Unresolved(
+                f"the data file {self.data_file} has not been read for this configuration: "
+                "pass it through sources.resolve(config) first"
+            )
+        return self._data_fingerprint[1]
+
+    @property
+    def has_data_fingerprint(self) -> bool:
+        """Whether the fingerprint is set, for this configuration's ``data_file``."""
+        fp = self._data_fingerprint
+        return fp is not None and fp[0] == self.data_file
+
+    def with_data_fingerprint(self, sha256: str) -> "ExperimentConfig":
+        """A copy carrying the SHA-256 of its data file (computed by ``sources``)."""
+        out = self.model_copy()
+        out._data_fingerprint = (self.data_file, sha256)
+        return out
 
     @model_validator(mode="after")
     def _check_data(self):
-        """A user's file is read and checked here, before any compute: a missing file
-        or column, NaN values, a single class, too few points, labels the oracle needs."""
+        """What can be checked without reading the file (``sources.resolve`` reads it)."""
         if self.data == "file" and not self.data_file:
             raise ValueError("data=file needs data_file, the path of a .csv, .npy or .npz file")
         if self.data != "file" and self.data_file:
             raise ValueError(f"data_file is set but data is {self.data!r}: use data=file to read it")
-        if self.data != "file":
-            return self
-        table = table_of("file", **source_options(self))
-        if table.y is None and self.oracle == "truth":
-            raise ValueError(
-                f"data file {self.data_file} has no labels, so there is no truth to simulate an oracle with: "
-                "the oracle must be a person (oracle=human, with a Prefect server)"
-            )
-        check_split_size(
-            len(table.x),
-            labelled=table.y is not None,
-            n_initial=self.n_initial,
-            n_calibration=held_out_labels(self),
-            test_fraction=self.test_fraction,
-            what=f"data file {self.data_file} has",
-        )
         return self
 
     @model_validator(mode="after")

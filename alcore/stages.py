@@ -339,16 +339,18 @@ def _evaluate(params: dict, data: Data) -> tuple[float | None, dict | None]:
 
 
 @DATA
-def generate_data(cfg: ConfigView) -> Data:
+def generate_data(cfg: ConfigView, table: datasets.Table | None) -> Data:
     """The problem's data: initial and calibration points with their true labels
-    (where known), the pool of candidates, the test set, the sampling key."""
-    return datasets.load(
+    (where known), the pool of candidates, the test set, the sampling key; from the
+    problem's ``table`` (``sources.table_for``; None for the tutorial)."""
+    return datasets.build(
+        table,
         problem_name=cfg.data,
+        seed=cfg.seed,
         n_initial=cfg.n_initial,
         n_calibration=held_out_labels(cfg),
         grid_size=cfg.grid_size,
         test_fraction=cfg.test_fraction,
-        **datasets.source_options(cfg),
     )
 
 
@@ -550,19 +552,18 @@ def passive_baseline(cfg: ConfigView, data: Data, labels: list[int] | None = Non
 # ---------------------------------------------------------------- ahead-of-time compilation
 
 
-def precompile(config, *, first_round: int = 1, passive: bool = True, initial: bool = True) -> int:
+def precompile(config, data: Data, *, first_round: int = 1, passive: bool = True, initial: bool = True) -> int:
     """Compile the JAX programs the stages still to run will use; returns how many.
 
     Each program is compiled through the stage's own function (``compile_only``), on
-    arrays of exactly the shapes it will see (the data are drawn for their shapes:
-    cheap), so nothing here repeats the stages' shape logic. ``first_round``: the
+    arrays of exactly the shapes it will see (``data``: the data stage's result, for
+    their shapes), so nothing here repeats the stages' shape logic. ``first_round``: the
     first round to compute (rounds before it are restored, so their programs are not
     needed); ``passive``/``initial``: whether those stages will be computed. The
     command line does this while Prefect's server boots; it changes no number.
     """
     from alcore.model import init_params
 
-    data = generate_data(config)
     d, c = data.n_features, data.n_classes
     count = 0
     zeros = lambda n: (np.zeros((n, d), np.float32), np.zeros(n, np.int32))  # noqa: E731

@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from alcore import stages as st
+import sources
 from alcore.config import ExperimentConfig
 from alcore.problem import true_labels
 from benchmarks import start_worker, stop_worker, write_json
@@ -51,7 +51,7 @@ class Truth:
     or the data's own label (initial points by position, rounds by pool index)."""
 
     def __init__(self, data: str):
-        self.data = st.generate_data(ExperimentConfig(data=data, oracle="human")) if data != "tutorial" else None
+        self.data = sources.draw(ExperimentConfig(data=data, oracle="human")) if data != "tutorial" else None
 
     def __call__(self, form: dict) -> dict:
         out = {}

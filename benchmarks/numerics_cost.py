@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import sources
 from benchmarks import ROOT, write_json
 
 MODES = {"settings": {}, "host": {"BAL_NUMERICS": "host"}}
@@ -39,7 +40,7 @@ def default_experiment() -> dict:
 
     c = ExperimentConfig()
     t0 = time.perf_counter()
-    data = st.generate_data(c)
+    data = sources.draw(c)
     passive = st.passive_baseline(c, data)
     initial = st.initial_training(c, data)
     calibration = st.calibrate(c, data, initial)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+import sources
 from alcore import stages
 from alcore.config import ExperimentConfig
 from benchmarks import write_json
@@ -52,7 +53,7 @@ def main(argv=None):
         rounds=args.rounds,
     )
     t0 = time.perf_counter()
-    data = stages.generate_data(config)
+    data = sources.draw(config)
     out = {"pool": len(data.pool), "test": len(data.x_test), "features": data.n_features, "classes": data.n_classes}
     out["data_seconds"] = time.perf_counter() - t0
     out["peak_mb_with_data"] = peak_mb()

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import sources
 from alcore import acquisition, experiment, laplace, laplax_path, problem, stages
 from alcore.config import ExperimentConfig
 from benchmarks import tutorial, write_json
@@ -74,7 +75,7 @@ def std_map_comparison(state, x, y, grid, prior):
     loader = tutorial.DataLoader(jnp.asarray(x), jnp.asarray(y), 10)
     ref, t_ref_cold = timed(tutorial.uncertainty, loader, model, prior, jnp.asarray(grid))
     ref, t_ref = timed(tutorial.uncertainty, loader, model, prior, jnp.asarray(grid))
-    cap = experiment.capacity(len(x))
+    cap = experiment.posterior_capacity(len(x))  # as experiment.posterior_of pads
     x_pad = np.zeros((cap, 2), np.float32)
     x_pad[: len(x)] = x
     mask = (np.arange(cap) < len(x)).astype(np.float32)
@@ -153,7 +154,7 @@ def other_seeds(cfg, seeds):
     rows = []
     for seed in seeds:
         seeded = cfg.model_copy(update={"seed": seed})
-        data = stages.generate_data(seeded)
+        data = sources.draw(seeded)
         state = stages.initial_training(seeded, data).state
         row = calibration_comparison(state.params, data.x_calibration, data.y_calibration, cfg)
         row["seed"] = seed
@@ -356,7 +357,7 @@ def main(argv=None):
     }
     print("flow: the whole default experiment through Prefect ...", flush=True)
     result["project_flow"] = whole_flow(cfg)
-    data = stages.generate_data(cfg)
+    data = sources.draw(cfg)
     state = stages.initial_training(cfg, data).state
     print("calibration: laplax vs ours ...", flush=True)
     result["calibration"] = calibration_comparison(state.params, data.x_calibration, data.y_calibration, cfg)

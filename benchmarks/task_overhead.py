@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+import sources
 from benchmarks import write_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +52,7 @@ def _inputs():
     from alcore.config import ExperimentConfig
 
     cfg = ExperimentConfig(initial_epochs=2)
-    data = stages.generate_data(cfg)
+    data = sources.draw(cfg)
     state = stages.initial_training(cfg, data).state
     return data, state, data.x_initial, data.y_initial
 

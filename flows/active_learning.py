@@ -14,6 +14,8 @@ the run graph) and computes from the first unfinished one.
 import os
 import sys
 
+import sources
+
 # This machine has no internet: the server's telemetry would only log errors.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # Prefect reads its settings at import: a loaded machine may need longer than 20 s.
@@ -74,7 +76,7 @@ def passive_baseline(
 
     def data():  # the parent's saved data, or the same draws made here
         state, saved, _ = store.check(st.DATA)
-        return saved if state == "ok" else st.generate_data(config)
+        return saved if state == "ok" else sources.draw(config)
 
     def train(store, data, labels):
         trained = stages.passive_train(store, quote(data), labels, return_state=True)
@@ -132,6 +134,11 @@ def active_learning(
             (otherwise refused before compute; ``alcore/numerics.py``).
     """
     enable_compilation_cache()
+    try:
+        config = sources.resolve(config)  # a bad data file ends the run here, before any compute
+    except sources.DataError as e:
+        get_run_logger().error(str(e))
+        return not_retried(Failed(message=str(e), name="BadData"))
     resilience.watch_deployment_run(Store(config).workspace.root, rounds=config.rounds)
     return experiment(config, refresh, accept_platform_mix)
 
@@ -148,6 +155,7 @@ def experiment(config: ExperimentConfig, refresh: bool, accept_platform_mix: boo
     log = get_run_logger()
     run = None
     try:
+        config = sources.resolve(config)
         run = Loop(config, refresh, accept_platform_mix, graph=graph)
         restored = run.restore()
         oracle = oracles.for_config(config, run.folder, log)
@@ -176,6 +184,9 @@ def experiment(config: ExperimentConfig, refresh: bool, accept_platform_mix: boo
     except (StagePlatformMix, PlatformMix) as e:
         log.error(str(e))
         return _failed(Failed(message=str(e), name="PlatformMix"), graph)
+    except sources.DataError as e:
+        log.error(str(e))
+        return _failed(Failed(message=str(e), name="BadData"), graph)
     log.info(
         "active %.2f %% vs passive %s after %d rounds; outputs in %s",
         100 * (document["final_active_accuracy"] if document["final_active_accuracy"] is not None else float("nan")),
@@ -235,7 +246,7 @@ def _precompile(config: ExperimentConfig, refresh: bool) -> None:
     first_round = max(1, found - 2)
     passive = config.passive and (refresh or not store.probe_passive())
     try:
-        count = st.precompile(config, first_round=first_round, passive=passive, initial=found < 2)
+        count = st.precompile(config, sources.draw(config), first_round=first_round, passive=passive, initial=found < 2)
     except Exception as e:  # noqa: BLE001 - never fail a run over an optimisation
         log.warning("ahead-of-time compilation failed (%s: %s); the stages compile on demand", type(e).__name__, e)
         return

@@ -11,6 +11,7 @@ import typing
 
 from pydantic import ValidationError
 
+import sources
 from alcore.config import AUTO_FIELDS, ExperimentConfig
 from store.layout import check_writable
 
@@ -87,7 +88,7 @@ def parse_config(argv: list[str] | None = None) -> tuple[ExperimentConfig, argpa
     values = {name: getattr(args, name) for name in ExperimentConfig.model_fields if getattr(args, name) is not None}
     values = {name: None if value is _NONE else value for name, value in values.items()}
     try:
-        config = ExperimentConfig(**values)
+        config = sources.resolve(ExperimentConfig(**values))  # a data file is read and checked here
         check_writable(config.artifacts_dir)
     except ValidationError as e:
         p.error("; ".join(_describe(err) for err in e.errors()))

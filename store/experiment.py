@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import sources
 from alcore import numerics
 from alcore import stages as st
 from alcore.config import ExperimentConfig
@@ -77,7 +78,7 @@ class Store:
     def __init__(
         self, config: ExperimentConfig, code_version: str = CODE_VERSION, *, accept_platform_mix: bool = False
     ):
-        self.config = config
+        self.config = config = sources.resolve(config)  # a data file's fingerprint is in every key
         self.code_version = code_version
         self.workspace = Workspace.for_config(config)
         self.accept_platform_mix = accept_platform_mix

@@ -8,6 +8,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import sources
 from alcore.config import ExperimentConfig
 from alcore.stages import experiment_digest, passive_digest
 from store import files
@@ -26,6 +27,7 @@ class Workspace:
 
     @classmethod
     def for_config(cls, config: ExperimentConfig) -> "Workspace":
+        config = sources.resolve(config)  # a data file's fingerprint names the folder too
         return cls(Path(config.artifacts_dir).expanduser().resolve() / f"al-{experiment_digest(config)}")
 
     @property

@@ -1,4 +1,4 @@
-"""The experiment's stages as Prefect tasks: run a stage's function, save its record.
+"""Prefect tasks around the core's stages: each runs one stage's function and saves its record.
 
 Each task wraps one function of ``alcore.stages`` and writes the record to the
 experiment folder (``store.experiment.Store``), which is the only store a resume reads:
@@ -20,6 +20,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
+import sources
 from alcore import stages as st
 from store import files
 from store.experiment import PlatformMix, Restored, Store
@@ -57,7 +58,7 @@ def restore(store: Store, what: str, passive: bool = False) -> Restored:
 @stage_task("data", "data/generate")
 def generate_data(store: Store):
     """Initial and calibration points, the grid and its true labels, the sampling key."""
-    return st.generate_data(store.config)
+    return sources.draw(store.config)
 
 
 @stage_task("data-label", "data/label")

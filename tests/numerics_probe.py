@@ -9,13 +9,14 @@ the passive baseline, and a digits round whose Laplace sums exceed one Eigen blo
 compares the hashes.
 """
 
-import alcore  # noqa: F401, I001 - first: the numeric settings (alcore/numerics.py)
 import hashlib
 import json
 
 import jax
 import numpy as np
 
+import alcore  # noqa: F401, I001 - first: the numeric settings (alcore/numerics.py)
+import sources
 from alcore import numerics
 from alcore import stages as st
 from alcore.config import ExperimentConfig
@@ -42,13 +43,13 @@ def rounds(config: ExperimentConfig, data, state, prior_prec: float, n: int) -> 
 
 def main() -> None:
     tutorial = ExperimentConfig(rounds=10)
-    data = st.generate_data(tutorial)
+    data = sources.draw(tutorial)
     initial = st.initial_training(tutorial, data)
     calibration = st.calibrate(tutorial, data, initial)
     margin = tutorial.model_copy(update={"acquisition": "margin"})
     passive = st.passive_baseline(tutorial, data)
     digits = ExperimentConfig(data="digits", n_initial=40, acquisition="margin", initial_epochs=200)
-    digits_data = st.generate_data(digits)
+    digits_data = sources.draw(digits)
     digits_initial = st.initial_training(digits, digits_data)
     hashes = {
         "data": digest(data.x_initial, data.x_calibration, data.pool),

@@ -7,6 +7,7 @@ import optax
 import pytest
 from flax import nnx
 
+import sources
 from alcore import acquisition, calibration, experiment, laplace, laplax_path, problem, strategies, training
 from alcore.model import MLP, forward, init_params, n_params
 
@@ -315,6 +316,8 @@ def test_round_keys_are_the_tutorials_split():
     keys = jax.random.split(jax.random.key(9), 50)
     for r in (1, 17, 50):
         assert (jax.random.key_data(experiment.round_key(raw, r)) == jax.random.key_data(keys[r - 1])).all()
+    with pytest.raises(ValueError, match="serves rounds 1-2048"):
+        experiment.round_key(raw, experiment.ROUND_KEYS + 1)
 
 
 def test_unknown_rule_is_rejected():
@@ -326,6 +329,26 @@ def test_accuracy_metric():
     assert experiment.accuracy(np.array([0, 1, 2, 2]), np.array([0, 1, 1, 2])) == 0.75
     assert experiment.capacity(1) == experiment.capacity(128) == 128
     assert experiment.capacity(129) == 256
+    assert [experiment.posterior_capacity(n) for n in (1, 32, 33, 70)] == [32, 32, 64, 96]
+    assert experiment.posterior_capacity(70, n_classes=10) == 72  # 8 points: 72 rows of the dual form
+
+
+def test_the_posterior_does_not_depend_on_its_padding(small_problem):
+    """Masked padding rows add exact zeros: the posterior's padding step
+    (``experiment.posterior_capacity``) is a speed choice. Bit-identical on the
+    machine it was measured on; asserted to float64 rounding, so a CPU whose
+    eigensolver rounds otherwise does not fail here."""
+    params, x, _, x_eval = small_problem
+    classes = jnp.asarray(np.arange(len(x_eval)) % experiment.n_classes_of(params))
+    tau = jnp.float32(0.4132)
+    tight, wide = _padded_posterior(params, x, cap=len(x) + 1), _padded_posterior(params, x, cap=128)
+    for fn, args in ((laplace.predictive_var_of, (classes,)), (laplace.predictive_cov_blocks, ())):
+        np.testing.assert_allclose(
+            fn(tight, params, jnp.asarray(x_eval), *args, tau),
+            fn(wide, params, jnp.asarray(x_eval), *args, tau),
+            rtol=1e-6,
+            atol=1e-9,
+        )
 
 
 @pytest.mark.slow  # a fresh interpreter: Prefect is imported in this one
@@ -487,7 +510,7 @@ def test_labelled_points_are_never_picked_again():
     from alcore.config import ExperimentConfig
 
     cfg = ExperimentConfig(grid_size=12, initial_epochs=30, epochs_per_round=3, exclude_labelled=True)
-    data = stages.generate_data(cfg)
+    data = sources.draw(cfg)
     state, x, y, picked = stages.initial_training(cfg, data).state, data.x_initial, data.y_initial, []
     for r in range(1, 9):
         acquired = stages.acquire(cfg, r, data, state, x, y, 0.4, list(picked))
@@ -517,10 +540,10 @@ def test_precompile_leaves_the_stages_nothing_big_to_compile():
     cfg = ExperimentConfig(
         seed=4, n_initial=13, n_calibration=5, grid_size=17, rounds=2, initial_epochs=3, epochs_per_round=2
     )
-    assert stages.precompile(cfg) == 6
+    assert stages.precompile(cfg, sources.draw(cfg)) == 6
     with xla_compilations() as compiled:
         # the stages themselves, as the flow runs them
-        data = stages.generate_data(cfg)
+        data = sources.draw(cfg)
         initial = stages.initial_training(cfg, data)
         stages.passive_baseline(cfg, data)
         acquired = stages.acquire(cfg, 1, data, initial.state, data.x_initial, data.y_initial, 0.4)

@@ -6,11 +6,11 @@ import sys
 
 import numpy as np
 import pytest
-from pydantic import ValidationError
 
+import sources
 from alcore import data as datasets
 from alcore import problem
-from alcore.config import ExperimentConfig
+from alcore.config import ExperimentConfig, Unresolved
 from tests.helpers import ROOT, folder_of, results, run_flow
 
 SMALL = {"n_initial": 10, "n_calibration": 8, "rounds": 2, "initial_epochs": 30, "epochs_per_round": 3}
@@ -41,13 +41,12 @@ def test_tutorial_data_are_the_tutorials_draws():
 @pytest.mark.parametrize("name", [*datasets.SYNTHETIC, *datasets.BUNDLED])
 def test_every_problem_splits_into_disjoint_standardised_sets(name):
     config = ExperimentConfig(data=name, pool_size=300, n_features=6, n_classes=4, calibration="ece", **SMALL)
-    from alcore.stages import generate_data
 
-    d = generate_data(config)
-    assert len(generate_data(config.model_copy(update={"calibration": "marglik"})).x_calibration) == 0
-    again = generate_data(config)
+    d = sources.draw(config)
+    assert len(sources.draw(config.model_copy(update={"calibration": "marglik"})).x_calibration) == 0
+    again = sources.draw(config)
     np.testing.assert_array_equal(d.pool, again.pool)  # the split is seeded
-    table = datasets.table_of(name, seed=config.seed, pool_size=300, n_features=6, n_classes=4, noise=0.1,
+    table = sources.table_of(name, seed=config.seed, pool_size=300, n_features=6, n_classes=4, noise=0.1,
                               data_file=None, label_column="label", class_names=None)  # fmt: skip
     n = len(table.x)
     assert len(d.x_test) == round(0.2 * n) and len(d.x_initial) == 10 and len(d.x_calibration) == 8
@@ -64,10 +63,18 @@ def test_every_problem_splits_into_disjoint_standardised_sets(name):
 
 def test_a_labelled_csv_is_read_with_named_classes(tmp_path):
     path = _csv(tmp_path / "pool.csv", _labelled_rows())
-    table = datasets.read_file(path, label_column="label")
+    table = sources.read_file(path, label_column="label")
     assert table.x.shape == (80, 3) and table.classes == ("cat", "dog")
     config = ExperimentConfig(data="file", data_file=str(path), **SMALL)
-    assert config.data_fingerprint == datasets.file_digest(path)
+    with pytest.raises(Unresolved, match="has not been read"):  # the core never reads the file itself
+        config.data_fingerprint  # noqa: B018
+    resolved = sources.resolve(config)
+    assert resolved.data_fingerprint == sources.file_digest(path) and sources.resolve(resolved) is resolved
+    with pytest.raises(Unresolved):  # another file: the fingerprint does not carry over
+        resolved.model_copy(update={"data_file": str(tmp_path / "other.csv")}).data_fingerprint  # noqa: B018
+    _csv(path, _labelled_rows(seed=1))  # edited after the run started: refused, not silently mixed
+    with pytest.raises(sources.DataError, match="changed after the run started"):
+        sources.draw(resolved)
 
 
 @pytest.mark.parametrize(
@@ -105,8 +112,9 @@ def test_a_labelled_csv_is_read_with_named_classes(tmp_path):
 )
 def test_bad_files_are_refused_before_compute_naming_the_problem(tmp_path, rows, header, options, message):
     path = _csv(tmp_path / "pool.csv", rows, header or ("x1", "x2", "x3", "label"))
-    with pytest.raises(ValidationError, match=re.escape(message)):
-        ExperimentConfig(data="file", data_file=str(path), **{**SMALL, **options})
+    config = ExperimentConfig(data="file", data_file=str(path), **{**SMALL, **options})
+    with pytest.raises(sources.DataError, match=re.escape(message)):
+        sources.resolve(config)
 
 
 def test_numpy_files_with_and_without_labels(tmp_path):
@@ -115,27 +123,27 @@ def test_numpy_files_with_and_without_labels(tmp_path):
     np.savez(tmp_path / "pool.npz", x=x, y=y)
     np.save(tmp_path / "features.npy", x)
     labelled = ExperimentConfig(data="file", data_file=str(tmp_path / "pool.npz"), **SMALL)
-    from alcore.stages import generate_data
 
-    d = generate_data(labelled)
+    d = sources.draw(labelled)
     assert d.n_features == 4 and d.classes == ("0", "1", "2") and d.pool_labels is not None
     human = ExperimentConfig(data="file", data_file=str(tmp_path / "features.npy"), oracle="human",
                              class_names="red, green, blue", **SMALL)  # fmt: skip
-    d = generate_data(human)
+    d = sources.draw(human)
     assert d.classes == ("red", "green", "blue") and d.pool_labels is None and d.y_test is None
     assert len(d.x_test) == 0 and (d.y_initial == -1).all()  # a person labels them
-    with pytest.raises(ValidationError, match="no array named 'x'"):
-        np.savez(tmp_path / "bad.npz", features=x)
-        ExperimentConfig(data="file", data_file=str(tmp_path / "bad.npz"), **SMALL)
+    np.savez(tmp_path / "bad.npz", features=x)
+    with pytest.raises(sources.DataError, match="no array named 'x'"):
+        sources.resolve(ExperimentConfig(data="file", data_file=str(tmp_path / "bad.npz"), **SMALL))
 
 
 def test_an_edited_file_changes_the_data_stage_key(tmp_path):
     from alcore.stages import DATA
 
     path = _csv(tmp_path / "pool.csv", _labelled_rows())
-    before = DATA.key(ExperimentConfig(data="file", data_file=str(path), **SMALL), code_version="v")
+    config = ExperimentConfig(data="file", data_file=str(path), **SMALL)
+    before = DATA.key(sources.resolve(config), code_version="v")
     _csv(path, _labelled_rows(seed=1))
-    after = DATA.key(ExperimentConfig(data="file", data_file=str(path), **SMALL), code_version="v")
+    after = DATA.key(sources.resolve(config), code_version="v")
     assert before != after
 
 

@@ -7,6 +7,7 @@ import logging
 import jsonschema
 import pytest
 
+import sources
 from alcore import stages as st
 from alcore.config import ExperimentConfig
 from oracles import forms
@@ -19,7 +20,7 @@ LOG = logging.getLogger("test")
 
 def test_no_form_asks_nothing_marglik_holds_out_no_calibration_points(tmp_path):
     config = ExperimentConfig(oracle="human", calibration="marglik", n_initial=4)
-    drawn = st.generate_data(config)
+    drawn = sources.draw(config)
     assert len(drawn.x_calibration) == 0
     book = AnswerBook(tmp_path / "answers.jsonl")
     points = [PointAnswer(i, list(map(float, p)), i % 3) for i, p in enumerate(drawn.x_initial)]
@@ -90,7 +91,7 @@ def test_the_ledger_records_accepted_guesses_and_reads_old_lines(tmp_path):
 
 
 def test_agreement_counts_only_the_persons_own_answers():
-    data = st.generate_data(ExperimentConfig(n_initial=3, n_calibration=2, grid_size=10))
+    data = sources.draw(ExperimentConfig(n_initial=3, n_calibration=2, grid_size=10))
     truth = data.pool_labels
     rounds = [
         st.RoundSummary(*([r, [i], [[0.0, 0.0]], [int(truth[i]) if own else (int(truth[i]) + 1) % 3]] + extra))

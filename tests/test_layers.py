@@ -11,17 +11,18 @@ import pytest
 
 from tests.helpers import ROOT
 
-PROJECT = ("alcore", "store", "tasks", "oracles", "runtime", "flows", "benchmarks", "tests")
+PROJECT = ("alcore", "sources", "store", "tasks", "oracles", "runtime", "flows", "benchmarks", "tests")
 # What each package may import of the project (besides itself).
 ALLOWED = {
     "alcore": set(),  # the math
-    "store": {"alcore"},  # the experiment folder
-    "tasks": {"alcore", "store"},  # Prefect tasks, figures
-    "oracles": {"alcore", "store", "tasks"},  # who labels
-    "runtime": {"alcore", "store"},  # processes: command line, server, guards, Prefect's internals
-    "flows": {"alcore", "store", "tasks", "oracles", "runtime"},  # the flows
-    "benchmarks": {"alcore", "store", "tasks", "oracles", "runtime", "flows", "tests"},  # tests' labeller
-    "tests": {"alcore", "store", "tasks", "oracles", "runtime", "flows"},  # and never benchmarks
+    "sources": {"alcore"},  # the data: files, bundled sets
+    "store": {"alcore", "sources"},  # the experiment folder
+    "tasks": {"alcore", "sources", "store"},  # Prefect tasks, figures
+    "oracles": {"alcore", "sources", "store", "tasks"},  # who labels
+    "runtime": {"alcore", "sources", "store"},  # processes: command line, server, guards, Prefect's internals
+    "flows": {"alcore", "sources", "store", "tasks", "oracles", "runtime"},  # the flows
+    "benchmarks": {"alcore", "sources", "store", "tasks", "oracles", "runtime", "flows", "tests"},  # tests' labeller
+    "tests": {"alcore", "sources", "store", "tasks", "oracles", "runtime", "flows"},  # and never benchmarks
 }
 
 

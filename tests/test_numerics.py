@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import sources
 from alcore import laplace, numerics, training
 from alcore import stages as st
 from alcore.config import ExperimentConfig
@@ -166,7 +167,7 @@ def _elsewhere(platform: dict) -> dict:
 
 def test_resuming_from_another_platform_is_refused_before_compute(tmp_path):
     config = ExperimentConfig(**TINY, artifacts_dir=str(tmp_path))
-    Store(config).save(st.DATA, st.generate_data(config))
+    Store(config).save(st.DATA, sources.draw(config))
     other = Store(config)
     other.platform = _elsewhere(other.platform)
     with pytest.raises(PlatformMix) as refused:
