@@ -59,7 +59,12 @@ class ExperimentConfig(BaseModel):
         "label", description="data=file, CSV: the label column's name; none for a file without labels (human oracle)."
     )
     class_names: str | None = Field(
-        None, description="Comma-separated class names, for data without labels (the classes a person chooses from)."
+        None,
+        description="Comma-separated class names: the classes a person chooses from, for data without labels; for labelled pool data they rename the data's own (in the order of the labels' sorted values).",
+    )
+    item_column: str | None = Field(
+        None,
+        description="data=file, CSV: a column showing each row to a person, not a feature: an image file's path (relative to the CSV's folder) or a short text.",
     )
     test_fraction: float = Field(
         0.2, ge=0.0, lt=1.0, description="Pool-based data: the share held out as the test set (seeded split)."

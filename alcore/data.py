@@ -33,6 +33,16 @@ BUNDLED = ("digits", "wine", "breast_cancer", "iris")
 PROBLEMS = ("tutorial", *SYNTHETIC, *BUNDLED, "file")
 
 
+class Items(NamedTuple):
+    """How a person sees a table's rows (for the forms; no number depends on it)."""
+
+    feature_names: tuple[str, ...] = ()  # one per feature column, in order
+    image_shape: tuple[int, ...] = ()  # the features are an image of this shape (digits: (8, 8))
+    kind: str = ""  # "image": a file per row; "text": a short text per row; "": neither
+    values: tuple[str, ...] = ()  # per table row: the image file's absolute path, or the text
+    column: str = ""  # the file's column they come from
+
+
 class Data(NamedTuple):
     """Everything an experiment's stages learn from and are evaluated on."""
 
@@ -52,6 +62,8 @@ class Data(NamedTuple):
     # labels above came from a person (for reporting how often they agree)
     initial_truth: np.ndarray | None = None
     calibration_truth: np.ndarray | None = None
+    items: Items | None = None  # how a person sees a point (feature names, an image, a text)
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # table rows of initial, calibration, pool
 
     @property
     def n_features(self) -> int:
@@ -74,6 +86,25 @@ class Data(NamedTuple):
         text = self.describe(self.pool[i])
         return text if self.grid_size else f"pool #{i}: {text}"
 
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """Points' features in the data's own units (before standardisation)."""
+        x = np.asarray(x, np.float64)
+        return x * self.scaler[1] + self.scaler[0] if self.scaler is not None else x
+
+    def feature_names(self) -> tuple[str, ...]:
+        """The features' names: the data's own (a CSV's header, scikit-learn's), else x1, x2, ..."""
+        if self.items is not None and len(self.items.feature_names) == self.n_features:
+            return self.items.feature_names
+        return tuple(f"x{j + 1}" for j in range(self.n_features))
+
+    def item_values(self, where: str, indices) -> list[str] | None:
+        """The items (image paths or texts) of points of ``where`` ("initial",
+        "calibration", "pool") by their indices there; None when the data have none."""
+        if self.items is None or not self.items.kind or self.rows is None:
+            return None
+        rows = self.rows[("initial", "calibration", "pool").index(where)]
+        return [self.items.values[int(rows[int(i)])] for i in indices]
+
 
 class Table(NamedTuple):
     """A data set before the experiment's split."""
@@ -81,6 +112,7 @@ class Table(NamedTuple):
     x: np.ndarray  # (n, d) float32
     y: np.ndarray | None  # (n,) int32, None if unlabelled
     classes: tuple[str, ...]
+    items: Items | None = None  # feature names, image shape, an image or text per row
 
 
 class DataError(ValueError):
@@ -145,7 +177,8 @@ def synthetic(name: str, *, seed: int, n_points: int, n_features: int, n_classes
         raise DataError(f"unknown synthetic problem {name!r}; expected one of {', '.join(SYNTHETIC)}")
     x = x + noise * rng.normal(size=x.shape)
     k = int(y.max()) + 1
-    return Table(x.astype(np.float32), y.astype(np.int32), tuple(str(c) for c in range(k)))
+    names = tuple(f"x{j + 1}" for j in range(x.shape[1]))
+    return Table(x.astype(np.float32), y.astype(np.int32), tuple(str(c) for c in range(k)), Items(names))
 
 
 # ---------------------------------------------------------------- the split
@@ -203,6 +236,8 @@ def split(table: Table, *, seed: int, n_initial: int, n_calibration: int, test_f
         sampling_key=problem.split_keys(seed).sampling,
         classes=table.classes,
         scaler=(mean.astype(np.float32), std),
+        items=table.items,
+        rows=(initial, calibration, pool),
     )
 
 

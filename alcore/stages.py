@@ -140,6 +140,7 @@ DATA = Stage(
         "data_fingerprint",  # derived: the data file's SHA-256 (data_file names the file, this is its content)
         "label_column",
         "class_names",
+        "item_column",
         "test_fraction",
         "pool_size",
         "n_features",

@@ -67,6 +67,36 @@ class HumanOracle:
         answer = answers[-1] if answers else self._ask_points(data, ask, points, what)
         return [answer.labels[i] for i in range(len(points))]
 
+    def _items(self, data: Data, where: str, indices, points: np.ndarray, stem: str) -> str:
+        """The items themselves, for the form, each under its field's name: pictures
+        (the digits' images; a data file's image column), a data file's text column,
+        and every feature with its name in a compact table (the tutorial's two
+        coordinates are in the form's point table already)."""
+        parts = []
+        titles = [f"point_{n}" for n in range(1, len(points) + 1)]
+        items = data.items
+        shape = items.image_shape if items is not None else ()
+        if shape and int(np.prod(shape)) == data.n_features:
+            images = [data.raw(p).reshape(shape) for p in points]
+            png = plots.items_plot(self.folder / "forms" / f"{stem}-items.png", images, titles)
+            parts.append(f"The item{'s' if len(points) > 1 else ''} to label:\n\n{forms.image_markdown(png, 'items')}")
+        values = data.item_values(where, indices) if where else None
+        if values and items.kind == "image":
+            png = plots.items_plot(self.folder / "forms" / f"{stem}-items.png", [_picture(v) for v in values], titles)
+            parts.append(f"The {items.column} of each point:\n\n{forms.image_markdown(png, items.column)}")
+        elif values:
+            rows = "\n".join(f"| {t} | {_cell(v)} |" for t, v in zip(titles, values, strict=True))
+            parts.append(f"| field | {_cell(items.column)} |\n|---|---|\n{rows}")
+        if not data.grid_size and not shape:
+            names = data.feature_names()
+            header = "| field | " + " | ".join(_cell(n) for n in names) + " |\n|---|" + "---|" * len(names)
+            raw = data.raw(points)
+            rows = "\n".join(
+                f"| {t} | " + " | ".join(f"{v:.4g}" for v in r) + " |" for t, r in zip(titles, raw, strict=True)
+            )
+            parts.append(f"Every feature, in the data's own units:\n\n{header}\n{rows}")
+        return "\n\n".join(parts)
+
     def _ask_points(self, data: Data, ask: str, points: np.ndarray, what: str):
         path = self.folder / "forms" / f"{ask}.png"
         if data.grid_size:
@@ -76,8 +106,12 @@ class HumanOracle:
             png = pool_plots.points_plot(path, proj, points, f"{len(points)} points to label")
         described = [data.describe(p) for p in points]
         rows = "\n".join(f"| point_{n} | {text} |" for n, text in enumerate(described, start=1))
+        where = ask if ask in ("initial", "calibration") else ""
+        items = self._items(data, where, range(len(points)), points, ask)
         body = (
-            f"Label {what}: choose the class of every point.\n\n{forms.image_markdown(png, ask)}\n\n"
+            f"Label {what}: choose the class of every point.\n\n"
+            + (f"{items}\n\n" if items else "")
+            + f"Where the points are (numbered as the fields):\n\n{forms.image_markdown(png, ask)}\n\n"
             f"| field | point |\n|---|---|\n{rows}\n"
         )
         return forms.ask(
@@ -129,8 +163,10 @@ class HumanOracle:
             guess = f"{data.classes[g]} ({100 * np.max(p):.0f} %)"
             rows.append(f"| point_{n} | {where} | {guess} |")
             points.append((i, data.pool[i].tolist(), f"{where}; pre-filled with the model's guess, {guess}"))
+        items = self._items(data, "pool", missing, data.pool[missing], f"round-{r:03d}")
         body = (
-            f"The model's uncertainty over the grid; the point(s) to label are starred.\n\n"
+            (f"{items}\n\n" if items else "")
+            + "The model's uncertainty over the candidates; the point(s) to label are starred.\n\n"
             f"{forms.image_markdown(png, f'round {r}')}\n\n"
             "| field | point | the model's guess |\n|---|---|---|\n" + "\n".join(rows) + "\n\n"
             "Each select is pre-filled with the model's guess: *Resume* as it is accepts them all; change the "
@@ -190,3 +226,19 @@ class HumanOracle:
             quantity=quantity,
             numbered=True,
         )
+
+
+def _picture(path: str, size: int = 256) -> np.ndarray:
+    """An image file as an RGB array, at most ``size`` pixels a side (for the form)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        image.thumbnail((size, size))
+        return np.asarray(image)
+
+
+def _cell(text: str, limit: int = 200) -> str:
+    """Text for a markdown table cell: one line, no column breaks, at most ``limit`` characters."""
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -218,6 +218,23 @@ def points_plot(path: Path, points, title) -> Path:
     return _save(fig, path)
 
 
+def items_plot(path: Path, images, titles, *, cmap="gray_r") -> Path:
+    """The items to label as pictures, each titled as its form field (``point_1``,
+    ...): the digits' 8 x 8 images or a person's image files, about 200 pixels each,
+    large enough to judge."""
+    n = len(images)
+    cols = min(n, 5)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.3 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, title in zip(axes.flat, images, titles, strict=False):
+        image = np.asarray(image)
+        ax.imshow(image, cmap=cmap if image.ndim == 2 else None, interpolation="nearest")
+        ax.set_title(title, fontsize=10, weight="bold")
+    return _save(fig, path)
+
+
 def _uncertainty_axes(ax, preds, scores, grid_size, x, y, next_point, *, truth: bool = True):
     ax.imshow(_class_image(preds, grid_size, _unit_range(scores)), origin="lower", extent=EXTENT)
     _boundaries(ax, truth)

@@ -104,3 +104,74 @@ def test_agreement_counts_only_the_persons_own_answers():
     got = agreement(data, rounds, {"round-002": [22]})
     assert got["rounds"] == {"agree": 1, "of": 2}
     assert got["rounds_accepted_guesses"] == 1
+
+
+def _oracle(tmp_path, **fields) -> tuple[HumanOracle, object]:
+    config = sources.resolve(ExperimentConfig(oracle="human", artifacts_dir=str(tmp_path), **fields))
+    return HumanOracle(config, tmp_path, LOG), sources.draw(config)
+
+
+def test_a_digit_is_shown_as_its_8x8_picture(tmp_path):
+    from PIL import Image
+
+    oracle, data = _oracle(tmp_path, data="digits")
+    assert data.items.image_shape == (8, 8) and data.classes == tuple(str(d) for d in range(10))
+    text = oracle._items(data, "pool", [3, 7], data.pool[[3, 7]], "round-001")
+    assert text.count("data:image/png;base64,") == 1 and "Every feature" not in text  # the picture is the item
+    with Image.open(tmp_path / "forms" / "round-001-items.png") as png:
+        assert png.size[0] >= 2 * 180  # two pictures side by side, large enough to judge
+    # the picture's pixels are the point's own (raw features, 0-16), not standardised values
+    np_raw = data.raw(data.pool[3]).reshape(8, 8)
+    assert np_raw.min() >= -1e-4 and np_raw.max() <= 16 + 1e-4
+
+
+def test_tabular_items_show_every_feature_with_its_name(tmp_path):
+    oracle, data = _oracle(tmp_path, data="wine")
+    assert data.classes == ("class_0", "class_1", "class_2")
+    text = oracle._items(data, "initial", [0, 1], data.x_initial[:2], "initial")
+    names = data.feature_names()
+    assert len(names) == 13 and "alcohol" in names
+    assert all(name in text for name in names) and "| point_1 |" in text and "| point_2 |" in text
+    raw = data.raw(data.x_initial[0])
+    assert f"{raw[0]:.4g}" in text.split("| point_1 |")[1].split("\n")[0]  # in the data's own units
+
+
+def test_class_names_from_an_option_rename_the_datas_classes(tmp_path):
+    _, data = _oracle(tmp_path, data="iris", class_names="A, B, C")
+    assert data.classes == ("A", "B", "C")
+
+
+def test_a_files_image_column_is_shown_and_a_missing_image_is_refused_naming_row_and_path(tmp_path):
+    import shutil
+
+    from tests.helpers import ROOT
+
+    example = ROOT / "docs" / "examples" / "shapes.csv"
+    oracle, data = _oracle(tmp_path, data="file", data_file=str(example), item_column="image")
+    assert data.items.kind == "image" and data.feature_names() == ("area", "corners")
+    assert data.n_features == 2  # the image column is not a feature
+    values = data.item_values("pool", [0, 1])
+    assert all(
+        v.endswith(".png") and (ROOT / "docs" / "examples" / "shapes" / v.split("/")[-1]).exists() for v in values
+    )
+    text = oracle._items(data, "pool", [0, 1], data.pool[[0, 1]], "round-001")
+    assert "The image of each point" in text and text.count("data:image/png;base64,") == 1
+
+    broken = tmp_path / "broken"
+    shutil.copytree(example.parent, broken)
+    (broken / "shapes" / "square.png").unlink()
+    with pytest.raises(
+        sources.DataError, match=r"row 2 \(line 3\), column 'image': image file .*square\.png not found"
+    ):
+        sources.resolve(ExperimentConfig(data="file", data_file=str(broken / "shapes.csv"), item_column="image"))
+
+
+def test_a_files_text_column_is_shown_as_text(tmp_path):
+    path = tmp_path / "notes.csv"
+    rows = ["a,b,label,note"] + [f"{i},{i % 5},{'yes' if i % 2 else 'no'},note | number {i}" for i in range(40)]
+    path.write_text("\n".join(rows) + "\n")
+    oracle, data = _oracle(tmp_path, data="file", data_file=str(path), item_column="note")
+    assert data.items.kind == "text" and data.feature_names() == ("a", "b")
+    row = int(data.rows[2][4])
+    text = oracle._items(data, "pool", [4], data.pool[[4]], "round-001")
+    assert f"| point_1 | note \\| number {row} |" in text
