@@ -11,7 +11,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: help run test test-fast lint bench soak sweep status server deploy worker ui stop clean
+.PHONY: help run test test-fast browser lint bench soak sweep status server deploy worker ui stop clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -35,6 +35,13 @@ test: $(STAMP)  ## the whole test suite
 
 test-fast: $(STAMP)  ## no process, sleep, server or heavy JAX: 47-80 s here (the first run ~4 min: JAX compiles, then caches)
 	$(BIN)/python -m pytest -m "not slow and not heavy" $(PYTEST_ARGS)
+
+# The browser tests drive Debian's headless Chromium through Selenium (chromium-driver).
+browser:  ## install Debian's chromium and chromium-driver for the browser tests (apt; as root)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && { echo "chromium and chromedriver are installed"; exit 0; }; \
+	if [ "$$(id -u)" != 0 ]; then echo "make browser: run as root (apt-get install chromium chromium-driver)" >&2; exit 1; fi; \
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null && echo "installed chromium and chromium-driver"
 
 lint: $(STAMP)  ## ruff (the core may not import Prefect)
 	$(BIN)/ruff check alcore sources store tasks oracles flows runtime tests benchmarks

@@ -108,6 +108,128 @@ def test_a_person_answers_the_form_in_the_browser(prefect_server, tmp_path):
     assert entry["ask"] == "round-001" and entry["points"][0]["label"] == int(answer)
 
 
+def _resume_dialog(driver, ui: str, run_id: str):
+    """Open a paused run's *Resume* dialog in the UI as a person does (the run's page,
+    its menu, *Resume*); returns the dialog once its selects are there."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{ui}/v2/runs/flow-run/{run_id}")
+    assert _wait_for(driver, lambda: "Paused" in driver.find_element(By.TAG_NAME, "body").text)
+    menu = _wait_for(
+        driver,
+        lambda: driver.find_elements(By.XPATH, "//button[normalize-space()='Open menu' or @aria-label='Open menu']"),
+    )
+    menu[-1].click()
+    resume = _wait_for(
+        driver,
+        lambda: [i for i in driver.find_elements(By.CSS_SELECTOR, "[role=menuitem]") if i.text.strip() == "Resume"],
+    )
+    resume[0].click()
+    dialog = _wait_for(driver, lambda: driver.find_element(By.CSS_SELECTOR, "[role=dialog]"))
+    assert _wait_for(driver, lambda: dialog.find_elements(By.CSS_SELECTOR, "button[aria-haspopup=listbox]"))
+    return dialog
+
+
+def _rendered_images(driver, dialog) -> list[int]:
+    return _wait_for(
+        driver,
+        lambda: [
+            w
+            for w in driver.execute_script(
+                "return Array.from(arguments[0].querySelectorAll('img'))"
+                ".filter(i => i.src.startsWith('data:image/png')).map(i => i.complete ? i.naturalWidth : 0)",
+                dialog,
+            )
+            if w > 0
+        ],
+    )
+
+
+@pytest.mark.browser
+def test_a_person_labels_three_rounds_of_digits_by_clicking(prefect_server, tmp_path):
+    """Digits, a person in Chromium: each round's Resume dialog shows the digit's
+    picture and a select pre-filled with the model's guess; the answers are chosen by
+    clicking (round 1: another class; round 2: the guess, accepted with one click on
+    Resume; round 3: another class), never sent through the API. The run's answers
+    (ledger and results) are exactly the clicked ones, with the accepted guess marked."""
+    from selenium.webdriver.common.by import By
+
+    import sources
+    from alcore.config import ExperimentConfig
+
+    env, api, ui = prefect_server["env"], prefect_server["api_url"], prefect_server["ui_url"]
+    artifacts = tmp_path / "a"
+    config = {"data": "digits", "seed": 5, "rounds": 3, "initial_epochs": 60, "epochs_per_round": 5,
+              "artifacts_dir": str(artifacts)}  # fmt: skip
+    data = sources.draw(ExperimentConfig(**config, oracle="human"))
+    proc = launch(env, config, tmp_path)
+    driver = None
+    clicked: list[str] = []
+    guesses: list[str] = []
+    try:
+        # the initial points through the API (the rounds are the person's clicks)
+        label_until_done(
+            api, forms(artifacts), lambda point: 0, done=lambda: bool(waiting_form_of(api, tmp_path, "round-001-1")),
+            only=lambda key: key == "initial-1",
+            override=lambda form: {f: data.classes[int(data.y_initial[spec["index"]])] for f, spec in form["fields"].items()},
+        )  # fmt: skip
+        driver = _browser()
+        driver.set_window_size(1400, 1700)
+        for r in (1, 2, 3):
+            key = f"round-{r:03d}-1"
+            run_id = wait_until_waiting(api, artifacts, key, timeout=180)
+            form = json.loads(next(artifacts.glob(f"al-*/forms/{key}.json")).read_text())
+            guess = form["fields"]["point_1"]["guess"]
+            dialog = _resume_dialog(driver, ui, run_id)
+            assert len(_rendered_images(driver, dialog)) >= 2, "the digit's picture and the map did not render"
+            assert f"Round {r} of 3" in dialog.text and "pre-filled with the model's guess" in dialog.text
+            select = dialog.find_elements(By.CSS_SELECTOR, "button[aria-haspopup=listbox]")[0]
+            assert select.text.strip() == guess, (select.text, guess)  # pre-filled, shown as such
+            answer = guess if r == 2 else next(c for c in data.classes if c != guess)
+            if answer != guess:
+                driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", select)
+                select.click()
+                option = _wait_for(
+                    driver,
+                    lambda a=answer: [
+                        o for o in driver.find_elements(By.CSS_SELECTOR, "[role=option]") if o.text.strip() == a
+                    ],
+                )
+                driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", option[0])
+                option[0].click()
+                assert _wait_for(driver, lambda a=answer, s=select: s.text.strip() == a)
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            driver.save_screenshot(str(SHOTS / f"label-digits-round-{r}.png"))
+            submit = [b for b in dialog.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Resume"][-1]
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", submit)
+            submit.click()
+            assert _wait_for(driver, lambda k=key, i=run_id: waiting_form(api, i) != k, timeout=60), (
+                "the click was not taken"
+            )
+            clicked.append(answer)
+            guesses.append(guess)
+        assert proc.wait(timeout=300) == 0, (tmp_path / "human.log").read_text()[-3000:]
+    finally:
+        if driver is not None:
+            driver.quit()
+        if proc.poll() is None:
+            proc.kill()
+    entries = ledger(artifacts)
+    assert [e["ask"] for e in entries] == ["initial", "round-001", "round-002", "round-003"]  # no calibration form
+    given = [data.classes[e["points"][0]["label"]] for e in entries[1:]]
+    assert given == clicked
+    assert [e["points"][0]["accepted_guess"] for e in entries[1:]] == [False, True, False]
+    assert [data.classes[e["points"][0]["guess"]] for e in entries[1:]] == guesses
+    doc = results(artifacts)
+    assert doc["chosen_class_names"] == clicked and doc["accepted_guesses"] == [False, True, False]
+    assert (
+        doc["agreement_with_truth"]["rounds"]["of"] == 2 and doc["agreement_with_truth"]["rounds_accepted_guesses"] == 1
+    )
+    log = (tmp_path / "human.log").read_text()
+    assert f"point_1 = {clicked[1]!r} (the model's guess, accepted)" in log
+    assert f"point_1 = {clicked[0]!r} (changed from the model's guess {guesses[0]!r})" in log
+
+
 def waiting_form_of(api: str, tmp_path: Path, key: str) -> str | None:
     found = list((tmp_path / "a").glob(f"al-*/forms/{key}.json"))
     if not found:
