@@ -209,6 +209,7 @@ class HumanOracle:
                 classes=data.classes,
                 quantity=quantity,
                 numbered=True,
+                tight=False,
             )
         proj = pool_plots.Projection(data.pool)
         return pool_plots.uncertainty_plot(
@@ -225,6 +226,7 @@ class HumanOracle:
             classes=data.classes,
             quantity=quantity,
             numbered=True,
+            tight=False,
         )
 
 

@@ -111,11 +111,16 @@ def _class_image(preds, grid_size, alpha=None):
     return rgba.reshape(grid_size, grid_size, 4)
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, *, tight: bool = True) -> Path:
+    """Save and close ``fig``; ``tight=False`` keeps the figure's own fixed layout
+    (one render instead of two: a form's map, drawn while a person waits for it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=110, bbox_inches="tight" if tight else None)
     plt.close(fig)
     return path
+
+
+FORM_LAYOUT = {"left": 0.1, "right": 0.68, "top": 0.93, "bottom": 0.08}  # room for the legend and the colourbar
 
 
 def data_plot(path: Path, x, y, x_cal=None, y_cal=None, classes=TUTORIAL_CLASSES) -> Path:
@@ -174,12 +179,16 @@ def uncertainty_plot(
     classes=TUTORIAL_CLASSES,
     quantity: str = "acquisition score [-]",
     numbered: bool = False,
+    tight: bool = True,
 ) -> Path:
     """The predicted classes shaded by the acquisition scores (``quantity``: what they
     are, with the unit), the labelled points, the chosen ones starred (numbered when
     several, or when ``numbered``: a form's); ``truth=False`` leaves out the true
-    boundaries (a form asking a person must not show the answer)."""
-    fig, ax = plt.subplots(figsize=(4.5, 4.8))
+    boundaries (a form asking a person must not show the answer); ``tight=False``: a
+    fixed layout, drawn once (a form's)."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.8) if tight else (6.6, 5.6))
+    if not tight:
+        fig.subplots_adjust(**FORM_LAYOUT)
     _uncertainty_axes(ax, preds, scores, grid_size, x, y, next_points, truth=truth)
     pts = np.atleast_2d(np.asarray(next_points))
     if len(pts) > 1 or numbered:
@@ -187,7 +196,7 @@ def uncertainty_plot(
     ax.set_title(title, fontsize=9)
     class_legend(ax, classes, CLASS_COLORS, extra=_map_handles(truth), title="class (shade: predicted)")
     score_colorbar(fig, ax, scores, quantity)
-    return _save(fig, path)
+    return _save(fig, path, tight=tight)
 
 
 def _map_handles(truth: bool) -> list:

@@ -16,7 +16,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from tasks.plots import _save, _unit_range, class_legend, number_points, save_gif, score_colorbar  # noqa: E402
+from tasks.plots import (  # noqa: E402
+    FORM_LAYOUT,
+    _save,
+    _unit_range,
+    class_legend,
+    number_points,
+    save_gif,
+    score_colorbar,
+)
 
 MAX_DRAWN = 4000  # pool points drawn per figure (a fixed subsample beyond that)
 
@@ -138,19 +146,23 @@ def uncertainty_plot(
     classes=None,
     quantity: str = "acquisition score [-]",
     numbered: bool = False,
+    tight: bool = True,
 ) -> Path:
     """Pool points coloured by predicted class, opacity by acquisition score
     (``quantity``, with its unit, on the colourbar); the labelled points; the picks
-    starred (numbered when several, or when ``numbered``: a form's)."""
+    starred (numbered when several, or when ``numbered``: a form's); ``tight=False``:
+    a fixed layout, drawn once (a form's)."""
     palette = colors(n_classes)
-    fig, ax = plt.subplots(figsize=(4.8, 4.8))
+    fig, ax = plt.subplots(figsize=(4.8, 4.8) if tight else (6.8, 5.6))
+    if not tight:
+        fig.subplots_adjust(**FORM_LAYOUT)
     _pool_axes(ax, proj, pool, preds, scores, palette)
     _labelled(ax, proj, x, y, palette)
     proj.decorate(ax, title)
     _picks(ax, proj, picks, numbered)
     class_legend(ax, _names(classes, n_classes), palette, extra=MAP_HANDLES, title="class (colour: predicted)")
     score_colorbar(fig, ax, np.asarray(scores)[proj.drawn], quantity)
-    return _save(fig, path)
+    return _save(fig, path, tight=tight)
 
 
 def prediction_plot(path: Path, proj: Projection, x_test, preds, y_test, title, n_classes: int, classes=None) -> Path:

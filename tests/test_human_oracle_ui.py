@@ -315,3 +315,50 @@ def test_a_label_deployment_run_suspends_and_continues_on_a_new_worker(prefect_s
     assert {k: human[k] for k in same} == {k: truth_doc[k] for k in same}
     assert human["passive_accuracy"] is None
     assert [e["ask"] for e in ledger(artifacts)] == ["initial", "calibration", "round-001", "round-002"]
+
+
+def test_a_custom_run_of_the_label_deployment_with_nothing_changed_is_the_cli_experiment(prefect_server, tmp_path):
+    """The UI's *Custom run* sends every field of the run form with its default (the
+    deployment's parameters over the schema's): started through the API with exactly
+    that payload (only artifacts_dir changed, which names no experiment), the run is
+    the experiment of `--oracle human` without other flags: the same folder, asking
+    first for the 20 initial points (no passive form of 70)."""
+    from alcore.config import ExperimentConfig
+    from runtime.cli import parse_config
+    from store.layout import Workspace
+
+    env = {**prefect_server["env"], "BAL_PROJECT_DIR": str(ROOT), "PREFECT_WORKER_QUERY_SECONDS": "1"}
+    api = prefect_server["api_url"]
+    artifacts = tmp_path / "a"
+    _prefect(env, "work-pool", "create", "bal-pool", "--type", "process", "--overwrite")
+    _prefect(env, "--no-prompt", "deploy", "--name", "label")  # prefect.yaml's own parameters
+    worker = start_worker(env, tmp_path / "worker.log")
+    run_id = None
+    try:
+        deployment = HTTP.get(f"{api}/deployments/name/active-learning/label").json()
+        schema = deployment["parameter_openapi_schema"]
+        defaults = {name: spec.get("default") for name, spec in schema["properties"].items()}
+        payload = {**defaults, "config": {**defaults["config"], **deployment["parameters"]["config"]}}
+        assert payload["config"]["passive"] is None and payload["config"]["oracle"] == "human"
+        payload["config"]["artifacts_dir"] = str(artifacts)
+        run = HTTP.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json={"parameters": payload})
+        run_id = run.raise_for_status().json()["id"]
+        deadline = time.time() + 240
+        while not list(artifacts.glob("al-*/forms/initial-1.json")) and time.time() < deadline:
+            time.sleep(0.5)
+        sidecars = [p.name for p in artifacts.glob("al-*/forms/*.json")]
+        assert sidecars == ["initial-1.json"], (sidecars, (tmp_path / "worker.log").read_text()[-3000:])
+        form = json.loads(next(artifacts.glob("al-*/forms/initial-1.json")).read_text())
+        assert len(form["fields"]) == 20
+        cli = parse_config(["--oracle", "human", "--artifacts-dir", str(artifacts)])[0]
+        assert cli == ExperimentConfig(oracle="human", artifacts_dir=str(artifacts)) and cli.passive is False
+        assert next(artifacts.glob("al-*")).name == Workspace.for_config(cli).root.name
+        config_file = json.loads(next(artifacts.glob("al-*/config.json")).read_text())
+        assert config_file == json.loads(json.dumps(cli.model_dump()))  # passive false, as resolved
+    finally:
+        if run_id is not None:
+            HTTP.post(f"{api}/flow_runs/{run_id}/set_state", json={"state": {"type": "CANCELLING"}, "force": True})
+        stop_worker(worker)
+        for dep in HTTP.post(f"{api}/deployments/filter", json={}).json():
+            if dep["name"] == "label":
+                HTTP.delete(f"{api}/deployments/{dep['id']}")

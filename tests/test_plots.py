@@ -12,8 +12,8 @@ from tasks import plots, pool_plots
 def kept(monkeypatch):
     """The figures the plot functions draw, kept open instead of saved."""
     figures = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
-    monkeypatch.setattr(pool_plots, "_save", lambda fig, path: figures.append(fig) or path)
+    monkeypatch.setattr(plots, "_save", lambda fig, path, **kw: figures.append(fig) or path)
+    monkeypatch.setattr(pool_plots, "_save", lambda fig, path, **kw: figures.append(fig) or path)
     yield figures
     for fig in figures:
         plots.plt.close(fig)
