@@ -5,11 +5,12 @@ with one enum field per point, so a wrong class is refused by Prefect's schema
 check before the flow sees it), whose description shows what to label and the
 model's uncertainty map with the proposed points marked, and then waits:
 
-- a deployment run (on a worker) *suspends* (``prefect.flow_runs.suspend_flow_run``):
-  the process exits and nothing is held while it waits; the answer reschedules the
-  run, which replays from the top (every finished stage restored from the folder,
-  every answer read from the ledger) and gets the answer back from the repeated
-  suspension with the same key;
+- a deployment run (on a worker) first *pauses* for ``hold_seconds`` (a person who
+  is answering gets the next form in the same process), then *suspends*
+  (``prefect.flow_runs.suspend_flow_run``): the process exits and nothing is held
+  while it waits; the answer reschedules the run, which replays from the top (every
+  finished stage restored from the folder, every answer read from the ledger) and
+  gets the answer back from the repeated suspension with the same key (see :func:`_wait`);
 - any other run against a server *pauses*: the process checks for the answer four
   times a second, and ends the run itself when the wait is over (see :func:`_pause`).
 
