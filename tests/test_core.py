@@ -553,6 +553,8 @@ def test_precompile_leaves_the_stages_nothing_big_to_compile():
         seed=4, n_initial=13, n_calibration=5, grid_size=17, rounds=2, initial_epochs=3, epochs_per_round=2
     )
     assert stages.precompile(cfg, sources.draw(cfg)) == 6
+    crossing = cfg.model_copy(update={"n_initial": 30, "rounds": 5})  # 30-34 labels: two posterior paddings
+    assert stages.precompile(crossing, sources.draw(crossing), passive=False, initial=False) == 2 + 2 + 1 + 1
     with xla_compilations() as compiled:
         # the stages themselves, as the flow runs them
         data = sources.draw(cfg)
