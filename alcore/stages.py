@@ -583,8 +583,14 @@ def precompile(config, data: Data, *, first_round: int = 1, passive: bool = True
         n = len(data.x_initial) + (first_round - 1) * cfg.acquisition_batch
         if cfg.curvature == "full" and strategies.get(cfg.acquisition).score == "std":
             preds = np.zeros(len(data.pool), np.int32)
-            ex.uncertainty_map(params, *zeros(n), data.pool, preds, prior_prec=1.0, curvature="full", compile_only=True)
-            count += 2
+            # every padding of the posterior the rounds will reach (a few steps)
+            last = len(data.x_initial) + config.rounds * cfg.acquisition_batch - 1
+            sizes = {ex.posterior_capacity(m, c): m for m in range(n, last + 1)}
+            for m in sizes.values():
+                ex.uncertainty_map(
+                    params, *zeros(m), data.pool, preds, prior_prec=1.0, curvature="full", compile_only=True
+                )
+                count += 2
         ex.retrain(
             ex.ModelState(params, tx_state),
             *zeros(n + cfg.acquisition_batch),
