@@ -525,11 +525,12 @@ def class_probabilities(params: dict, x: np.ndarray) -> np.ndarray:
 
 def passive_points(config, data: Data) -> tuple[np.ndarray, np.ndarray | None]:
     """The passive baseline's points (x, their true labels or None): the tutorial's
-    uniform draws from the passive key, or a seeded uniform sample of the pool without
+    uniform draws on the square from its passive key (as the tutorial does: not grid
+    points), or, for every other problem, a seeded uniform sample of the pool without
     replacement."""
     cfg = PASSIVE.view(config)
     n = n_passive(cfg)
-    if data.grid_size:
+    if cfg.data == "tutorial":
         x = problem.uniform_points(problem.split_keys(cfg.seed).passive, n)
         return x, problem.true_labels(x)
     if n > len(data.pool):
