@@ -11,7 +11,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: help run test test-fast lint bench soak sweep status server deploy worker ui stop clean
+.PHONY: help run test test-fast browser lint bench soak sweep status server deploy worker ui stop clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -35,6 +35,13 @@ test: $(STAMP)  ## the whole test suite
 
 test-fast: $(STAMP)  ## no process, sleep, server or heavy JAX: 47-80 s here (the first run ~4 min: JAX compiles, then caches)
 	$(BIN)/python -m pytest -m "not slow and not heavy" $(PYTEST_ARGS)
+
+# The browser tests drive Debian's headless Chromium through Selenium (chromium-driver).
+browser:  ## install Debian's chromium and chromium-driver for the browser tests (apt; as root)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && { echo "chromium and chromedriver are installed"; exit 0; }; \
+	if [ "$$(id -u)" != 0 ]; then echo "make browser: run as root (apt-get install chromium chromium-driver)" >&2; exit 1; fi; \
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null && echo "installed chromium and chromium-driver"
 
 lint: $(STAMP)  ## ruff (the core may not import Prefect)
 	$(BIN)/ruff check alcore sources store tasks oracles flows runtime tests benchmarks
@@ -137,10 +144,27 @@ server: $(STAMP)  ## start a Prefect server with its UI on $(HOST):$(PORT) (AUTH
 	echo "server up: $(SERVER_URL) (listening on $(HOST); $$database; log: $(SERVER_HOME)/server.log)"; \
 	if [ -n "$$AUTH" ]; then echo "clients need PREFECT_API_AUTH_STRING (make deploy and make worker send the one given)"; fi
 
-deploy: $(STAMP)  ## create the process work pool and apply prefect.yaml's deployments
+# Schedules are opt-in: make deploy creates none (and removes any an earlier deploy
+# made: prefect.yaml's `schedules: []` with Prefect's setting that clears them, which
+# its next releases make the default); SCHEDULES=smoke turns on the smoke deployment's hourly schedule,
+# SCHEDULES=nightly the nightly one's (03:00 UTC), SCHEDULES="smoke nightly" both.
+SCHEDULES ?=
+
+deploy: $(STAMP)  ## create the work pool and apply prefect.yaml's deployments (no schedule; SCHEDULES=smoke: hourly)
 	@$(CLIENT); \
+	for s in $(SCHEDULES); do case $$s in smoke|nightly) ;; \
+		*) echo "make deploy: SCHEDULES=$$s is not a choice: smoke (hourly), nightly (03:00 UTC), or both" >&2; exit 2;; \
+		esac; done; \
 	$(PREFECT_BIN) work-pool create $(POOL) --type process --overwrite && \
-	$(PREFECT_BIN) --no-prompt deploy --all
+	PREFECT_DEPLOYMENTS_CLEAR_SCHEDULES_ON_EMPTY=true $(PREFECT_BIN) --no-prompt deploy --all || exit $$?; \
+	for s in $(SCHEDULES); do \
+		if [ $$s = smoke ]; then \
+			$(PREFECT_BIN) --no-prompt deployment schedule create active-learning/smoke --interval 3600 --replace -y \
+				>/dev/null && echo "schedule on: active-learning/smoke, every hour" || exit $$?; \
+		else \
+			$(PREFECT_BIN) --no-prompt deployment schedule create active-learning/nightly --cron "0 3 * * *" \
+				--timezone UTC --replace -y >/dev/null && echo "schedule on: active-learning/nightly, 03:00 UTC" || exit $$?; \
+		fi; done
 
 # The worker asks the server for runs every WORKER_POLL seconds (Prefect's default is
 # 10): a human-oracle run that was answered waits for that before it continues.

@@ -10,7 +10,7 @@ import json
 from typing import Literal
 
 from laplax.enums import CurvApprox
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_serializer, field_validator, model_validator
 
 from alcore import stopping, strategies
 from alcore.data import PROBLEMS
@@ -22,6 +22,18 @@ Curvature = CurvApprox  # laplax's own: full (here the exact dual form), diagona
 Oracle = Literal["truth", "human"]
 Problem = Literal[PROBLEMS]
 CalibrationObjective = Literal["ece", "marglik"]
+
+
+# Fields whose default depends on other fields (the data, the oracle): empty (None)
+# in the schema, resolved by the configuration's validator.
+AUTO_FIELDS = ("calibration", "exclude_labelled", "passive")
+
+
+def auto_defaults(values) -> dict:
+    """The data-dependent defaults of :data:`AUTO_FIELDS` for the given field values."""
+    human = values.get("oracle") == "human"
+    pool = (values.get("data") or "tutorial") != "tutorial"
+    return {"calibration": "marglik" if pool else "ece", "exclude_labelled": pool, "passive": not human}
 
 
 class Unresolved(ValueError):
@@ -47,7 +59,12 @@ class ExperimentConfig(BaseModel):
         "label", description="data=file, CSV: the label column's name; none for a file without labels (human oracle)."
     )
     class_names: str | None = Field(
-        None, description="Comma-separated class names, for data without labels (the classes a person chooses from)."
+        None,
+        description="Comma-separated class names: the classes a person chooses from, for data without labels; for labelled pool data they rename the data's own (in the order of the labels' sorted values).",
+    )
+    item_column: str | None = Field(
+        None,
+        description="data=file, CSV: a column showing each row to a person, not a feature: an image file's path (relative to the CSV's folder) or a short text.",
     )
     test_fraction: float = Field(
         0.2, ge=0.0, lt=1.0, description="Pool-based data: the share held out as the test set (seeded split)."
@@ -91,9 +108,9 @@ class ExperimentConfig(BaseModel):
     log_prior_prec_max: float = Field(
         3.0, ge=-10, le=10, description="log10 of the largest prior precision tried in calibration."
     )
-    calibration: CalibrationObjective = Field(
-        "ece",
-        description="How the prior precision is chosen: ece (the tutorial's: ECE of the predictive on held-out labelled calibration points) or marglik (the Laplace marginal likelihood of the labelled set: no extra labels). Default: ece for the tutorial, marglik for other data.",
+    calibration: CalibrationObjective | None = Field(
+        None,
+        description="How the prior precision is chosen: ece (the tutorial's: ECE of the predictive on held-out labelled calibration points) or marglik (the Laplace marginal likelihood of the labelled set: no extra labels). Empty: ece for the tutorial, marglik for other data.",
     )
     recalibrate_every: int = Field(
         0,
@@ -101,9 +118,9 @@ class ExperimentConfig(BaseModel):
         le=10_000,
         description="Choose the prior precision again every k rounds as the labelled set grows (0: once, before the rounds).",
     )
-    exclude_labelled: bool = Field(
-        False,
-        description="Never pick a candidate that is already labelled (the tutorial's argmax may pick a grid point twice). Default: off for the tutorial, on for pools.",
+    exclude_labelled: bool | None = Field(
+        None,
+        description="Never pick a candidate that is already labelled (the tutorial's argmax may pick a grid point twice). Empty: off for the tutorial, on for pools.",
     )
     count_all_labels: bool = Field(
         False,
@@ -123,9 +140,15 @@ class ExperimentConfig(BaseModel):
         le=30 * 86_400,
         description="Human oracle: how long a run waits for an answer before it ends (nothing is lost; re-run to continue).",
     )
-    passive: bool = Field(
-        True,
-        description="Also train the passive baseline (uniform points, same label budget). Off by default with a human oracle (it would ask as many labels again).",
+    label_hold_seconds: int = Field(
+        300,
+        ge=0,
+        le=30 * 86_400,
+        description="Human oracle, a deployment's run: how long it waits paused, its process kept (the next form follows an answer within a second), before it suspends and frees the worker's process (the next form then takes a few seconds).",
+    )
+    passive: bool | None = Field(
+        None,
+        description="Also train the passive baseline (uniform points, same label budget). Empty: on, but off with a human oracle (it would ask as many labels again).",
     )
     plots: bool = Field(True, description="Write the PNG plots and the GIF (sweeps turn this off).")
     stop_when: str | None = Field(
@@ -139,18 +162,27 @@ class ExperimentConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _defaults_that_depend_on_other_fields(cls, values):
-        """Defaults that follow other fields, where a field is not given: the passive
-        baseline is off with a human oracle; pool data (anything but the tutorial)
-        choose the prior precision by marginal likelihood and never re-pick a point."""
+        """Defaults that follow other fields, where a field is not given or empty
+        (None): the passive baseline is off with a human oracle; pool data (anything
+        but the tutorial) choose the prior precision by marginal likelihood and never
+        re-pick a point. Explicit values win. The UI's *Custom run* sends every field
+        of the form, so these fields' schema defaults are empty (None), never the
+        tutorial's values, which would override the data's (see :meth:`_auto_as_empty`)."""
         if not isinstance(values, dict):
             return values
         values = dict(values)
-        if values.get("oracle") == "human":
-            values.setdefault("passive", False)
-        if values.get("data", "tutorial") != "tutorial":
-            values.setdefault("calibration", "marglik")
-            values.setdefault("exclude_labelled", True)
+        for name, value in auto_defaults(values).items():
+            if values.get(name) is None:
+                values[name] = value
         return values
+
+    @field_serializer(*AUTO_FIELDS, when_used="json")
+    def _auto_as_empty(self, value, info):
+        """In JSON (the flow's parameter default in Prefect's schema, a run's
+        parameters) a field whose value is its data-dependent default is written
+        empty, so a form that sends it back unchanged keeps it data-dependent; the
+        Python dump (``results.json``, ``config.json``) keeps the resolved value."""
+        return None if value == auto_defaults(self.__dict__)[info.field_name] else value
 
     # (data_file, its SHA-256) once ``sources.resolve`` has read the file; not a field:
     # the schema and the UI never show it, and it is set only by reading the file

@@ -33,6 +33,16 @@ BUNDLED = ("digits", "wine", "breast_cancer", "iris")
 PROBLEMS = ("tutorial", *SYNTHETIC, *BUNDLED, "file")
 
 
+class Items(NamedTuple):
+    """How a person sees a table's rows (for the forms; no number depends on it)."""
+
+    feature_names: tuple[str, ...] = ()  # one per feature column, in order
+    image_shape: tuple[int, ...] = ()  # the features are an image of this shape (digits: (8, 8))
+    kind: str = ""  # "image": a file per row; "text": a short text per row; "": neither
+    values: tuple[str, ...] = ()  # per table row: the image file's absolute path, or the text
+    column: str = ""  # the file's column they come from
+
+
 class Data(NamedTuple):
     """Everything an experiment's stages learn from and are evaluated on."""
 
@@ -52,6 +62,8 @@ class Data(NamedTuple):
     # labels above came from a person (for reporting how often they agree)
     initial_truth: np.ndarray | None = None
     calibration_truth: np.ndarray | None = None
+    items: Items | None = None  # how a person sees a point (feature names, an image, a text)
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # table rows of initial, calibration, pool
 
     @property
     def n_features(self) -> int:
@@ -70,9 +82,28 @@ class Data(NamedTuple):
         return "(" + ", ".join(f"{v:.3g}" for v in raw[:4]) + f", ... {len(raw)} features)"
 
     def describe_candidate(self, i: int) -> str:
-        """A candidate as a person reads it (with its pool index beyond the tutorial)."""
-        text = self.describe(self.pool[i])
-        return text if self.grid_size else f"pool #{i}: {text}"
+        """A candidate as a person reads it: its pool index (the tutorial's grid is a
+        pool too) and its features."""
+        return f"pool #{i}: {self.describe(self.pool[i])}"
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """Points' features in the data's own units (before standardisation)."""
+        x = np.asarray(x, np.float64)
+        return x * self.scaler[1] + self.scaler[0] if self.scaler is not None else x
+
+    def feature_names(self) -> tuple[str, ...]:
+        """The features' names: the data's own (a CSV's header, scikit-learn's), else x1, x2, ..."""
+        if self.items is not None and len(self.items.feature_names) == self.n_features:
+            return self.items.feature_names
+        return tuple(f"x{j + 1}" for j in range(self.n_features))
+
+    def item_values(self, where: str, indices) -> list[str] | None:
+        """The items (image paths or texts) of points of ``where`` ("initial",
+        "calibration", "pool") by their indices there; None when the data have none."""
+        if self.items is None or not self.items.kind or self.rows is None:
+            return None
+        rows = self.rows[("initial", "calibration", "pool").index(where)]
+        return [self.items.values[int(rows[int(i)])] for i in indices]
 
 
 class Table(NamedTuple):
@@ -81,6 +112,7 @@ class Table(NamedTuple):
     x: np.ndarray  # (n, d) float32
     y: np.ndarray | None  # (n,) int32, None if unlabelled
     classes: tuple[str, ...]
+    items: Items | None = None  # feature names, image shape, an image or text per row
 
 
 class DataError(ValueError):
@@ -145,7 +177,8 @@ def synthetic(name: str, *, seed: int, n_points: int, n_features: int, n_classes
         raise DataError(f"unknown synthetic problem {name!r}; expected one of {', '.join(SYNTHETIC)}")
     x = x + noise * rng.normal(size=x.shape)
     k = int(y.max()) + 1
-    return Table(x.astype(np.float32), y.astype(np.int32), tuple(str(c) for c in range(k)))
+    names = tuple(f"x{j + 1}" for j in range(x.shape[1]))
+    return Table(x.astype(np.float32), y.astype(np.int32), tuple(str(c) for c in range(k)), Items(names))
 
 
 # ---------------------------------------------------------------- the split
@@ -176,7 +209,7 @@ def split(table: Table, *, seed: int, n_initial: int, n_calibration: int, test_f
     n_test = check_split_size(
         n, labelled=table.y is not None, n_initial=n_initial, n_calibration=n_calibration, test_fraction=test_fraction
     )
-    order = split_order(n, seed=seed)
+    order = _rng(seed, 2).permutation(n)
     test, rest = order[:n_test], order[n_test:]
     initial, calibration, pool = (
         rest[:n_initial],
@@ -203,26 +236,9 @@ def split(table: Table, *, seed: int, n_initial: int, n_calibration: int, test_f
         sampling_key=problem.split_keys(seed).sampling,
         classes=table.classes,
         scaler=(mean.astype(np.float32), std),
+        items=table.items,
+        rows=(initial, calibration, pool),
     )
-
-
-def split_order(n: int, *, seed: int) -> np.ndarray:
-    """The seeded order of a table's rows that :func:`split` cuts into test, initial,
-    calibration and pool points, in that order."""
-    return _rng(seed, 2).permutation(n)
-
-
-def rows_of(data: Data, *, seed: int) -> dict[str, np.ndarray] | None:
-    """Every split array's row numbers in the source table (a user's file: 0 is the
-    first row after a CSV's header), recomputed from the split's seed; None for the
-    tutorial, whose points are drawn, not read."""
-    if data.grid_size:
-        return None
-    sizes = [len(data.x_test), len(data.x_initial), len(data.x_calibration), len(data.pool)]
-    order = split_order(sum(sizes), seed=seed)
-    bounds = np.cumsum([0, *sizes])
-    names = ("test", "initial", "calibration", "pool")
-    return {name: order[bounds[i] : bounds[i + 1]] for i, name in enumerate(names)}
 
 
 def build(

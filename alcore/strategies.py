@@ -34,6 +34,7 @@ class Strategy(NamedTuple):
             (``predictive_samples`` is raised to it): EPIG's maps at 64 samples
             barely agree between random keys (rank correlation 0.25-0.44, against
             0.92-0.94 at 256; measured in alcore/epig.py).
+        quantity: What its score is, with its unit in brackets (the maps' colourbar).
     """
 
     name: str
@@ -42,6 +43,7 @@ class Strategy(NamedTuple):
     rule: Rule = "argmax"
     probability_score: str | None = None
     min_samples: int = 1
+    quantity: str = "score [-]"
 
     @property
     def needs_covariance(self) -> bool:
@@ -68,16 +70,51 @@ def register(strategy: Strategy) -> Strategy:
     return strategy
 
 
+_STD = "predictive std of the predicted class's logit [logit]"
 for _strategy in (
-    Strategy("max_std", "largest predictive std of the predicted class (the tutorial's)", "std"),
+    Strategy("max_std", "largest predictive std of the predicted class (the tutorial's)", "std", quantity=_STD),
     Strategy(
-        "sampled", "drawn with the predicted class's stds as logits (the tutorial's alternative)", "std", "sample"
+        "sampled",
+        "drawn with the predicted class's stds as logits (the tutorial's alternative)",
+        "std",
+        "sample",
+        quantity=_STD,
     ),
-    Strategy("entropy", "largest entropy of the predictive", "probs", probability_score="entropy_score"),
-    Strategy("bald", "largest mutual information of label and parameters", "probs", probability_score="bald_score"),
-    Strategy("margin", "smallest margin of the two most probable classes", "probs", probability_score="margin_score"),
-    Strategy("random", "uniform over the candidates (random-in-the-loop)", "uniform", "sample"),
-    Strategy("epig", "largest expected information gain about predictions on the pool (EPIG)", "epig", min_samples=256),
+    Strategy(
+        "entropy",
+        "largest entropy of the predictive",
+        "probs",
+        probability_score="entropy_score",
+        quantity="predictive entropy [nats]",
+    ),
+    Strategy(
+        "bald",
+        "largest mutual information of label and parameters",
+        "probs",
+        probability_score="bald_score",
+        quantity="mutual information of label and parameters [nats]",
+    ),
+    Strategy(
+        "margin",
+        "smallest margin of the two most probable classes",
+        "probs",
+        probability_score="margin_score",
+        quantity="minus the margin of the two most probable classes [probability]",
+    ),
+    Strategy(
+        "random",
+        "uniform over the candidates (random-in-the-loop)",
+        "uniform",
+        "sample",
+        quantity="none: every candidate scores 0 [-]",
+    ),
+    Strategy(
+        "epig",
+        "largest expected information gain about predictions on the pool (EPIG)",
+        "epig",
+        min_samples=256,
+        quantity="expected predictive information gain [nats]",
+    ),
 ):
     register(_strategy)
 

@@ -75,7 +75,7 @@ def std_map_comparison(state, x, y, grid, prior):
     loader = tutorial.DataLoader(jnp.asarray(x), jnp.asarray(y), 10)
     ref, t_ref_cold = timed(tutorial.uncertainty, loader, model, prior, jnp.asarray(grid))
     ref, t_ref = timed(tutorial.uncertainty, loader, model, prior, jnp.asarray(grid))
-    cap = experiment.capacity(len(x))
+    cap = experiment.posterior_capacity(len(x))  # as experiment.posterior_of pads
     x_pad = np.zeros((cap, 2), np.float32)
     x_pad[: len(x)] = x
     mask = (np.arange(cap) < len(x)).astype(np.float32)

@@ -341,6 +341,7 @@ class Loop:
             "restored": self.restored.names,
             "computed": [n for n in self.seconds if n != "restore"],
             "warnings": self.restored.warnings + oracle.warnings,
+            "accepted_guesses": oracle.accepted_guesses(),
             "stopped_after_round": self.stopped_after,
             "stopped_by": None if self.stopped_after is None else self.stopped_by,
             "platform": {

@@ -42,6 +42,10 @@ class Oracle(Protocol):
     def stops_after(self, r: int) -> bool:
         """Whether the loop ends after round ``r`` (a person asked it to)."""
 
+    def accepted_guesses(self) -> dict[str, list[int]]:
+        """Per ask (``round-007``), the candidates whose label is the model's guess,
+        accepted as the form was pre-filled (none: every label is the oracle's own)."""
+
 
 class RoundContext:
     """What a form may show of the round: the model it acquired with and the labelled set."""

@@ -5,11 +5,12 @@ with one enum field per point, so a wrong class is refused by Prefect's schema
 check before the flow sees it), whose description shows what to label and the
 model's uncertainty map with the proposed points marked, and then waits:
 
-- a deployment run (on a worker) *suspends* (``prefect.flow_runs.suspend_flow_run``):
-  the process exits and nothing is held while it waits; the answer reschedules the
-  run, which replays from the top (every finished stage restored from the folder,
-  every answer read from the ledger) and gets the answer back from the repeated
-  suspension with the same key;
+- a deployment run (on a worker) first *pauses* for ``hold_seconds`` (a person who
+  is answering gets the next form in the same process), then *suspends*
+  (``prefect.flow_runs.suspend_flow_run``): the process exits and nothing is held
+  while it waits; the answer reschedules the run, which replays from the top (every
+  finished stage restored from the folder, every answer read from the ledger) and
+  gets the answer back from the repeated suspension with the same key (see :func:`_wait`);
 - any other run against a server *pauses*: the process checks for the answer four
   times a second, and ends the run itself when the wait is over (see :func:`_pause`).
 
@@ -39,8 +40,8 @@ from prefect.context import get_run_context
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput, keyset_from_base_key, keyset_from_paused_state
-from prefect.input.actions import filter_flow_run_input
-from prefect.states import Paused
+from prefect.input.actions import filter_flow_run_input, read_flow_run_input
+from prefect.states import Paused, Running
 from prefect.utilities.engine import propose_state_sync
 
 from store.files import write_text
@@ -70,16 +71,27 @@ class _Strict(RunInput):
             cls.after_save()
 
 
-def form_model(name: str, fields: list[tuple[str, str]], classes: list[str], *, allow_skip: bool, allow_stop: bool):
-    """A RunInput with one required enum field per point (``fields``: name and
-    description), plus ``stop_after_this_round`` when ``allow_stop``. Unknown fields
-    are refused (``extra="forbid"``)."""
+def form_model(
+    name: str,
+    fields: list[tuple[str, str]],
+    classes: list[str],
+    *,
+    allow_skip: bool,
+    allow_stop: bool,
+    guesses: list[str | None] | None = None,
+):
+    """A RunInput with one enum field per point (``fields``: name and description),
+    plus ``stop_after_this_round`` when ``allow_stop``. A point with a guess (the
+    model's class, ``guesses``) is pre-filled with it, so one click on *Resume*
+    accepts every guess; a point without one is required. Unknown fields are refused
+    (``extra="forbid"``)."""
     choices = tuple(classes) + ((CANNOT_LABEL,) if allow_skip else ())
     label = Literal[choices]
-    spec = {
-        field: (label, pydantic.Field(..., title=field.replace("_", " ").capitalize(), description=text))
-        for field, text in fields
-    }
+    guesses = guesses or [None] * len(fields)
+    spec = {}
+    for n, ((field, text), guess) in enumerate(zip(fields, guesses, strict=True), start=1):
+        title = f"Point {n}" + (f" (pre-filled with the model's guess: {guess})" if guess is not None else "")
+        spec[field] = (label, pydantic.Field(... if guess is None else guess, title=title, description=text))
     if allow_stop:
         spec["stop_after_this_round"] = (
             bool,
@@ -109,21 +121,56 @@ def image_markdown(png: Path, alt: str) -> str:
     return f"![{alt}]({data_uri(Path(png))})"
 
 
-def _wait(form, description: str, key: str, timeout: int, after_save: Callable[[], None]):
-    """Suspend (a deployment's own run) or pause (anything else) until answered;
-    ``after_save`` runs once the form is saved. Returns the answer and how it waited.
+def _wait(form, description: str, key: str, timeout: int, after_save: Callable[[], None], hold: int = 0):
+    """Pause (any run) or, for a deployment's own run, pause ``hold`` seconds and then
+    suspend, until answered; ``after_save`` runs once the form is saved. Returns the
+    answer and the base key its input was saved under (``paused-<key>``, ``suspended-<key>-suspended``).
 
-    A key that has fired before in this run (a replayed suspended run) is refused by
-    the server: the answer saved under it is returned then. An accepted suspension
-    raises ``Pause`` (``suspend_flow_run``): the process ends, the answer reschedules
-    the run, and the server fails it when ``timeout`` passes.
+    A deployment's run first *pauses* for ``hold`` seconds: its process stays, so a
+    person who is answering gets the next form within a second. When nobody answered
+    within ``hold``, the run leaves the pause and *suspends* (under the key
+    ``<key>-suspended``): the process exits and frees the worker's slot; the answer
+    reschedules the run, which replays from the top and gets the answer back from the
+    repeated suspension (a key that has fired before is refused by the server and the
+    answer saved under it returned). An accepted suspension raises ``Pause``
+    (``suspend_flow_run``): the process ends, and the server fails the run when
+    ``timeout`` passes.
     """
     flow_run = get_run_context().flow_run
     model = form.with_initial_data(description=description)
     model.after_save = after_save
-    if flow_run.deployment_id is not None and flow_run.parent_task_run_id is None:
-        return suspend_flow_run(wait_for_input=model, timeout=timeout, key=key), "suspended"
-    return _pause(model, key, timeout), "paused"
+    if flow_run.deployment_id is None or flow_run.parent_task_run_id is not None:
+        return _pause(model, key, timeout), f"paused-{key}"
+    suspend_key = f"{key}-suspended"
+    with get_client(sync_client=True) as client:
+        fired = client.read_flow_run(flow_run.id).empirical_policy.pause_keys or set()
+    if suspend_key not in fired:
+        hold = min(hold, timeout)
+        if key not in fired and hold > 0:
+            try:
+                return _pause(model, key, hold), f"paused-{key}"
+            except FlowPauseTimeout:
+                _leave_pause(flow_run.id)
+        answered = _answer(model, keyset_from_base_key(f"paused-{key}"))
+        if answered is not None:  # answered while the hold ran out
+            return answered, f"paused-{key}"
+        timeout = max(1, timeout - hold)
+    return suspend_flow_run(wait_for_input=model, timeout=timeout, key=suspend_key), f"suspended-{suspend_key}"
+
+
+def _leave_pause(flow_run_id) -> None:
+    """Back to Running from a pause nobody answered (a person who answers from now on
+    is refused, "not paused", until the suspension's form is saved)."""
+    with get_client(sync_client=True) as client:
+        propose_state_sync(client=client, state=Running(), flow_run_id=flow_run_id)
+
+
+def _answer(model, keyset):
+    """The answer saved under ``keyset`` (None when there is none: ``RunInput.load``
+    would return the form's defaults, the model's guesses, as if they were answered)."""
+    if read_flow_run_input(keyset["response"]) is None:
+        return None
+    return model.load(keyset)
 
 
 def _pause(model, key: str, timeout: int):
@@ -147,7 +194,10 @@ def _pause(model, key: str, timeout: int):
     with get_client(sync_client=True) as client:
         state = propose_state_sync(client=client, state=proposed, flow_run_id=flow_run_id)
         if state.is_running():  # this form was answered before (the key has fired)
-            return model.load(keyset)
+            answered = _answer(model, keyset)
+            if answered is None:
+                raise RuntimeError(f"the form {key} was asked before in this run and its answer is not on the server")
+            return answered
         if not state.is_paused():
             raise RuntimeError(f"the run could not wait for the form {key}: the server answered {state}")
         model.save(keyset)
@@ -160,7 +210,7 @@ def _pause(model, key: str, timeout: int):
     raise FlowPauseTimeout(f"nobody answered the form {key} within {timeout} s")
 
 
-def _write_sidecar(path: Path, key, ask, attempt, points, fields, classes) -> None:
+def _write_sidecar(path: Path, key, ask, attempt, points, fields, classes, guesses) -> None:
     """The form's points with their exact coordinates, as JSON beside the folder's
     other files: for answering without the UI (a script reads the points here and
     answers through the API)."""
@@ -171,16 +221,16 @@ def _write_sidecar(path: Path, key, ask, attempt, points, fields, classes) -> No
         "flow_run_id": str(get_run_context().flow_run.id),
         "classes": classes,
         "fields": {
-            f: {"index": int(i), "point": [float(v) for v in xy]}
-            for (i, xy, _), (f, _) in zip(points, fields, strict=True)
+            f: {"index": int(i), "point": [float(v) for v in xy], "guess": guess}
+            for (i, xy, _), (f, _), guess in zip(points, fields, guesses, strict=True)
         },
     }
     write_text(path, json.dumps(content, indent=2) + "\n")
 
 
-def _input_id(state_name: str, key: str) -> str | None:
+def _input_id(base_key: str) -> str | None:
     """The flow-run input the answer came in (its id), for the ledger."""
-    found = filter_flow_run_input(key_prefix=keyset_from_base_key(f"{state_name}-{key}")["response"], limit=1)
+    found = filter_flow_run_input(key_prefix=keyset_from_base_key(base_key)["response"], limit=1)
     return str(found[0].id) if found else None
 
 
@@ -195,9 +245,14 @@ def ask(
     wait_seconds: int,
     allow_skip: bool,
     allow_stop: bool,
+    guesses: list[int | None] | None = None,
+    hold_seconds: int = 0,
 ) -> FormAnswer:
     """Ask a person to label ``points`` (index, coordinates, text for the form) and
-    record the answer in the ledger before returning it.
+    record the answer in the ledger before returning it. ``guesses``: the model's
+    class of each point (None: no guess), pre-filled in the form; the ledger records
+    whether each answer is that guess accepted or the person's own.
+    ``hold_seconds``: how long a deployment's run waits paused before it suspends.
 
     Raises:
         Unanswered: nobody answered within ``wait_seconds`` (a paused run; a
@@ -208,31 +263,48 @@ def ask(
     attempt = len(book.for_ask(ask)) + 1
     key = f"{ask}-{attempt}"
     fields = [(f"point_{n}", text) for n, (_, _, text) in enumerate(points, start=1)]
-    form = form_model(f"Labels-{ask}", fields, classes, allow_skip=allow_skip, allow_stop=allow_stop)
+    guesses = guesses or [None] * len(points)
+    named = [None if g is None else classes[g] for g in guesses]
+    form = form_model(f"Labels-{ask}", fields, classes, allow_skip=allow_skip, allow_stop=allow_stop, guesses=named)
     sidecar = book.path.parent / "forms" / f"{key}.json"
     log = get_run_logger()
-    log.info("waiting for a person to label %d point(s): %s (form %s)", len(points), title, key)
+
+    def waiting() -> None:  # the form is saved: the run now waits on it (a replay that finds its answer does not)
+        _write_sidecar(sidecar, key, ask, attempt, points, fields, classes, named)
+        log.info("waiting for a person to label %d point(s): %s (form %s)", len(points), title, key)
+
     try:
-        value, how = _wait(
-            form,
-            f"## {title}\n\n{body}",
-            key,
-            wait_seconds,
-            after_save=lambda: _write_sidecar(sidecar, key, ask, attempt, points, fields, classes),
+        value, saved_under = _wait(
+            form, f"## {title}\n\n{body}", key, wait_seconds, after_save=waiting, hold=hold_seconds
         )
     except FlowPauseTimeout:
         raise Unanswered(f"nobody answered the form {key} ({title}) within {wait_seconds} s") from None
+    given = [None if (v := getattr(value, f)) == CANNOT_LABEL else classes.index(v) for f, _ in fields]
     answer = FormAnswer(
         ask=ask,
         attempt=attempt,
         points=[
-            PointAnswer(index, list(map(float, xy)), None if (v := getattr(value, f)) == CANNOT_LABEL else int(v))
-            for (index, xy, _), (f, _) in zip(points, fields, strict=True)
+            PointAnswer(index, list(map(float, xy)), label, guess, None if guess is None else label == guess)
+            for (index, xy, _), label, guess in zip(points, given, guesses, strict=True)
         ],
         stop=bool(getattr(value, "stop_after_this_round", False)),
-        input_id=_input_id(how, key),
+        input_id=_input_id(saved_under),
         answered_at=now(),
     )
     book.append(answer)
-    log.info("answer recorded for %s: %s", title, answer.labels)
+    log.info("answer recorded for %s: %s", title, describe_answer(answer, classes))
     return answer
+
+
+def describe_answer(answer: FormAnswer, classes: list[str]) -> str:
+    """An answer in the form's own terms, for the log: ``point_1 = 'cat' (the
+    model's guess, accepted), point_2 = 'dog' (changed from 'cat')``."""
+    parts = []
+    for n, p in enumerate(answer.points, start=1):
+        text = f"point_{n} = " + (repr(classes[p.label]) if p.label is not None else CANNOT_LABEL)
+        if p.accepted_guess:
+            text += " (the model's guess, accepted)"
+        elif p.guess is not None:
+            text += f" (changed from the model's guess {classes[p.guess]!r})"
+        parts.append(text)
+    return ", ".join(parts) + ("; stop after this round" if answer.stop else "")

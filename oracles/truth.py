@@ -26,3 +26,6 @@ class TruthOracle:
 
     def stops_after(self, r: int) -> bool:
         return False
+
+    def accepted_guesses(self) -> dict[str, list[int]]:
+        return {}

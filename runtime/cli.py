@@ -12,7 +12,7 @@ import typing
 from pydantic import ValidationError
 
 import sources
-from alcore.config import ExperimentConfig
+from alcore.config import AUTO_FIELDS, ExperimentConfig
 from store.layout import check_writable
 
 
@@ -23,11 +23,12 @@ def parser() -> argparse.ArgumentParser:
     )
     for name, field in ExperimentConfig.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        default = field.default
+        default = "depends on the data (see above)" if name in AUTO_FIELDS else field.default
         # No argparse defaults: a flag not given is left to the config, whose
         # defaults and validators decide (e.g. the passive baseline is off by default
         # with a human oracle).
-        if field.annotation is bool:
+        annotation = _unless_auto(name, field.annotation)
+        if annotation is bool:
             p.add_argument(
                 flag,
                 action=argparse.BooleanOptionalAction,
@@ -35,7 +36,6 @@ def parser() -> argparse.ArgumentParser:
                 help=f"{field.description} (default: {default})",
             )
             continue
-        annotation = field.annotation
         args = typing.get_args(annotation)
         if typing.get_origin(annotation) is typing.Literal:
             choices, kind = args, str
@@ -60,6 +60,14 @@ def parser() -> argparse.ArgumentParser:
         help="resume from stages computed on another numeric platform (refused otherwise; see alcore/numerics.py)",
     )
     return p
+
+
+def _unless_auto(name: str, annotation):
+    """A data-dependent field's type without its None (None only means "not given":
+    the flag's absence says that on the command line)."""
+    if name not in AUTO_FIELDS:
+        return annotation
+    return next(a for a in typing.get_args(annotation) if a is not type(None))
 
 
 def _optional(kind):

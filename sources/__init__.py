@@ -25,7 +25,7 @@ import numpy as np
 
 from alcore import stages
 from alcore.config import ExperimentConfig, held_out_labels
-from alcore.data import BUNDLED, PROBLEMS, SYNTHETIC, Data, DataError, Table, check_split_size, synthetic
+from alcore.data import BUNDLED, PROBLEMS, SYNTHETIC, Data, DataError, Items, Table, check_split_size, synthetic
 
 __all__ = ["DataError", "resolve", "table_for", "draw", "read_file", "bundled", "file_digest", "table_of"]
 
@@ -77,7 +77,10 @@ def draw(config) -> Data:
 
 
 def _options(c) -> dict:
-    names = ("seed", "pool_size", "n_features", "n_classes", "noise", "data_file", "label_column", "class_names")
+    names = (
+        "seed", "pool_size", "n_features", "n_classes", "noise", "data_file", "label_column", "class_names",
+        "item_column",
+    )  # fmt: skip
     return {name: getattr(c, name) for name in names}
 
 
@@ -92,17 +95,22 @@ def table_of(
     data_file: str | None,
     label_column: str | None,
     class_names: str | None,
+    item_column: str | None = None,
 ) -> Table:
-    """The table of a pool-based problem, before its split."""
+    """The table of a pool-based problem, before its split; ``class_names`` name its
+    classes (in the order of the labels' sorted values) instead of the data's own."""
     if problem_name in SYNTHETIC:
-        return synthetic(
+        table = synthetic(
             problem_name, seed=seed, n_points=pool_size, n_features=n_features, n_classes=n_classes, noise=noise
         )
-    if problem_name in BUNDLED:
-        return bundled(problem_name)
-    if problem_name != "file":
+    elif problem_name in BUNDLED:
+        table = bundled(problem_name)
+    elif problem_name != "file":
         raise DataError(f"unknown problem {problem_name!r}; expected one of {', '.join(PROBLEMS)}")
-    table = read_file(data_file, label_column=label_column)
+    else:
+        table = read_file(data_file, label_column=label_column, item_column=item_column)
+    if item_column and problem_name != "file":
+        raise DataError(f"item_column names a column of a data file (data=file), not of {problem_name!r}")
     if class_names:
         names = tuple(n.strip() for n in class_names.split(",") if n.strip())
         if table.y is not None and len(names) != len(table.classes):
@@ -113,6 +121,9 @@ def table_of(
     elif table.y is None:
         raise DataError(f"data file {data_file} has no labels: give class_names, the classes a person chooses from")
     return table
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
 
 
 def bundled(name: str) -> Table:
@@ -127,37 +138,36 @@ def bundled(name: str) -> Table:
         "iris": datasets.load_iris,
     }[name]
     bunch = loader()
+    x = np.asarray(bunch.data, np.float32)
+    names = tuple(str(n) for n in getattr(bunch, "feature_names", ()))
+    image_shape = tuple(bunch.images.shape[1:]) if hasattr(bunch, "images") else ()
     return Table(
-        np.asarray(bunch.data, np.float32),
+        x,
         np.asarray(bunch.target, np.int32),
         tuple(str(c) for c in bunch.target_names),
+        Items(names if len(names) == x.shape[1] else (), image_shape),
     )
 
 
-def bundled_feature_names(name: str) -> tuple[str, ...]:
-    """The column names scikit-learn gives a bundled set's features."""
-    from sklearn import datasets
-
-    loader = {
-        "digits": datasets.load_digits,
-        "wine": datasets.load_wine,
-        "breast_cancer": datasets.load_breast_cancer,
-        "iris": datasets.load_iris,
-    }[name]
-    return tuple(str(n) for n in loader().feature_names)
-
-
-def read_file(path: str | Path, *, label_column: str | None) -> Table:
-    """A user's data file, read once per content (see :func:`_read_file`)."""
+def read_file(path: str | Path, *, label_column: str | None, item_column: str | None = None) -> Table:
+    """A user's data file, read once per content (see :func:`_read_file`); the image
+    files an ``item_column`` names are checked on every read."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"data file {path}: no such file")
     stat = path.stat()
-    return _read_file(str(path.resolve()), stat.st_mtime_ns, stat.st_size, label_column)
+    table = _read_file(str(path.resolve()), stat.st_mtime_ns, stat.st_size, label_column, item_column)
+    if table.items is not None and table.items.kind == "image":
+        for n, image in enumerate(table.items.values, start=1):
+            if not Path(image).is_file():
+                raise DataError(
+                    f"data file {path}: row {n} (line {n + 1}), column {item_column!r}: image file {image} not found"
+                )
+    return table
 
 
 @functools.lru_cache(maxsize=4)
-def _read_file(path: str, mtime_ns: int, size: int, label_column: str | None) -> Table:
+def _read_file(path: str, mtime_ns: int, size: int, label_column: str | None, item_column: str | None) -> Table:
     """A user's data: ``.csv`` (a header row; numeric feature columns, and the label
     column if there is one: any values, mapped to classes in sorted order), ``.npy``
     (a feature matrix, no labels) or ``.npz`` (arrays ``x`` and, optionally, ``y``).
@@ -168,8 +178,11 @@ def _read_file(path: str, mtime_ns: int, size: int, label_column: str | None) ->
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    items = None
+    if item_column and suffix != ".csv":
+        raise DataError(f"data file {path}: item_column needs a .csv file (a column of it), not {suffix}")
     if suffix == ".csv":
-        x, y = _read_csv(path, label_column)
+        x, y, items = _read_csv(path, label_column, item_column)
     elif suffix == ".npy":
         x, y = _load_array(path), None
     elif suffix == ".npz":
@@ -192,14 +205,15 @@ def _read_file(path: str, mtime_ns: int, size: int, label_column: str | None) ->
     if bad.any():
         row, col = map(int, np.argwhere(bad)[0])
         raise DataError(f"data file {path}: {int(bad.sum())} NaN or infinite values (first at row {row}, column {col})")
+    items = items or Items(tuple(f"x{j + 1}" for j in range(x.shape[1])))
     if y is None:
-        return Table(x, None, ())
+        return Table(x, None, (), items)
     if len(y) != len(x):
         raise DataError(f"data file {path}: {len(y)} labels for {len(x)} points")
     names, codes = np.unique(np.asarray(y).astype(str), return_inverse=True)
     if len(names) < 2:
         raise DataError(f"data file {path}: the labels have a single class ({str(names[0])!r}); need at least two")
-    return Table(x, codes.astype(np.int32), tuple(str(n) for n in names))
+    return Table(x, codes.astype(np.int32), tuple(str(n) for n in names), items)
 
 
 def _load_array(path: Path) -> np.ndarray:
@@ -209,8 +223,11 @@ def _load_array(path: Path) -> np.ndarray:
         raise DataError(f"data file {path}: {e}") from None
 
 
-def _read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarray | None]:
-
+def _read_csv(path: Path, label_column: str | None, item_column: str | None = None):
+    """A CSV's features, labels (None without a label column) and :class:`Items`: the
+    feature columns' names and, with ``item_column``, each row's item: an image file
+    (every value ends in an image suffix; relative paths from the CSV's folder) or a
+    short text (any other values)."""
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     if not rows:
@@ -221,8 +238,13 @@ def _read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndar
             f"data file {path}: no column {label_column!r} (columns: {', '.join(header)}); "
             "set label_column to the label column's name, or to none for a file without labels"
         )
+    if item_column is not None and item_column not in header:
+        raise DataError(f"data file {path}: no column {item_column!r} for item_column (columns: {', '.join(header)})")
+    if item_column is not None and item_column == label_column:
+        raise DataError(f"data file {path}: item_column and label_column are both {item_column!r}")
     label_at = header.index(label_column) if label_column is not None else None
-    features = [i for i in range(len(header)) if i != label_at]
+    item_at = header.index(item_column) if item_column is not None else None
+    features = [i for i in range(len(header)) if i not in (label_at, item_at)]
     for n, row in enumerate(body, start=2):
         if len(row) != len(header):
             raise DataError(f"data file {path}: line {n} has {len(row)} values, the header {len(header)}")
@@ -231,7 +253,16 @@ def _read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndar
     except ValueError as e:
         raise DataError(f"data file {path}: a feature value is not a number ({e})") from None
     y = np.array([row[label_at].strip() for row in body]) if label_at is not None else None
-    return x, y
+    items = Items(tuple(header[i] for i in features))
+    if item_at is not None:
+        values = [row[item_at].strip() for row in body]
+        if values and all(v.lower().endswith(IMAGE_SUFFIXES) for v in values):
+            folder = path.parent
+            values = [str((folder / Path(v).expanduser()).resolve()) for v in values]
+            items = items._replace(kind="image", values=tuple(values), column=item_column)
+        else:
+            items = items._replace(kind="text", values=tuple(values), column=item_column)
+    return x, y, items
 
 
 def file_digest(path: str | Path) -> str:

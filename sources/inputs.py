@@ -12,28 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alcore.data import BUNDLED, DataError
-
-
-def feature_names(config, n_features: int) -> tuple[str, ...]:
-    """The names of a configuration's input columns: a CSV file's header (without
-    the label column), scikit-learn's names for its bundled sets, else x1, x2, ..."""
-    if config.data == "file" and Path(config.data_file).suffix.lower() == ".csv":
-        try:
-            with open(Path(config.data_file).expanduser(), newline="") as f:
-                header = [h.strip() for h in next(csv.reader(f), [])]
-        except OSError:  # the training file is gone: the generic names stand
-            header = []
-        names = tuple(h for h in header if h != config.label_column)
-        if len(names) == n_features:
-            return names
-    if config.data in BUNDLED:
-        from sources import bundled_feature_names
-
-        names = bundled_feature_names(config.data)
-        if len(names) == n_features:
-            return names
-    return tuple(f"x{i}" for i in range(1, n_features + 1))
+from alcore.data import DataError
 
 
 def read_inputs(

@@ -20,7 +20,6 @@ from alcore import numerics
 from alcore import stages as st
 from alcore.config import ExperimentConfig
 from alcore.data import Data
-from sources.inputs import feature_names
 from store import files
 from store.code_version import CODE_VERSION
 
@@ -65,7 +64,7 @@ def versions() -> dict:
     return out
 
 
-def of_round(config, data: Data, record: st.RoundRecord, features: tuple[str, ...]) -> fmt.Bundle:
+def of_round(config, data: Data, record: st.RoundRecord) -> fmt.Bundle:
     """The bundle of a stored round: its model, its labelled set, the prior precision
     in force after it (the one the next round would acquire with)."""
     prior_prec = record.prior_prec
@@ -76,7 +75,7 @@ def of_round(config, data: Data, record: st.RoundRecord, features: tuple[str, ..
         np.asarray(record.x_labelled, np.float32),
         float(prior_prec),
         tuple(data.classes),
-        tuple(features),
+        tuple(data.feature_names()),
         data.scaler,
         {
             "round": record.round,
@@ -111,7 +110,7 @@ def config_of(folder: Path):
     return ExperimentConfig.model_validate_json(path.read_text())
 
 
-def of_folder(folder: Path, round_index: int | None = None, *, features=None) -> fmt.Bundle:
+def of_folder(folder: Path, round_index: int | None = None) -> fmt.Bundle:
     """The model of an experiment folder: the report's bundle (``model/``) of the last
     round, or the bundle of round ``round_index`` made from its stored record.
 
@@ -133,6 +132,4 @@ def of_folder(folder: Path, round_index: int | None = None, *, features=None) ->
     config = config_of(folder)
     data = record_of_any_version(folder / "data.joblib", Data)
     record = record_of_any_version(folder / "rounds" / f"round-{r:03d}.joblib", st.RoundRecord)
-    if features is None:
-        features = feature_names(config, data.n_features)
-    return of_round(config, data, record, features)
+    return of_round(config, data, record)

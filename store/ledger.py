@@ -26,11 +26,20 @@ from store.files import writing
 
 
 class PointAnswer(NamedTuple):
-    """One point of a form: its index among the candidates, coordinates, class."""
+    """One point of a form: its index among the candidates, coordinates, class, and
+    the model's guess the form was pre-filled with (lines written before guesses
+    were recorded read as None)."""
 
     index: int
     point: list[float]
     label: int | None  # None: the person could not label it
+    guess: int | None = None  # the class the form's select was pre-filled with (None: no guess shown)
+    accepted_guess: bool | None = None  # the answer is the pre-filled guess (None: there was none)
+
+    @property
+    def own(self) -> bool:
+        """Whether the person gave this label themselves (not an accepted guess)."""
+        return self.label is not None and not self.accepted_guess
 
 
 class FormAnswer(NamedTuple):
@@ -78,7 +87,10 @@ class AnswerBook:
                 checksum = entry.pop("sha256")
                 if _digest(entry) != checksum:
                     raise ValueError("checksum mismatch")
-                points = [PointAnswer(p["index"], p["point"], p["label"]) for p in entry.pop("points")]
+                points = [
+                    PointAnswer(p["index"], p["point"], p["label"], p.get("guess"), p.get("accepted_guess"))
+                    for p in entry.pop("points")
+                ]
                 out.append(FormAnswer(points=points, **entry))
             except (ValueError, KeyError, TypeError) as e:
                 self.warnings.append(f"{self.path} line {n} is damaged ({e}); that form will be asked again")
@@ -102,6 +114,17 @@ class AnswerBook:
     def skipped(self) -> list[int]:
         """Every candidate index a person could not label (excluded from later picks)."""
         return sorted({i for a in self.read() for i in a.skipped if not a.ask.startswith(("initial", "calibration"))})
+
+
+def accepted_guesses(answers: Iterable[FormAnswer]) -> dict[str, list[int]]:
+    """Per ask (``round-007``), the candidates whose label is the model's pre-filled
+    guess, accepted as it was (the rest are the person's own answers)."""
+    out: dict[str, list[int]] = {}
+    for a in answers:
+        for p in a.points:
+            if p.accepted_guess:
+                out.setdefault(a.ask, []).append(int(p.index))
+    return out
 
 
 def now() -> str:

@@ -9,6 +9,7 @@ person), in the order they were labelled (docs/outputs.md):
   the first row after a CSV's header) for pool-based data; for the tutorial, the
   grid index of a round's point (``grid-<i>``), or the drawn point's place among the
   initial, calibration or passive points (``initial-<n>``);
+- ``image``: the item's image file, where the data have one (``--item-column``);
 - ``pool_index``: its index among the candidates (rounds; passive points of a pool);
 - ``source``: ``initial``, ``calibration``, ``round <r>`` or ``passive``;
 - ``label``: the class name;
@@ -25,13 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from alcore import stages as st
-from alcore.data import Data, rows_of
+from alcore.data import Data
 from alcore.experiment import probabilities
 from store import files
 from store.ledger import FormAnswer
 
 COLUMNS = (
     "item",
+    "image",
     "pool_index",
     "source",
     "label",
@@ -50,9 +52,7 @@ def _answers_by_item(answers: list[FormAnswer]) -> dict[tuple[str, int], tuple[s
         kind = "round" if answer.ask.startswith("round-") else answer.ask
         for p in answer.points:
             if p.label is not None:
-                accepted = getattr(p, "accepted_guess", None)
-                if accepted is None:
-                    accepted = (getattr(answer, "accepted_guesses", None) or {}).get(p.index)
+                accepted = getattr(p, "accepted_guess", None)  # absent in older ledgers: unknown
                 out[(kind, int(p.index))] = (answer.answered_at, accepted)
     return out
 
@@ -66,7 +66,8 @@ def labels_rows(
     answers: list[FormAnswer] = (),
 ) -> list[dict]:
     """The rows of ``labels.csv`` (see the module's docstring)."""
-    rows_in = rows_of(data, seed=config.seed)
+    rows_in = None if data.rows is None else dict(zip(("initial", "calibration", "pool"), data.rows, strict=True))
+    images = data.items is not None and data.items.kind == "image" and rows_in is not None
     human = _answers_by_item(list(answers)) if config.oracle == "human" else {}
     classes = data.classes
 
@@ -74,6 +75,7 @@ def labels_rows(
         answered_at, accepted = human.get((kind, key), (None, None))
         return {
             "item": item,
+            "image": data.items.values[item] if images else None,
             "pool_index": pool_index,
             "source": source,
             "label": classes[int(label)],

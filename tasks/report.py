@@ -10,16 +10,15 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from alcore import stages as st
-from alcore import stopping
+from alcore import stopping, strategies
 from alcore.config import ExperimentConfig, digest, held_out_labels
 from alcore.experiment import predict
-from sources.inputs import feature_names
 from store import bundle, files, outputs
 from store.code_version import CODE_VERSION
 from store.experiment import Store
 from store.layout import Workspace
 from store.ledger import AnswerBook
-from tasks import plots, pool_plots
+from tasks import maps, plots
 
 
 def artifact_prefix(config: ExperimentConfig) -> str:
@@ -73,7 +72,13 @@ def build_results(
         "final_metrics": rounds[-1].metrics if rounds else initial.metrics,
         "passive_metrics": None if passive is None else passive.metrics,
         "oracle": config.oracle,
-        "agreement_with_truth": agreement(data, rounds) if config.oracle == "human" else None,
+        "classes": list(data.classes),
+        "chosen_class_names": [data.classes[int(c)] for r in rounds for c in r.labels],
+        # per chosen label: the model's pre-filled guess, accepted as it was (a person's form)
+        "accepted_guesses": accepted_per_label(rounds, run_info.get("accepted_guesses", {})),
+        "agreement_with_truth": (
+            agreement(data, rounds, run_info.get("accepted_guesses", {})) if config.oracle == "human" else None
+        ),
         "labels_per_round": [r.n_labelled for r in rounds],
         "initial_points": np.asarray(data.x_initial).tolist(),
         "initial_labels": np.asarray(data.y_initial).tolist(),
@@ -91,7 +96,7 @@ def build_results(
         # the numeric platform of this run, and of any stage restored from another
         # (accepted with --accept-platform-mix: then "mixed" is true)
         "platform": run_info.get("platform"),
-        "run": {k: v for k, v in run_info.items() if k not in ("platform", "stage_seconds")},
+        "run": {k: v for k, v in run_info.items() if k not in ("platform", "stage_seconds", "accepted_guesses")},
     }
 
 
@@ -126,15 +131,26 @@ def stop_rule(config: ExperimentConfig, rounds: list[st.RoundSummary]) -> dict:
     }
 
 
-def agreement(data, rounds: list[st.RoundSummary]) -> dict:
-    """How often a person's labels agree with the ground truth, where it exists."""
+def accepted_per_label(rounds: list[st.RoundSummary], accepted: dict[str, list[int]]) -> list[bool]:
+    """For each chosen label, in order: whether it is the model's guess accepted as
+    the form was pre-filled (``accepted``: per ask, the candidates)."""
+    return [int(i) in accepted.get(f"round-{r.round:03d}", ()) for r in rounds for i in r.indices]
+
+
+def agreement(data, rounds: list[st.RoundSummary], accepted: dict[str, list[int]] | None = None) -> dict:
+    """How often a person's own labels agree with the ground truth, where it exists.
+    A round's label that is the model's guess accepted as pre-filled is not the
+    person's own: it is counted apart (``rounds_accepted_guesses``), not here."""
     out = {}
+    own = [not a for a in accepted_per_label(rounds, accepted or {})]
+    given = [c for r in rounds for c in r.labels]
+    truth = None if data.pool_labels is None else [int(data.pool_labels[i]) for r in rounds for i in r.indices]
     pairs = {
         "initial": (data.y_initial, data.initial_truth),
         "calibration": (data.y_calibration, data.calibration_truth),
         "rounds": (
-            [c for r in rounds for c in r.labels],
-            None if data.pool_labels is None else [int(data.pool_labels[i]) for r in rounds for i in r.indices],
+            [c for c, o in zip(given, own, strict=True) if o],
+            None if truth is None else [t for t, o in zip(truth, own, strict=True) if o],
         ),
     }
     for name, (given, truth) in pairs.items():
@@ -142,6 +158,7 @@ def agreement(data, rounds: list[st.RoundSummary]) -> dict:
             out[name] = {"agree": int(np.sum(np.asarray(given) == np.asarray(truth))), "of": len(given)}
     total = sum(v["agree"] for v in out.values()), sum(v["of"] for v in out.values())
     out["all"] = {"agree": total[0], "of": total[1], "fraction": total[0] / total[1] if total[1] else None}
+    out["rounds_accepted_guesses"] = len(own) - sum(own)  # not counted above
     return out
 
 
@@ -199,8 +216,7 @@ def _labels_and_model(config, ws: Workspace, data, initial: st.Initial, rounds, 
     outputs.write_labels(ws.root / "labels.csv", rows)
     if not records:
         return rows, None
-    features = feature_names(config, data.n_features)
-    return rows, bundle.write(ws.root / "model", bundle.of_round(config, data, records[-1], features))
+    return rows, bundle.write(ws.root / "model", bundle.of_round(config, data, records[-1]))
 
 
 def _figures(config, ws: Workspace, data, calibration: st.Calibration, rounds, passive: st.Passive | None) -> dict:
@@ -223,10 +239,7 @@ def _figures(config, ws: Workspace, data, calibration: st.Calibration, rounds, p
     if key_file.exists() and key_file.read_text() == key and existing:
         return existing
     store = Store(config)
-    if data.grid_size:
-        figures = _grid_figures(config, ws, store, data, rounds, passive)
-    else:
-        figures = _pool_figures(config, ws, store, data, rounds)
+    figures = _map_figures(config, ws, store, data, rounds, passive)
     if calibration.curve is not None:
         figures["calibration"] = plots.calibration_plot(
             ws.plots / "calibration.png", calibration.grid, calibration.curve, calibration.prior_prec
@@ -239,94 +252,44 @@ def _figures(config, ws: Workspace, data, calibration: st.Calibration, rounds, p
     return figures
 
 
-def _grid_figures(config, ws: Workspace, store: Store, data, rounds, passive) -> dict:
-    """The tutorial's figures: images of the G x G grid."""
-    g = data.grid_size
-    figures = {
-        "data": plots.data_plot(
-            ws.plots / "data.png", data.x_initial, data.y_initial, data.x_calibration, data.y_calibration
-        )
-    }
+def _map_figures(config, ws: Workspace, store: Store, data, rounds, passive) -> dict:
+    """The figures drawn on the pool's map (``tasks/maps.py``: the grid's images or a
+    pool's scatter plots): the labelled data, the final model's predictions, the last
+    round's scores, where the models err (where the map shows it), the rounds' GIF."""
+    m = maps.for_data(data)
+    quantity = strategies.get(config.acquisition).quantity
+    figures = {"data": m.labelled(ws.plots / "data.png")}
     if not rounds:
         return figures
     last = store.load(st.ROUND, rounds[-1].round)
-    final_preds = predict(last.state.params, data.x_test)
-    figures["prediction"] = plots.prediction_plot(
+    x_eval = data.x_test if len(data.x_test) else data.pool
+    final_preds = predict(last.state.params, x_eval)
+    acc = "" if last.accuracy is None else f": {100 * last.accuracy:.1f}% test accuracy"
+    figures["prediction"] = m.prediction(
         ws.plots / "prediction.png",
+        x_eval,
         final_preds,
-        g,
         last.x_labelled,
         last.y_labelled,
-        len(data.x_initial),
-        f"Active model after {len(rounds)} rounds: {100 * last.accuracy:.1f}%",
+        f"Active model after {len(rounds)} rounds{acc}",
     )
-    figures["uncertainty"] = plots.uncertainty_plot(
+    figures["uncertainty"] = m.uncertainty(
         ws.plots / "uncertainty.png",
         last.preds,
         last.scores,
-        g,
         *_before_round(last),
         last.points,
         f"Round {len(rounds)}: {config.acquisition} scores and the chosen point(s)",
+        quantity=quantity,
     )
     if passive is not None:
-        figures["misclassification"] = plots.misclassification_plot(
-            ws.plots / "misclassification.png",
-            final_preds,
-            passive.preds,
-            data.y_test,
-            g,
-            (last.accuracy, passive.accuracy),
+        wrong = m.misclassification(
+            ws.plots / "misclassification.png", final_preds, passive.preds, (last.accuracy, passive.accuracy)
         )
+        if wrong is not None:
+            figures["misclassification"] = wrong
     frames = (_frame(last if r.round == last.round else store.load(st.ROUND, r.round)) for r in rounds)
-    figures["animation"] = plots.rounds_gif(ws.plots / "rounds.gif", frames, g)
-    return figures
-
-
-def _pool_figures(config, ws: Workspace, store: Store, data, rounds) -> dict:
-    """Pool-based data: scatter plots (on a PCA projection beyond 2 features)."""
-    proj = pool_plots.Projection(data.pool)
-    c = data.n_classes
-    figures = {
-        "data": pool_plots.data_plot(
-            ws.plots / "data.png",
-            proj,
-            data.pool,
-            data.x_initial,
-            data.y_initial,
-            data.x_calibration,
-            data.y_calibration,
-            c,
-        )  # fmt: skip
-    }
-    if not rounds:
-        return figures
-    last = store.load(st.ROUND, rounds[-1].round)
-    acc = "" if last.accuracy is None else f": {100 * last.accuracy:.1f}% test accuracy"
-    figures["prediction"] = pool_plots.prediction_plot(
-        ws.plots / "prediction.png",
-        proj,
-        data.x_test if len(data.x_test) else data.pool,
-        predict(last.state.params, data.x_test if len(data.x_test) else data.pool),
-        data.y_test,
-        f"Active model after {len(rounds)} rounds{acc}",
-        c,
-    )
-    x, y = _before_round(last)
-    figures["uncertainty"] = pool_plots.uncertainty_plot(
-        ws.plots / "uncertainty.png",
-        proj,
-        data.pool,
-        last.preds,
-        last.scores,
-        x,
-        y,
-        last.points,
-        f"Round {len(rounds)}: {config.acquisition} scores and the chosen point(s)",
-        c,
-    )
-    frames = (_frame(last if r.round == last.round else store.load(st.ROUND, r.round)) for r in rounds)
-    figures["animation"] = pool_plots.rounds_gif(ws.plots / "rounds.gif", proj, data.pool, frames, c)
+    figures["animation"] = m.animation(ws.plots / "rounds.gif", frames, quantity=quantity)
     return figures
 
 

@@ -16,12 +16,13 @@ import httpx
 
 
 def waiting_form(api_url: str, flow_run_id: str) -> str | None:
-    """The key of the form a flow run waits on (None if it is not waiting)."""
+    """The key of the form a flow run waits on (None if it is not waiting): paused
+    under the form's key, or suspended under ``<key>-suspended``."""
     run = httpx.get(f"{api_url}/flow_runs/{flow_run_id}", timeout=60).json()
     state = run.get("state") or {}
     if state.get("type") != "PAUSED":
         return None
-    return state["state_details"].get("pause_key")
+    return state["state_details"].get("pause_key").removesuffix("-suspended")
 
 
 def resume(api_url: str, flow_run_id: str, run_input: dict, attempts: int = 5) -> httpx.Response:

@@ -316,6 +316,8 @@ def test_round_keys_are_the_tutorials_split():
     keys = jax.random.split(jax.random.key(9), 50)
     for r in (1, 17, 50):
         assert (jax.random.key_data(experiment.round_key(raw, r)) == jax.random.key_data(keys[r - 1])).all()
+    with pytest.raises(ValueError, match="serves rounds 1-2048"):
+        experiment.round_key(raw, experiment.ROUND_KEYS + 1)
 
 
 def test_unknown_rule_is_rejected():
@@ -327,6 +329,26 @@ def test_accuracy_metric():
     assert experiment.accuracy(np.array([0, 1, 2, 2]), np.array([0, 1, 1, 2])) == 0.75
     assert experiment.capacity(1) == experiment.capacity(128) == 128
     assert experiment.capacity(129) == 256
+    assert [experiment.posterior_capacity(n) for n in (1, 32, 33, 70)] == [32, 32, 64, 96]
+    assert experiment.posterior_capacity(70, n_classes=10) == 72  # 8 points: 72 rows of the dual form
+
+
+def test_the_posterior_does_not_depend_on_its_padding(small_problem):
+    """Masked padding rows add exact zeros: the posterior's padding step
+    (``experiment.posterior_capacity``) is a speed choice. Bit-identical on the
+    machine it was measured on; asserted to float64 rounding, so a CPU whose
+    eigensolver rounds otherwise does not fail here."""
+    params, x, _, x_eval = small_problem
+    classes = jnp.asarray(np.arange(len(x_eval)) % experiment.n_classes_of(params))
+    tau = jnp.float32(0.4132)
+    tight, wide = _padded_posterior(params, x, cap=len(x) + 1), _padded_posterior(params, x, cap=128)
+    for fn, args in ((laplace.predictive_var_of, (classes,)), (laplace.predictive_cov_blocks, ())):
+        np.testing.assert_allclose(
+            fn(tight, params, jnp.asarray(x_eval), *args, tau),
+            fn(wide, params, jnp.asarray(x_eval), *args, tau),
+            rtol=1e-6,
+            atol=1e-9,
+        )
 
 
 @pytest.mark.slow  # a fresh interpreter: Prefect is imported in this one
@@ -349,6 +371,18 @@ def _probs(logits, cov_scale, key=0, samples=4000):
     mean = jnp.asarray(logits, jnp.float32)
     cov = cov_scale * jnp.broadcast_to(jnp.eye(3), (mean.shape[0], 3, 3))
     return acquisition.mc_probabilities(mean, cov, jax.random.key(key), jnp.zeros(samples))
+
+
+def test_a_points_samples_do_not_depend_on_the_other_points():
+    rng = np.random.default_rng(0)
+    mean = jnp.asarray(rng.normal(size=(6, 3)), jnp.float32)
+    a = rng.normal(size=(6, 3, 3))
+    cov = jnp.asarray(a @ a.transpose(0, 2, 1), jnp.float32)
+    whole = acquisition.mc_probabilities(mean, cov, jax.random.key(1), jnp.zeros(50))
+    alone = acquisition.mc_probabilities(mean[4:5], cov[4:5], jax.random.key(1), jnp.zeros(50))
+    np.testing.assert_allclose(whole[:, 4:5], alone, rtol=1e-6)
+    sample_mean = np.asarray(jnp.log(whole)).mean(0)  # not degenerate: the samples spread
+    assert np.asarray(whole).std(0).min() > 1e-3 and np.isfinite(sample_mean).all()
 
 
 def test_entropy_is_log_c_for_a_uniform_predictive():
@@ -519,6 +553,8 @@ def test_precompile_leaves_the_stages_nothing_big_to_compile():
         seed=4, n_initial=13, n_calibration=5, grid_size=17, rounds=2, initial_epochs=3, epochs_per_round=2
     )
     assert stages.precompile(cfg, sources.draw(cfg)) == 6
+    crossing = cfg.model_copy(update={"n_initial": 30, "rounds": 5})  # 30-34 labels: two posterior paddings
+    assert stages.precompile(crossing, sources.draw(crossing), passive=False, initial=False) == 2 + 2 + 1 + 1
     with xla_compilations() as compiled:
         # the stages themselves, as the flow runs them
         data = sources.draw(cfg)

@@ -177,18 +177,3 @@ def test_a_file_without_labels_is_refused_without_a_human_oracle(tmp_path):
     assert proc.returncode == 2
     assert "has no labels" in proc.stderr and "oracle must be a person" in proc.stderr
     assert not (tmp_path / "a").exists()
-
-
-@pytest.mark.parametrize("labelled", [True, False])
-def test_the_splits_row_numbers_are_the_tables_rows(labelled):
-    table = sources.bundled("wine")
-    if not labelled:
-        table = table._replace(y=None)
-    data = datasets.split(table, seed=7, n_initial=9, n_calibration=5, test_fraction=0.25)
-    rows = datasets.rows_of(data, seed=7)
-    mean, std = data.scaler
-    for name, x in (("test", data.x_test), ("initial", data.x_initial), ("calibration", data.x_calibration),
-                    ("pool", data.pool)):  # fmt: skip
-        np.testing.assert_allclose(x * std + mean, table.x[rows[name]], rtol=1e-5, atol=1e-4)
-    assert sorted(np.concatenate(list(rows.values()))) == list(range(len(table.x)))
-    assert datasets.rows_of(datasets.tutorial(seed=0, n_initial=3, n_calibration=2, grid_size=4), seed=0) is None

@@ -93,12 +93,20 @@ def test_paused_run_answered_through_the_api_equals_a_truth_oracle_run(prefect_s
     reference = results(tmp_path / "a", "truth")
     assert {k: human[k] for k in COMPARED} == {k: reference[k] for k in COMPARED}
     assert human["label_sources"] == ["human"] * 3 and reference["label_sources"] == ["truth"] * 3
-    assert human["agreement_with_truth"]["all"] == {"agree": 12 + 10 + 3, "of": 25, "fraction": 1.0}
-
     entries = ledger(tmp_path / "a")
     assert [e["ask"] for e in entries] == ["initial", "calibration", "passive", "round-001", "round-002", "round-003"]
     for entry in entries:
         assert len(entry["input_id"]) == 36 and entry["answered_at"].endswith("+00:00") and entry["source"] == "human"
+    # the rounds' forms were pre-filled with the model's guesses: where the truth equals the guess, the answer
+    # is recorded as an accepted guess and is not counted as the person's own in the agreement
+    rounds = [p for e in entries[3:] for p in e["points"]]
+    assert all(p["guess"] in (0, 1, 2) and p["accepted_guess"] == (p["label"] == p["guess"]) for p in rounds)
+    assert all(p.get("guess") is None for e in entries[:3] for p in e["points"])  # no model guess before the rounds
+    accepted = [p["accepted_guess"] for p in rounds]
+    assert human["accepted_guesses"] == accepted
+    own = 3 - sum(accepted)
+    assert human["agreement_with_truth"]["all"] == {"agree": 12 + 10 + own, "of": 22 + own, "fraction": 1.0}
+    assert human["agreement_with_truth"]["rounds_accepted_guesses"] == sum(accepted)
     # labels.csv: every labelled item with the time of the answer that labelled it
     with open(human["files"]["labels"], newline="") as f:
         rows = list(csv.DictReader(f))
@@ -107,6 +115,9 @@ def test_paused_run_answered_through_the_api_equals_a_truth_oracle_run(prefect_s
     for row in rows:
         ask = f"round-{int(row['source'].split()[1]):03d}" if row["source"].startswith("round") else row["source"]
         assert row["answered_at"] == by_ask[ask]
+    # ... and whether it was the model's guess accepted, as the ledger says
+    rounds_rows = [r for r in rows if r["source"].startswith("round")]
+    assert [r["accepted_guess"] == "True" for r in rounds_rows] == accepted
 
     # a re-run of the answered experiment asks nothing and changes nothing
     before = sorted(p.stat().st_mtime_ns for p in forms(tmp_path / "a")())

@@ -381,6 +381,32 @@ def test_make_deploy_and_make_worker_run_a_deployment(sqlite_server, tmp_path):
     assert json.loads(next(tmp_path.glob("al-*/results.json")).read_text())["run"]["flow_run_id"] == run_id
 
 
+def test_schedules_are_opt_in(sqlite_server):
+    """make deploy creates no schedule (and removes one an earlier deploy made);
+    SCHEDULES=smoke turns on the smoke deployment's hourly schedule, nothing else."""
+    server = sqlite_server
+
+    def schedules() -> dict:
+        out = {}
+        for name in ("nightly", "smoke", "label"):
+            deployment = server.http.get(f"/deployments/name/active-learning/{name}").raise_for_status().json()
+            out[name] = [s["schedule"] for s in deployment["schedules"]]
+        return out
+
+    make_ok("deploy", *server.args, env=server.env)
+    assert schedules() == {"nightly": [], "smoke": [], "label": []}
+    proc = make_ok("deploy", *server.args, "SCHEDULES=smoke", env=server.env)
+    assert "schedule on: active-learning/smoke, every hour" in proc.output
+    found = schedules()
+    assert [s["interval"] for s in found["smoke"]] == [3600.0] and found["nightly"] == found["label"] == []
+    make_ok("deploy", *server.args, "SCHEDULES=smoke", env=server.env)  # again: still one schedule
+    assert len(schedules()["smoke"]) == 1
+    make_ok("deploy", *server.args, env=server.env)
+    assert schedules() == {"nightly": [], "smoke": [], "label": []}
+    bad = make("deploy", *server.args, "SCHEDULES=hourly", env=server.env)
+    assert bad.returncode == 2 and "SCHEDULES=hourly is not a choice" in bad.output
+
+
 def test_make_stop_stops_a_busy_worker_its_flow_run_and_the_server(sqlite_server, tmp_path):
     server = sqlite_server
     if not (server.home / "worker.pid").exists():

@@ -15,11 +15,9 @@ import pytest
 from alcore import bundle as fmt
 from alcore import stages as st
 from alcore.config import ExperimentConfig
-from alcore.data import rows_of
 from flows import export
 from flows import predict as predicting
-from sources import bundled, bundled_feature_names, draw
-from sources.inputs import feature_names
+from sources import bundled, draw
 from store import bundle as bundles
 from store.experiment import Store
 from tasks.report import _labels_and_model
@@ -84,9 +82,9 @@ def test_labels_csv_has_one_row_per_labelled_item(experiment):
     for s in experiment["summaries"]:
         (row,) = [w for w in written if w["source"] == f"round {s.round}"]
         assert int(row["pool_index"]) == s.indices[0]
-        assert int(row["item"]) == rows_of(data, seed=config.seed)["pool"][s.indices[0]]
+        assert int(row["item"]) == data.rows[2][s.indices[0]]
         assert row["model_guess"] in data.classes and 0 < float(row["model_probability"]) <= 1
-        assert row["answered_at"] == "" and row["accepted_guess"] == ""  # no person answered
+        assert row["answered_at"] == "" and row["accepted_guess"] == "" and row["image"] == ""  # no person, no image
 
 
 def test_the_bundle_loads_with_the_core_and_reads_back_equal(experiment):
@@ -95,7 +93,8 @@ def test_the_bundle_loads_with_the_core_and_reads_back_equal(experiment):
     assert document["format"] == fmt.FORMAT and document["architecture"]["in_dim"] == 4
     assert {"code_version", "math_version", "jax", "laplax", "platform"} <= set(document)
     assert model.classes == experiment["data"].classes
-    assert model.features == feature_names(experiment["config"], 4) == bundled_feature_names("iris")
+    assert model.features == experiment["data"].feature_names() == bundled("iris").items.feature_names
+    assert model.features[1] == "sepal width (cm)"
     np.testing.assert_array_equal(model.scaler[0], experiment["data"].scaler[0])
     record = experiment["record"]
     assert model.prior_prec == record.prior_prec and model.meta["round"] == ROUNDS

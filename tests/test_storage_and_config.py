@@ -172,3 +172,45 @@ def test_pool_data_default_to_no_held_out_labels_and_no_repicks():
     assert ExperimentConfig(data="iris", n_initial=5, calibration="ece", exclude_labelled=False).calibration == "ece"
     tutorial = ExperimentConfig()
     assert tutorial.calibration == "ece" and not tutorial.exclude_labelled
+
+
+def ui_custom_run_payload(deployment: dict) -> dict:
+    """What the UI's *Custom run* of a deployment sends with nothing changed: every
+    field of the flow's parameter schema with its default, the deployment's
+    parameters over them."""
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.active_learning import active_learning
+
+    schema = parameter_schema(active_learning.fn).model_dump()
+    defaults = {name: spec.get("default") for name, spec in schema["properties"].items()}
+    return {**defaults, "config": {**defaults["config"], **deployment.get("parameters", {}).get("config", {})}}
+
+
+@pytest.mark.parametrize("name", ["nightly", "smoke", "label"])
+def test_a_custom_run_with_nothing_changed_is_the_cli_run_without_flags(name):
+    """The UI sends every schema default explicitly: data-dependent defaults (the
+    passive baseline off with a person labelling, marglik and no re-picks on pools)
+    must still follow the data, as on the command line."""
+    import yaml
+
+    deployment = next(
+        d for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"] if d["name"] == name
+    )
+    payload = ui_custom_run_payload(deployment)
+    assert payload["refresh"] is False and payload["accept_platform_mix"] is False
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in deployment.get("parameters", {}).get("config", {}).items()]
+    assert ExperimentConfig(**payload["config"]) == parse_config(flags)[0]
+
+
+@pytest.mark.parametrize("data", ["tutorial", "digits"])
+@pytest.mark.parametrize("oracle", ["truth", "human"])
+def test_the_schema_default_sent_back_keeps_the_data_dependent_defaults(data, oracle):
+    full = json.loads(ExperimentConfig().model_dump_json()) | {"data": data, "oracle": oracle}
+    config = ExperimentConfig(**full)
+    assert config.passive is (oracle == "truth")
+    assert config.calibration == ("ece" if data == "tutorial" else "marglik")
+    assert config.exclude_labelled is (data != "tutorial")
+    explicit = ExperimentConfig(data=data, oracle=oracle, passive=True, calibration="ece", exclude_labelled=False)
+    assert ExperimentConfig(**json.loads(explicit.model_dump_json())) == explicit  # explicit values survive JSON
+    assert (explicit.passive, explicit.calibration, explicit.exclude_labelled) == (True, "ece", False)
