@@ -8,6 +8,8 @@ own test split is predicted from the bundle, and bad inputs are refused.
 import csv
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ from sources import bundled, draw
 from store import bundle as bundles
 from store.experiment import Store
 from tasks.report import _labels_and_model
+from tests.helpers import ROOT
 
 ROUNDS = 2
 pytestmark = pytest.mark.heavy  # seconds of training and compiling for the fixture's experiment
@@ -166,3 +169,14 @@ def test_export_writes_labels_csv_for_a_folder(experiment, tmp_path, capsys):
     assert (experiment["folder"] / "labels.csv").read_text() == written
     assert export.main([str(tmp_path)]) == 2
     assert "not an experiment folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_loading_the_bundle_and_predicting_needs_no_prefect(experiment):
+    code = (
+        "import sys, numpy as np; from store.bundle import read; from alcore.bundle import predict;"
+        f"m = read({str(experiment['model'])!r}); out = predict(m, np.zeros((3, 4), np.float32));"
+        "assert out.probabilities.shape == (3, 3), out.probabilities.shape;"
+        "bad = [k for k in sys.modules if k.split('.')[0] == 'prefect']; assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300, cwd=ROOT)
