@@ -82,9 +82,9 @@ class Data(NamedTuple):
         return "(" + ", ".join(f"{v:.3g}" for v in raw[:4]) + f", ... {len(raw)} features)"
 
     def describe_candidate(self, i: int) -> str:
-        """A candidate as a person reads it (with its pool index beyond the tutorial)."""
-        text = self.describe(self.pool[i])
-        return text if self.grid_size else f"pool #{i}: {text}"
+        """A candidate as a person reads it: its pool index (the tutorial's grid is a
+        pool too) and its features."""
+        return f"pool #{i}: {self.describe(self.pool[i])}"
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         """Points' features in the data's own units (before standardisation)."""

@@ -525,11 +525,12 @@ def class_probabilities(params: dict, x: np.ndarray) -> np.ndarray:
 
 def passive_points(config, data: Data) -> tuple[np.ndarray, np.ndarray | None]:
     """The passive baseline's points (x, their true labels or None): the tutorial's
-    uniform draws from the passive key, or a seeded uniform sample of the pool without
+    uniform draws on the square from its passive key (as the tutorial does: not grid
+    points), or, for every other problem, a seeded uniform sample of the pool without
     replacement."""
     cfg = PASSIVE.view(config)
     n = n_passive(cfg)
-    if data.grid_size:
+    if cfg.data == "tutorial":
         x = problem.uniform_points(problem.split_keys(cfg.seed).passive, n)
         return x, problem.true_labels(x)
     if n > len(data.pool):
@@ -583,8 +584,14 @@ def precompile(config, data: Data, *, first_round: int = 1, passive: bool = True
         n = len(data.x_initial) + (first_round - 1) * cfg.acquisition_batch
         if cfg.curvature == "full" and strategies.get(cfg.acquisition).score == "std":
             preds = np.zeros(len(data.pool), np.int32)
-            ex.uncertainty_map(params, *zeros(n), data.pool, preds, prior_prec=1.0, curvature="full", compile_only=True)
-            count += 2
+            # every padding of the posterior the rounds will reach (a few steps)
+            last = len(data.x_initial) + config.rounds * cfg.acquisition_batch - 1
+            sizes = {ex.posterior_capacity(m, c): m for m in range(n, last + 1)}
+            for m in sizes.values():
+                ex.uncertainty_map(
+                    params, *zeros(m), data.pool, preds, prior_prec=1.0, curvature="full", compile_only=True
+                )
+                count += 2
         ex.retrain(
             ex.ModelState(params, tx_state),
             *zeros(n + cfg.acquisition_batch),

@@ -19,7 +19,7 @@ from alcore.config import ExperimentConfig
 from alcore.data import Data
 from oracles import forms
 from store.ledger import AnswerBook, accepted_guesses, resolve
-from tasks import plots, pool_plots
+from tasks import maps, plots
 
 
 class HumanOracle:
@@ -87,7 +87,8 @@ class HumanOracle:
         elif values:
             rows = "\n".join(f"| {t} | {_cell(v)} |" for t, v in zip(titles, values, strict=True))
             parts.append(f"| field | {_cell(items.column)} |\n|---|---|\n{rows}")
-        if not data.grid_size and not shape:
+        named = items is not None and len(items.feature_names) == data.n_features
+        if not shape and (named or data.n_features > 4):  # else the point table shows them all
             names = data.feature_names()
             header = "| field | " + " | ".join(_cell(n) for n in names) + " |\n|---|" + "---|" * len(names)
             raw = data.raw(points)
@@ -99,11 +100,7 @@ class HumanOracle:
 
     def _ask_points(self, data: Data, ask: str, points: np.ndarray, what: str):
         path = self.folder / "forms" / f"{ask}.png"
-        if data.grid_size:
-            png = plots.points_plot(path, points, f"{len(points)} points to label")
-        else:
-            proj = pool_plots.Projection(data.pool)
-            png = pool_plots.points_plot(path, proj, points, f"{len(points)} points to label")
+        png = maps.for_data(data).points(path, points, f"{len(points)} points to label")
         described = [data.describe(p) for p in points]
         rows = "\n".join(f"| point_{n} | {text} |" for n, text in enumerate(described, start=1))
         where = ask if ask in ("initial", "calibration") else ""
@@ -195,38 +192,8 @@ class HumanOracle:
         picks = data.pool[missing]
         x, y = context.x_labelled, context.y_labelled
         quantity = strategies.get(self.config.acquisition).quantity
-        if data.grid_size:
-            return plots.uncertainty_plot(
-                path,
-                acquired.preds,
-                acquired.scores,
-                data.grid_size,
-                x,
-                y,
-                picks,
-                title,
-                truth=False,
-                classes=data.classes,
-                quantity=quantity,
-                numbered=True,
-                tight=False,
-            )
-        proj = pool_plots.Projection(data.pool)
-        return pool_plots.uncertainty_plot(
-            path,
-            proj,
-            data.pool,
-            acquired.preds,
-            acquired.scores,
-            x,
-            y,
-            picks,
-            title,
-            data.n_classes,
-            classes=data.classes,
-            quantity=quantity,
-            numbered=True,
-            tight=False,
+        return maps.for_data(data).uncertainty(
+            path, acquired.preds, acquired.scores, x, y, picks, title, quantity=quantity, form=True
         )
 
 

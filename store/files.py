@@ -2,9 +2,12 @@
 
 Layout of one file: an 8-byte magic, a 4-byte little-endian format version, the
 32-byte SHA-256 of the payload, then the payload (a joblib pickle of plain Python and
-numpy objects). Writes go to a temporary file in the same folder, are fsynced, then
-renamed over the target, so a kill at any moment leaves either the old file or the
-new one, never a mix. Loads verify all three fields; any mismatch raises
+numpy objects). Writes go to a temporary file in the same folder, then are renamed
+over the target, so a kill at any moment leaves either the old file or the new one,
+never a mix. Stage records are not fsynced: they can be recomputed, and a file an
+operating-system crash garbled fails its checksum and is recomputed (an fsync cost
+7 ms of a tutorial round's 35, measured); what cannot be recomputed, a person's
+answers, is fsynced (``store/ledger.py``). Loads verify all three fields; any mismatch raises
 :class:`DamagedFile` naming the file and what is wrong.
 
 Stage records (:func:`save_record`, :func:`load_record`) are stored with the key
@@ -100,15 +103,17 @@ def _replace(path: Path, chunks: tuple[bytes, ...], *, durable: bool) -> None:
             raise
 
 
-def save(path: Path, obj: Any) -> str:
-    """Write ``obj`` to ``path`` atomically and durably; returns the payload's SHA-256 (hex)."""
+def save(path: Path, obj: Any, *, durable: bool = True) -> str:
+    """Write ``obj`` to ``path`` atomically (and fsynced, with its folder, if
+    ``durable``); returns the payload's SHA-256 (hex)."""
     path = Path(path)
     buf = io.BytesIO()
     joblib.dump(obj, buf)
     payload = buf.getvalue()
     digest = hashlib.sha256(payload).digest()
-    _replace(path, (_HEADER.pack(MAGIC, FORMAT_VERSION, digest), payload), durable=True)
-    _fsync_dir(path.parent)
+    _replace(path, (_HEADER.pack(MAGIC, FORMAT_VERSION, digest), payload), durable=durable)
+    if durable:
+        _fsync_dir(path.parent)
     return digest.hex()
 
 
@@ -171,13 +176,14 @@ def _fsync_dir(folder: Path) -> None:
 def save_record(path: Path, key: str, record: tuple, platform: dict | None = None, seconds: float | None = None) -> str:
     """Save a stage's record (a NamedTuple) under its key, with the numeric platform
     that computed it (``alcore.numerics.platform``) and the seconds it took; returns
-    the payload digest.
+    the payload digest. Atomic, not fsynced (see the module docstring).
 
     The record is stored as a dict of its fields, so a changed record type never
     unpickles into the wrong shape (and a changed type changes the code version, so
     the key, first).
     """
-    return save(path, {"key": key, "record": record._asdict(), "platform": platform, "seconds": seconds})
+    content = {"key": key, "record": record._asdict(), "platform": platform, "seconds": seconds}
+    return save(path, content, durable=False)
 
 
 def load_record(path: Path, key: str, record_type: type) -> tuple[tuple, dict | None, float | None]:

@@ -17,7 +17,7 @@ from store import files
 from store.code_version import CODE_VERSION
 from store.experiment import Store
 from store.layout import Workspace
-from tasks import plots, pool_plots
+from tasks import maps, plots
 
 
 def artifact_key(config: ExperimentConfig, what: str) -> str:
@@ -196,10 +196,7 @@ def _figures(config, ws: Workspace, data, calibration: st.Calibration, rounds, p
     if key_file.exists() and key_file.read_text() == key and existing:
         return existing
     store = Store(config)
-    if data.grid_size:
-        figures = _grid_figures(config, ws, store, data, rounds, passive)
-    else:
-        figures = _pool_figures(config, ws, store, data, rounds)
+    figures = _map_figures(config, ws, store, data, rounds, passive)
     if calibration.curve is not None:
         figures["calibration"] = plots.calibration_plot(
             ws.plots / "calibration.png", calibration.grid, calibration.curve, calibration.prior_prec
@@ -212,110 +209,44 @@ def _figures(config, ws: Workspace, data, calibration: st.Calibration, rounds, p
     return figures
 
 
-def _grid_figures(config, ws: Workspace, store: Store, data, rounds, passive) -> dict:
-    """The tutorial's figures: images of the G x G grid."""
-    g = data.grid_size
+def _map_figures(config, ws: Workspace, store: Store, data, rounds, passive) -> dict:
+    """The figures drawn on the pool's map (``tasks/maps.py``: the grid's images or a
+    pool's scatter plots): the labelled data, the final model's predictions, the last
+    round's scores, where the models err (where the map shows it), the rounds' GIF."""
+    m = maps.for_data(data)
     quantity = strategies.get(config.acquisition).quantity
-    figures = {
-        "data": plots.data_plot(
-            ws.plots / "data.png",
-            data.x_initial,
-            data.y_initial,
-            data.x_calibration,
-            data.y_calibration,
-            classes=data.classes,
-        )
-    }
+    figures = {"data": m.labelled(ws.plots / "data.png")}
     if not rounds:
         return figures
     last = store.load(st.ROUND, rounds[-1].round)
-    final_preds = predict(last.state.params, data.x_test)
-    figures["prediction"] = plots.prediction_plot(
+    x_eval = data.x_test if len(data.x_test) else data.pool
+    final_preds = predict(last.state.params, x_eval)
+    acc = "" if last.accuracy is None else f": {100 * last.accuracy:.1f}% test accuracy"
+    figures["prediction"] = m.prediction(
         ws.plots / "prediction.png",
+        x_eval,
         final_preds,
-        g,
         last.x_labelled,
         last.y_labelled,
-        len(data.x_initial),
-        f"Active model after {len(rounds)} rounds: {100 * last.accuracy:.1f}%",
-        classes=data.classes,
+        f"Active model after {len(rounds)} rounds{acc}",
     )
-    figures["uncertainty"] = plots.uncertainty_plot(
+    figures["uncertainty"] = m.uncertainty(
         ws.plots / "uncertainty.png",
         last.preds,
         last.scores,
-        g,
         *_before_round(last),
         last.points,
         f"Round {len(rounds)}: {config.acquisition} scores and the chosen point(s)",
-        classes=data.classes,
         quantity=quantity,
     )
     if passive is not None:
-        figures["misclassification"] = plots.misclassification_plot(
-            ws.plots / "misclassification.png",
-            final_preds,
-            passive.preds,
-            data.y_test,
-            g,
-            (last.accuracy, passive.accuracy),
+        wrong = m.misclassification(
+            ws.plots / "misclassification.png", final_preds, passive.preds, (last.accuracy, passive.accuracy)
         )
+        if wrong is not None:
+            figures["misclassification"] = wrong
     frames = (_frame(last if r.round == last.round else store.load(st.ROUND, r.round)) for r in rounds)
-    figures["animation"] = plots.rounds_gif(ws.plots / "rounds.gif", frames, g, classes=data.classes, quantity=quantity)
-    return figures
-
-
-def _pool_figures(config, ws: Workspace, store: Store, data, rounds) -> dict:
-    """Pool-based data: scatter plots (on a PCA projection beyond 2 features)."""
-    proj = pool_plots.Projection(data.pool)
-    c = data.n_classes
-    quantity = strategies.get(config.acquisition).quantity
-    figures = {
-        "data": pool_plots.data_plot(
-            ws.plots / "data.png",
-            proj,
-            data.pool,
-            data.x_initial,
-            data.y_initial,
-            data.x_calibration,
-            data.y_calibration,
-            c,
-            classes=data.classes,
-        )  # fmt: skip
-    }
-    if not rounds:
-        return figures
-    last = store.load(st.ROUND, rounds[-1].round)
-    acc = "" if last.accuracy is None else f": {100 * last.accuracy:.1f}% test accuracy"
-    figures["prediction"] = pool_plots.prediction_plot(
-        ws.plots / "prediction.png",
-        proj,
-        data.x_test if len(data.x_test) else data.pool,
-        predict(last.state.params, data.x_test if len(data.x_test) else data.pool),
-        data.y_test,
-        f"Active model after {len(rounds)} rounds{acc}",
-        c,
-        classes=data.classes,
-    )
-    x, y = _before_round(last)
-    figures["uncertainty"] = pool_plots.uncertainty_plot(
-        ws.plots / "uncertainty.png",
-        proj,
-        data.pool,
-        last.preds,
-        last.scores,
-        x,
-        y,
-        last.points,
-        f"Round {len(rounds)}: {config.acquisition} scores and the chosen point(s)",
-        c,
-        classes=data.classes,
-        quantity=quantity,
-    )
-    frames = (_frame(last if r.round == last.round else store.load(st.ROUND, r.round)) for r in rounds)
-    figures["animation"] = pool_plots.rounds_gif(
-        ws.plots / "rounds.gif", proj, data.pool, frames, c, classes=data.classes, quantity=quantity
-    )
+    figures["animation"] = m.animation(ws.plots / "rounds.gif", frames, quantity=quantity)
     return figures
 
 

@@ -373,6 +373,18 @@ def _probs(logits, cov_scale, key=0, samples=4000):
     return acquisition.mc_probabilities(mean, cov, jax.random.key(key), jnp.zeros(samples))
 
 
+def test_a_points_samples_do_not_depend_on_the_other_points():
+    rng = np.random.default_rng(0)
+    mean = jnp.asarray(rng.normal(size=(6, 3)), jnp.float32)
+    a = rng.normal(size=(6, 3, 3))
+    cov = jnp.asarray(a @ a.transpose(0, 2, 1), jnp.float32)
+    whole = acquisition.mc_probabilities(mean, cov, jax.random.key(1), jnp.zeros(50))
+    alone = acquisition.mc_probabilities(mean[4:5], cov[4:5], jax.random.key(1), jnp.zeros(50))
+    np.testing.assert_allclose(whole[:, 4:5], alone, rtol=1e-6)
+    sample_mean = np.asarray(jnp.log(whole)).mean(0)  # not degenerate: the samples spread
+    assert np.asarray(whole).std(0).min() > 1e-3 and np.isfinite(sample_mean).all()
+
+
 def test_entropy_is_log_c_for_a_uniform_predictive():
     probs = _probs([[0.0, 0.0, 0.0], [5.0, 0.0, 0.0]], 0.0)
     ent = acquisition.entropy_score(probs)
@@ -541,6 +553,8 @@ def test_precompile_leaves_the_stages_nothing_big_to_compile():
         seed=4, n_initial=13, n_calibration=5, grid_size=17, rounds=2, initial_epochs=3, epochs_per_round=2
     )
     assert stages.precompile(cfg, sources.draw(cfg)) == 6
+    crossing = cfg.model_copy(update={"n_initial": 30, "rounds": 5})  # 30-34 labels: two posterior paddings
+    assert stages.precompile(crossing, sources.draw(crossing), passive=False, initial=False) == 2 + 2 + 1 + 1
     with xla_compilations() as compiled:
         # the stages themselves, as the flow runs them
         data = sources.draw(cfg)

@@ -93,3 +93,33 @@ def test_the_round_animations_draw_with_legend_and_colourbar(tmp_path):
     for path in (gif, pool_gif):
         with Image.open(path) as image:
             assert image.n_frames == 2 and image.size[0] > image.size[1]  # room beside the map for the legend
+
+
+@pytest.mark.parametrize("problem", ["tutorial", "wine"])
+def test_one_map_interface_draws_every_pool(problem, tmp_path):
+    """``tasks.maps``: the report and the forms draw any pool, the tutorial's grid
+    included, through the same calls (images for the grid, scatter plots else)."""
+    import sources
+    from alcore.config import ExperimentConfig
+    from tasks import maps
+
+    config = ExperimentConfig(data=problem, grid_size=12, pool_size=120, n_initial=6, n_calibration=4)
+    data = sources.draw(config)
+    m = maps.for_data(data)
+    assert isinstance(m, maps.GridMap if problem == "tutorial" else maps.ScatterMap)
+    rng = np.random.default_rng(0)
+    n, c = len(data.pool), data.n_classes
+    preds, scores = rng.integers(0, c, n), rng.random(n)
+    x, y, picks = data.x_initial, data.y_initial, data.pool[[0, 5]]
+    x_eval = data.x_test if len(data.x_test) else data.pool
+    drawn = [
+        m.labelled(tmp_path / "d.png"),
+        m.points(tmp_path / "p.png", picks, "t"),
+        m.uncertainty(tmp_path / "u.png", preds, scores, x, y, picks, "t", quantity="q [u]"),
+        m.uncertainty(tmp_path / "f.png", preds, scores, x, y, picks, "t", quantity="q [u]", form=True),
+        m.prediction(tmp_path / "r.png", x_eval, rng.integers(0, c, len(x_eval)), x, y, "t"),
+        m.animation(tmp_path / "a.gif", iter([(preds, scores, x, y, picks, "r1")]), quantity="q [u]"),
+    ]
+    wrong = m.misclassification(tmp_path / "m.png", preds, rng.integers(0, c, n), (0.9, 0.8))
+    assert (wrong is not None) == (problem == "tutorial")  # the grid shows both models' errors side by side
+    assert all(p.stat().st_size > 2000 for p in drawn + [wrong] if p is not None)
