@@ -10,9 +10,9 @@ import json
 from typing import Literal
 
 from laplax.enums import CurvApprox
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_serializer, field_validator, model_validator
 
-from alcore import strategies
+from alcore import stopping, strategies
 from alcore.data import PROBLEMS
 
 # The strategy names come from the registry (alcore/strategies.py), the only place
@@ -151,6 +151,10 @@ class ExperimentConfig(BaseModel):
         description="Also train the passive baseline (uniform points, same label budget). Empty: on, but off with a human oracle (it would ask as many labels again).",
     )
     plots: bool = Field(True, description="Write the PNG plots and the GIF (sweeps turn this off).")
+    stop_when: str | None = Field(
+        None,
+        description="End the rounds early when a stopping rule signals: stable (stabilising predictions: the pool's predicted classes changed on at most 1 % per round over the last 3 rounds) or stable:<percent>, e.g. stable:0.5; none: every round runs.",
+    )
     artifacts_dir: str = Field(
         "artifacts", min_length=1, description="Folder under which each experiment gets its own output folder."
     )
@@ -218,6 +222,17 @@ class ExperimentConfig(BaseModel):
         if self.data != "file" and self.data_file:
             raise ValueError(f"data_file is set but data is {self.data!r}: use data=file to read it")
         return self
+
+    @field_validator("stop_when")
+    @classmethod
+    def _stop_when(cls, value):
+        stopping.parse_stop_when(value)  # raises ValueError naming what is expected
+        return value
+
+    @property
+    def stop_threshold_pct(self) -> float | None:
+        """The stop rule's threshold in percent of the pool (None: no rule)."""
+        return stopping.parse_stop_when(self.stop_when)
 
     @model_validator(mode="after")
     def _check_ranges(self):

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from alcore import calibration, marglik, problem, strategies
+from alcore import calibration, marglik, problem, stopping, strategies
 from alcore import data as datasets
 from alcore import experiment as ex
 from alcore.config import digest, held_out_labels, n_passive, passive_epochs
@@ -211,6 +211,7 @@ FLOW_FIELDS = {
     "label_hold_seconds": "how long a deployment's run waits paused before it suspends",
     "passive": "whether the passive baseline runs",
     "plots": "whether the report draws its figures",
+    "stop_when": "whether the rounds end early at the stop rule's signal (how many run, not their numbers)",
 }
 
 
@@ -272,6 +273,9 @@ class RoundRecord(NamedTuple):
     losses: np.ndarray
     metrics: dict | None = None  # accuracy, nll, ece on the test set (None: no test labels)
     prior_prec: float | None = None  # in force after the round (the next acquisition's)
+    # share of the pool (the stop set) whose predicted class the round changed: the
+    # model before it (``preds``) against the retrained one (alcore/stopping.py)
+    prediction_change: float | None = None
 
     def summary(self) -> "RoundSummary":
         return RoundSummary(
@@ -284,6 +288,7 @@ class RoundRecord(NamedTuple):
             len(self.y_labelled),
             self.metrics,
             self.prior_prec,
+            self.prediction_change,
         )
 
 
@@ -299,6 +304,7 @@ class RoundSummary(NamedTuple):
     n_labelled: int
     metrics: dict | None = None
     prior_prec: float | None = None
+    prediction_change: float | None = None
 
 
 class Passive(NamedTuple):
@@ -504,6 +510,7 @@ def evaluate(
     """Test accuracy (the tutorial's: on its grid) of the retrained model; the round's
     whole record (``prior_prec``: the prior precision in force after it)."""
     accuracy, metrics = _evaluate(retrained.state.params, data)
+    change = stopping.changed_share(acquired.preds, ex.predict(retrained.state.params, data.pool))
     return RoundRecord(
         round_index,
         [int(i) for i in acquired.indices],
@@ -519,6 +526,7 @@ def evaluate(
         retrained.losses,
         metrics,
         prior_prec,
+        change,
     )
 
 
@@ -537,10 +545,20 @@ def passive_points(config, data: Data) -> tuple[np.ndarray, np.ndarray | None]:
     if cfg.data == "tutorial":
         x = problem.uniform_points(problem.split_keys(cfg.seed).passive, n)
         return x, problem.true_labels(x)
+    idx = passive_indices(config, data)
+    return data.pool[idx], None if data.pool_labels is None else data.pool_labels[idx]
+
+
+def passive_indices(config, data: Data) -> np.ndarray | None:
+    """The pool indices of the passive baseline's points (None for the tutorial's,
+    which are drawn, not taken from the pool)."""
+    if data.grid_size:
+        return None
+    cfg = PASSIVE.view(config)
+    n = n_passive(cfg)
     if n > len(data.pool):
         raise datasets.DataError(f"the passive baseline needs {n} points, the pool has {len(data.pool)}")
-    idx = np.sort(datasets._rng(cfg.seed, 3).choice(len(data.pool), size=n, replace=False))
-    return data.pool[idx], None if data.pool_labels is None else data.pool_labels[idx]
+    return np.sort(datasets._rng(cfg.seed, 3).choice(len(data.pool), size=n, replace=False))
 
 
 @PASSIVE

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
+from alcore.stopping import DEFAULT_THRESHOLD_PCT, evaluate_rule
+
 
 def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
     """Mean and the half-width of its Student-t confidence interval (0 for one value)."""
@@ -118,3 +120,40 @@ def summarize(
             }
         out[name] = row
     return out
+
+
+# the stop rule's thresholds a sweep evaluates (percent of the pool per round)
+STOP_THRESHOLDS_PCT = tuple(sorted({0.25, 0.5, DEFAULT_THRESHOLD_PCT, 2.0}))
+GOAL = {"max_accuracy_given_up_pts": 1.0, "min_labels_saved_share": 0.30}  # what the stop rule should achieve
+
+
+def stopping_summary(runs: dict[int, dict], threshold_pct: float) -> dict:
+    """The stop rule (alcore/stopping.py) evaluated after the fact on each seed's
+    finished run, against running the full budget: the share of labels saved and the
+    accuracy given up (points), their means and 95 % intervals, the worst seed, and
+    whether the mean meets :data:`GOAL`.
+
+    Args:
+        runs: seed -> {"changes": per-round share of the pool changed, "accuracy":
+            per-round test accuracy, "labels": per-round total labels used}.
+        threshold_pct: the rule's threshold, percent of the pool per round.
+    """
+    per_seed = {
+        s: evaluate_rule(r["changes"], r["accuracy"], r["labels"], threshold_pct) for s, r in sorted(runs.items())
+    }
+    saved = [v["saved_share"] for v in per_seed.values()]
+    given = [v["accuracy_given_up"] for v in per_seed.values() if v["accuracy_given_up"] is not None]
+    saved_stat = dict(zip(("mean", "ci95"), mean_interval(saved), strict=True))
+    given_stat = dict(zip(("mean", "ci95"), mean_interval(given), strict=True)) if given else None
+    return {
+        "threshold_pct": threshold_pct,
+        "stopped": sum(v["stop_round"] is not None for v in per_seed.values()),
+        "of": len(per_seed),
+        "labels_saved_share": saved_stat,
+        "accuracy_given_up_pts": given_stat,
+        "worst_accuracy_given_up_pts": max(given) if given else None,
+        "goal_met": given_stat is not None
+        and given_stat["mean"] <= GOAL["max_accuracy_given_up_pts"]
+        and saved_stat["mean"] >= GOAL["min_labels_saved_share"],
+        "per_seed": per_seed,
+    }

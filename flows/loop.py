@@ -20,6 +20,7 @@ from prefect.states import Completed
 from prefect.utilities.annotations import quote
 
 from alcore import stages as st
+from alcore import stopping
 from alcore.config import ExperimentConfig
 from oracles import Oracle, RoundContext
 from store.experiment import Restored, Store
@@ -75,6 +76,7 @@ class Loop:
         self.last = None  # the latest task's edge: the next one's in the run graph
         self.rounds: list[st.RoundSummary] = []
         self.stopped_after: int | None = None
+        self.stopped_by = "oracle"  # who ended the rounds early: the oracle (a person) or the stop rule
 
     # ------------------------------------------------------------ running tasks
     def run(self, stage_task, *args, after=(), name: str, **kwargs):
@@ -196,6 +198,7 @@ class Loop:
         else:
             state, x, y = self.initial.state, self._data.x_initial, self._data.y_initial
         self.stopped_after = next((s.round for s in self.rounds if oracle.stops_after(s.round)), None)
+        self._stop_rule_restored()
         retrained_edge = None  # the previous round's retrain: the state the next acquisition scores with
         r = len(self.rounds)
         while self.stopped_after is None and r < self.config.rounds:
@@ -207,7 +210,33 @@ class Loop:
             if oracle.stops_after(r):
                 self.stopped_after = r
                 self.log.info("stopping after round %d, as asked", r)
+            elif self._stop_rule_signals(r):
+                self.stopped_after, self.stopped_by = r, "rule"
+                self.log.info("stopping after round %d: the stop rule %s signals", r, self.config.stop_when)
         return self.rounds
+
+    # ------------------------------------------------------------ the stop rule
+    def changes(self) -> list[float | None]:
+        """Each round's share of the pool whose predicted class it changed."""
+        return [s.prediction_change for s in self.rounds]
+
+    def _stop_rule_signals(self, r: int) -> bool:
+        """Log the stop rule's one line after round ``r``; whether ``stop_when`` ends the run here."""
+        self.log.info("round %d: %s", r, stopping.describe(self.changes()))
+        threshold = self.config.stop_threshold_pct
+        return threshold is not None and stopping.stop_round(self.changes(), threshold) == r
+
+    def _stop_rule_restored(self) -> None:
+        """With ``stop_when``, restored rounds past the rule's signal are not part of
+        this run: it ends where a run with the rule from the start ended."""
+        threshold = self.config.stop_threshold_pct
+        if threshold is None or self.stopped_after is not None:
+            return
+        r = stopping.stop_round(self.changes(), threshold)
+        if r is not None:
+            self.rounds = self.rounds[:r]
+            self.stopped_after, self.stopped_by = r, "rule"
+            self.log.info("the stop rule %s signalled after round %d (restored)", self.config.stop_when, r)
 
     def _round(self, r: int, oracle: Oracle, state, x, y, retrained_edge):
         name = f"round-{r:02d}"
@@ -270,7 +299,7 @@ class Loop:
     def _acquire_and_label(self, r: int, oracle: Oracle, state, x, y, retrained_edge):
         """Acquire the round's point(s) and have the oracle label them; where it could
         not label some, acquire again without them."""
-        context = RoundContext(state.params, x, y, self.config.rounds)
+        context = RoundContext(state.params, x, y, self.config.rounds, stop_line=stopping.describe(self.changes()))
         while True:
             exclude = oracle.excluded()
             if self.config.exclude_labelled:
@@ -314,6 +343,7 @@ class Loop:
             "warnings": self.restored.warnings + oracle.warnings,
             "accepted_guesses": oracle.accepted_guesses(),
             "stopped_after_round": self.stopped_after,
+            "stopped_by": None if self.stopped_after is None else self.stopped_by,
             "platform": {
                 "this_run": self.store.platform,
                 # stages restored from another platform (--accept-platform-mix): their platforms

@@ -38,7 +38,7 @@ from flows.active_learning import active_learning, experiment
 from runtime import local_server
 from runtime.jax_cache import enable_compilation_cache
 from store.layout import check_writable
-from tasks.sweep_report import sweep_report
+from tasks.sweep_report import sweep_key, sweep_report
 
 # EPIG is not among the defaults: on the tutorial's problem it loses to every other
 # strategy (README, "Experiments at scale": measured on 10 seeds) and costs 5-10x a
@@ -56,6 +56,7 @@ _KEPT = (
     "passive_accuracy",
     "labels_per_round",
     "labels_used_per_round",
+    "prediction_change_per_round",
     "labels",
     "chosen_points",
     "chosen_indices",
@@ -282,7 +283,7 @@ def sweep(
         len(config.seeds),
         len(config.curvatures),
     )
-    progress = _SweepProgress(len(experiments), key=f"sweep-{config.sweep_hash()[:10]}-progress")
+    progress = _SweepProgress(len(experiments), key=f"{sweep_key(config)}-progress")
     futures = {
         run_experiment.submit(c, refresh=refresh, accept_platform_mix=accept_platform_mix, graph=config.graph): c
         for c in experiments
@@ -421,7 +422,7 @@ def main(argv=None) -> int:
         result = sweep.with_options(task_runner=runner)(
             config, refresh=args.refresh, accept_platform_mix=args.accept_platform_mix
         )
-    print(json.dumps({k: result[k] for k in ("folder", "wall_seconds", "table")}, indent=2))
+    print(json.dumps({k: result[k] for k in ("folder", "wall_seconds", "table", "stopping_lines")}, indent=2))
     print(f"sweep folder: {result['folder']}")
     return 0
 

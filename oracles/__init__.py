@@ -50,8 +50,11 @@ class Oracle(Protocol):
 class RoundContext:
     """What a form may show of the round: the model it acquired with and the labelled set."""
 
-    def __init__(self, params: dict, x_labelled: np.ndarray, y_labelled: np.ndarray, rounds: int):
+    def __init__(
+        self, params: dict, x_labelled: np.ndarray, y_labelled: np.ndarray, rounds: int, stop_line: str | None = None
+    ):
         self.params, self.x_labelled, self.y_labelled, self.rounds = params, x_labelled, y_labelled, rounds
+        self.stop_line = stop_line  # the stop rule's state in one line (alcore/stopping.py)
 
 
 def for_config(config: ExperimentConfig, folder: Path, log) -> Oracle:

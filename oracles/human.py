@@ -170,7 +170,7 @@ class HumanOracle:
             f"ones you disagree with. Choose *{forms.CANNOT_LABEL}* for a point you cannot label (it is then "
             "never proposed again and the next best point is asked instead). *Stop after this round* ends the "
             "loop after this round."
-        )
+        ) + stop_rule_note(context)
         return forms.ask(
             self.book,
             ask=f"round-{r:03d}",
@@ -211,3 +211,9 @@ def _cell(text: str, limit: int = 200) -> str:
     """Text for a markdown table cell: one line, no column breaks, at most ``limit`` characters."""
     text = " ".join(str(text).split()).replace("|", "\\|")
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def stop_rule_note(context) -> str:
+    """The stop rule's one line under a round's form (alcore/stopping.py), if known."""
+    line = getattr(context, "stop_line", None)
+    return f"\n\n*When to stop:* {line}." if line else ""

@@ -124,6 +124,11 @@ def write_text(path: Path, text: str) -> None:
     _replace(Path(path), (text.encode(),), durable=False)
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write a binary file atomically, as :func:`write_text` does."""
+    _replace(Path(path), (data,), durable=False)
+
+
 def load(path: Path) -> Any:
     """Read a file written by :func:`save`, verifying it; raises :class:`DamagedFile`."""
     path = Path(path)

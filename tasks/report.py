@@ -6,23 +6,30 @@ from pathlib import Path
 
 import numpy as np
 from prefect import task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from alcore import stages as st
-from alcore import strategies
+from alcore import stopping, strategies
 from alcore.config import ExperimentConfig, digest, held_out_labels
 from alcore.experiment import predict
-from store import files
+from store import bundle, files, outputs
 from store.code_version import CODE_VERSION
 from store.experiment import Store
 from store.layout import Workspace
+from store.ledger import AnswerBook
 from tasks import maps, plots
+
+
+def artifact_prefix(config: ExperimentConfig) -> str:
+    """The start of an experiment's artifact keys: a hash of its folder's path, so two
+    artifact folders with the same experiment on one server do not share keys."""
+    return f"al-{digest(str(Workspace.for_config(config).root))[:10]}-"
 
 
 def artifact_key(config: ExperimentConfig, what: str) -> str:
     """Prefect artifact keys: lowercase letters, digits and dashes only."""
-    return f"al-{st.experiment_digest(config)[:10]}-{what}"
+    return artifact_prefix(config) + what
 
 
 def build_results(
@@ -59,6 +66,9 @@ def build_results(
         # calibration's held-out ones, and the acquired ones so far
         "labels_used_per_round": [r.n_labelled + held_out_labels(config) for r in rounds],
         "prior_precision_per_round": [r.prior_prec for r in rounds],
+        # share of the pool whose predicted class each round changed, and the stop rule on it
+        "prediction_change_per_round": [r.prediction_change for r in rounds],
+        "stop_rule": stop_rule(config, rounds),
         "final_metrics": rounds[-1].metrics if rounds else initial.metrics,
         "passive_metrics": None if passive is None else passive.metrics,
         "oracle": config.oracle,
@@ -102,6 +112,22 @@ def label_budget(config: ExperimentConfig, data, rounds: list[st.RoundSummary], 
         "acquired": acquired,
         "active_total": initial + held_out + acquired,
         "passive_total": None if passive is None else len(passive.y),
+    }
+
+
+def stop_rule(config: ExperimentConfig, rounds: list[st.RoundSummary]) -> dict:
+    """The stop rule after the last round: its line, and the round it signals at the
+    run's threshold (``stop_when``) or else the default one."""
+    changes = [r.prediction_change for r in rounds]
+    threshold = config.stop_threshold_pct
+    threshold = stopping.DEFAULT_THRESHOLD_PCT if threshold is None else threshold
+    return {
+        "rule": "stabilising predictions (Bloodgood and Vijay-Shanker 2009), share of the pool changed per round",
+        "window": stopping.WINDOW,
+        "stop_when": config.stop_when,
+        "threshold_pct": threshold,
+        "signals_after_round": stopping.stop_round(changes, threshold),
+        "line": stopping.describe(changes),
     }
 
 
@@ -169,11 +195,28 @@ def report(
     document = build_results(
         config, data=data, initial=initial, calibration=calibration, rounds=rounds, passive=passive, run_info=run_info
     )
+    labels, model = _labels_and_model(config, ws, data, initial, rounds, passive)
     document["files"] = {name: str(p) for name, p in figures.items()}
+    document["files"]["labels"] = str(ws.root / "labels.csv")
+    document["files"]["model"] = None if model is None else str(model)
+    document["artifact_prefix"] = artifact_prefix(config)
     write_json(ws.results_file, document)
     if publish:
-        _publish(config, ws, document, figures, rounds)
+        _publish(config, ws, document, figures, rounds, labels)
     return document
+
+
+def _labels_and_model(config, ws: Workspace, data, initial: st.Initial, rounds, passive):
+    """labels.csv (every labelled item) and the last round's model bundle
+    (``<folder>/model/``; docs/outputs.md): (the labels' rows, the bundle's folder)."""
+    store = Store(config)
+    records = [store.load(st.ROUND, r.round) for r in rounds]
+    answers = AnswerBook(ws.root / "answers.jsonl").read() if config.oracle == "human" else []
+    rows = outputs.labels_rows(config, data, initial.state.params, records, passive, answers)
+    outputs.write_labels(ws.root / "labels.csv", rows)
+    if not records:
+        return rows, None
+    return rows, bundle.write(ws.root / "model", bundle.of_round(config, data, records[-1]))
 
 
 def _figures(config, ws: Workspace, data, calibration: st.Calibration, rounds, passive: st.Passive | None) -> dict:
@@ -261,7 +304,7 @@ def _frame(record: st.RoundRecord) -> tuple:
     )
 
 
-def _publish(config, ws: Workspace, doc: dict, figures: dict, rounds: list[dict]) -> None:
+def _publish(config, ws: Workspace, doc: dict, figures: dict, rounds: list[dict], labels: list[dict]) -> None:
     final = doc["final_active_accuracy"]
     passive = doc["passive_accuracy"]
     fmt = lambda a: "n/a" if a is None else f"{100 * a:.2f} %"  # noqa: E731
@@ -303,16 +346,34 @@ def _publish(config, ws: Workspace, doc: dict, figures: dict, rounds: list[dict]
         create_table_artifact(
             key=artifact_key(config, "round-accuracy"), table=table, description="Grid accuracy after each round"
         )
-    create_link_artifact(
-        key=artifact_key(config, "results"),
-        link=ws.results_file.as_uri(),
-        link_text="results.json",
-        description="All numbers of this experiment",
+    if labels:
+        create_table_artifact(
+            key=artifact_key(config, "labels"),
+            table=[{k: "" if v is None else v for k, v in row.items()} for row in labels],
+            description=f"Every labelled item (labels.csv in {ws.root})",
+        )
+    create_markdown_artifact(
+        key=artifact_key(config, "results"), markdown=results_markdown(ws, doc), description="results.json"
     )
     if "animation" in figures:
-        create_link_artifact(
+        gif = "data:image/gif;base64," + base64.b64encode(figures["animation"].read_bytes()).decode()
+        create_markdown_artifact(
             key=artifact_key(config, "animation"),
-            link=figures["animation"].as_uri(),
-            link_text="rounds.gif",
+            markdown=f"# The rounds, animated\n\n![rounds]({gif})\n",
             description="The rounds, animated",
         )
+
+
+INLINE_LIMIT = 200_000  # characters of results.json shown inline in its artifact
+
+
+def results_markdown(ws: Workspace, doc: dict) -> str:
+    """results.json as an artifact that opens in the UI: the document inline (its
+    large per-point lists left out when it is too long), and where the file is."""
+    text = json.dumps(doc, indent=2)
+    note = ""
+    if len(text) > INLINE_LIMIT:
+        big = ("chosen_points", "initial_points", "initial_labels", "calibration")
+        text = json.dumps({k: v for k, v in doc.items() if k not in big}, indent=2)
+        note = f" (without {', '.join(big)}: see the file)"
+    return f"# results.json\n\nThe file: `{ws.results_file}`{note}\n\n```json\n{text}\n```\n"

@@ -12,8 +12,21 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact  #
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.context import FlowRunContext  # noqa: E402
 
-from alcore.sweep_stats import mean_interval, summarize  # noqa: E402
+from alcore.config import digest  # noqa: E402
+from alcore.stopping import DEFAULT_THRESHOLD_PCT  # noqa: E402
+from alcore.sweep_stats import STOP_THRESHOLDS_PCT, mean_interval, stopping_summary, summarize  # noqa: E402
 from tasks.report import data_uri, write_json  # noqa: E402
+
+
+def sweep_folder(config) -> Path:
+    """The sweep's own folder: ``<artifacts_dir>/sweep-<hash of the grid>``."""
+    return Path(config.artifacts_dir).expanduser().resolve() / f"sweep-{config.sweep_hash()}"
+
+
+def sweep_key(config) -> str:
+    """The start of the sweep's artifact keys: a hash of its folder's path, so two
+    artifact folders with the same sweep on one server do not share keys."""
+    return f"sweep-{digest(str(sweep_folder(config)))[:10]}"
 
 
 def collect(results: list[tuple[str, int, dict]]):
@@ -37,6 +50,32 @@ def collect(results: list[tuple[str, int, dict]]):
     return curves, passive
 
 
+def stopping(results: list[tuple[str, int, dict]], thresholds=STOP_THRESHOLDS_PCT) -> dict[str, dict[str, dict]]:
+    """Per strategy and threshold (percent, as text): the stop rule evaluated on every
+    seed's finished run against its full budget (``alcore.sweep_stats.stopping_summary``)."""
+    runs: dict[str, dict[int, dict]] = {}
+    for name, seed, r in results:
+        runs.setdefault(name, {})[seed] = {
+            "changes": r["prediction_change_per_round"],
+            "accuracy": r["active_accuracy"],
+            "labels": r["labels_used_per_round"],
+        }
+    return {name: {f"{t:g}": stopping_summary(by_seed, t) for t in thresholds} for name, by_seed in runs.items()}
+
+
+def stop_line(name: str, s: dict) -> str:
+    """The stop rule's result for one strategy, in one line."""
+    given, worst = s["accuracy_given_up_pts"], s["worst_accuracy_given_up_pts"]
+    given = "n/a" if given is None else f"{given['mean']:.2f}"
+    worst = "n/a" if worst is None else f"{worst:.2f}"
+    return (
+        f"{name}: stopping when under {s['threshold_pct']:g} % of the pool changed per round (last 3 rounds) "
+        f"stopped {s['stopped']}/{s['of']} runs early, saved {100 * s['labels_saved_share']['mean']:.0f} % of the "
+        f"labels and gave up {given} points of accuracy on average (worst seed {worst}); "
+        f"goal (<= 1 point, >= 30 % fewer labels) {'met' if s['goal_met'] else 'not met'}"
+    )
+
+
 def totals(results: list[tuple[str, int, dict]]) -> dict[str, dict]:
     """Each strategy's label totals (the same for every seed): active and passive."""
     out = {}
@@ -50,9 +89,14 @@ def _fmt(stat: dict, pct=True) -> str:
     return f"{scale * stat['mean']:.2f} ± {scale * stat['ci95']:.2f}"
 
 
-def table_rows(summary: dict, passive_row: dict, label_totals: dict, passive_total: int | None) -> list[dict]:
+def table_rows(
+    summary: dict, passive_row: dict, label_totals: dict, passive_total: int | None, stops: dict | None = None
+) -> list[dict]:
     rows = []
+    default = f"{DEFAULT_THRESHOLD_PCT:g}"
     for name, s in summary.items():
+        stop = (stops or {}).get(name, {}).get(default)
+        given = None if stop is None else stop["accuracy_given_up_pts"]
         rows.append(
             {
                 "strategy": name,
@@ -63,6 +107,8 @@ def table_rows(summary: dict, passive_row: dict, label_totals: dict, passive_tot
                 "auc_pct": _fmt(s["auc"]),
                 "win_vs_random": "-" if s["win_rate_vs_reference"] is None else f"{s['win_rate_vs_reference']:.2f}",
                 "win_vs_passive": "-" if s["win_rate_vs_passive"] is None else f"{s['win_rate_vs_passive']:.2f}",
+                "stop_labels_saved_pct": "-" if stop is None else _fmt(stop["labels_saved_share"]),
+                "stop_accuracy_given_up_pts": "-" if given is None else _fmt(given, pct=False),
             }
         )
     rows.append(
@@ -75,6 +121,8 @@ def table_rows(summary: dict, passive_row: dict, label_totals: dict, passive_tot
             "auc_pct": "-",
             "win_vs_random": "-",
             "win_vs_passive": "-",
+            "stop_labels_saved_pct": "-",
+            "stop_accuracy_given_up_pts": "-",
         }
     )
     return rows
@@ -112,7 +160,7 @@ def curves_plot(path: Path, summary: dict, passive_row: dict, budget: int, passi
 @task(name="sweep-report", task_run_name="sweep/aggregate-and-report", cache_policy=NO_CACHE)
 def sweep_report(config, results: list[tuple[str, int, dict]], wall_seconds: float, started_at: float) -> dict:
     """Aggregate the experiments; write results.json and the learning curves; publish."""
-    folder = Path(config.artifacts_dir).expanduser().resolve() / f"sweep-{config.sweep_hash()}"
+    folder = sweep_folder(config)
     folder.mkdir(parents=True, exist_ok=True)
     curves, passive = collect(results)
     summary = summarize(curves, passive, reference="random" if "random" in curves else None)
@@ -121,7 +169,9 @@ def sweep_report(config, results: list[tuple[str, int, dict]], wall_seconds: flo
     passive_row = dict(zip(("mean", "ci95"), mean_interval(list(passive[baseline].values())), strict=True))
     passive_total = next((t["passive"] for t in label_totals.values() if t["passive"] is not None), None)
     plot = curves_plot(folder / "learning_curves.png", summary, passive_row, config.label_budget, passive_total)
-    rows = table_rows(summary, passive_row, label_totals, passive_total)
+    stops = stopping(results)
+    rows = table_rows(summary, passive_row, label_totals, passive_total, stops)
+    stop_lines = [stop_line(name, by_threshold[f"{DEFAULT_THRESHOLD_PCT:g}"]) for name, by_threshold in stops.items()]
     document = {
         "config": config.model_dump(),
         "summary": summary,
@@ -146,17 +196,22 @@ def sweep_report(config, results: list[tuple[str, int, dict]], wall_seconds: flo
             for n, s, r in results
         ],
         "table": rows,
+        # the stop rule after the fact, per strategy and threshold (percent), against the full budget
+        "stopping": stops,
+        "stopping_lines": stop_lines,
         "wall_seconds": wall_seconds,
         "started_at": started_at,
         "flow_run_id": str(FlowRunContext.get().flow_run.id),
         "files": {"learning_curves": str(plot)},
     }
     write_json(folder / "results.json", document)
-    key = f"sweep-{config.sweep_hash()[:10]}"
+    key = sweep_key(config)
     create_table_artifact(key=f"{key}-summary", table=rows, description="Strategies across seeds")
     create_markdown_artifact(
         key=f"{key}-curves",
-        markdown=f"# Learning curves\n\n![curves]({data_uri(plot)})\n",
+        markdown=f"# Learning curves\n\n![curves]({data_uri(plot)})\n\n## When to stop\n\n"
+        + "\n".join(f"- {line}" for line in stop_lines)
+        + "\n",
         description="Learning curves, mean and 95 % interval across seeds",
     )
-    return {"folder": str(folder), "wall_seconds": wall_seconds, "table": rows}
+    return {"folder": str(folder), "wall_seconds": wall_seconds, "table": rows, "stopping_lines": stop_lines}

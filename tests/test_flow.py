@@ -61,12 +61,37 @@ def test_tiny_flow_outputs_exist_and_agree(prefect_server, tmp_path):
         json={"artifacts": {"flow_run_id": {"any_": [doc["run"]["flow_run_id"]]}}},
     ).json()
     by_key = {a["key"]: a for a in found}
-    prefix = f"al-{doc['config_hash']['experiment'][:10]}-"
-    assert {prefix + k for k in ("summary", "round-accuracy", "progress", "results", "animation")} <= set(by_key)
+    prefix = doc["artifact_prefix"]  # a hash of the folder's path: two artifact folders never share keys
+    assert {prefix + k for k in ("summary", "round-accuracy", "progress", "results", "animation", "labels")} <= set(
+        by_key
+    )
     assert "data:image/png;base64," in by_key[prefix + "summary"]["data"]
+    # artifacts that open: the content inline, no file:// link
+    assert '"final_active_accuracy"' in by_key[prefix + "results"]["data"]
+    assert "data:image/gif;base64," in by_key[prefix + "animation"]["data"]
+    assert not any("file://" in str(a["data"]) for a in found)
+    labels = by_key[prefix + "labels"]
+    labels = json.loads(labels["data"]) if isinstance(labels["data"], str) else labels["data"]
+    assert len(labels) == TINY["n_initial"] + TINY["n_calibration"] + 3 + len(passive["y"])
+    assert [row["source"] for row in labels].count("round 2") == 1
+    assert (folder / "labels.csv").read_text().count("\n") == len(labels) + 1
     assert by_key[prefix + "progress"]["data"] == 100.0
     table = by_key[prefix + "round-accuracy"]
     assert len(json.loads(table["data"]) if isinstance(table["data"], str) else table["data"]) == 3
+
+
+def test_stop_when_ends_the_rounds_at_the_rules_signal_and_is_in_no_key(prefect_server, tmp_path):
+    # a threshold of 100 % signals as soon as the rule has its 3 rounds
+    config = {**TINY, "seed": 303, "rounds": 5, "passive": False, "plots": False, "artifacts_dir": str(tmp_path)}
+    proc = run_flow(prefect_server["env"], {**config, "stop_when": "stable:100"})
+    doc = results(folder_of(proc))
+    assert len(doc["active_accuracy"]) == 3 and doc["run"]["stopped_after_round"] == 3
+    assert doc["run"]["stopped_by"] == "rule" and doc["stop_rule"]["signals_after_round"] == 3
+    assert "changed on" in proc.stderr + proc.stdout and len(doc["prediction_change_per_round"]) == 3
+    # without the rule, the same folder: its three rounds restored, two more computed
+    again = results(folder_of(run_flow(prefect_server["env"], config)))
+    assert again["run"]["restored"][-1] == "round-03" and len(again["active_accuracy"]) == 5
+    assert again["active_accuracy"][:3] == doc["active_accuracy"] and again["run"]["stopped_by"] is None
 
 
 def _launch(env, config):

@@ -7,6 +7,7 @@ labels, as a person clicking *Resume* in the UI would. The deployment (suspended
 case and the browser are in test_human_oracle_ui.py.
 """
 
+import csv
 import json
 import os
 import subprocess
@@ -106,6 +107,17 @@ def test_paused_run_answered_through_the_api_equals_a_truth_oracle_run(prefect_s
     own = 3 - sum(accepted)
     assert human["agreement_with_truth"]["all"] == {"agree": 12 + 10 + own, "of": 22 + own, "fraction": 1.0}
     assert human["agreement_with_truth"]["rounds_accepted_guesses"] == sum(accepted)
+    # labels.csv: every labelled item with the time of the answer that labelled it
+    with open(human["files"]["labels"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12 + 10 + 3 + (12 + 3)  # initial, calibration, rounds, passive
+    by_ask = {e["ask"]: e["answered_at"] for e in entries}
+    for row in rows:
+        ask = f"round-{int(row['source'].split()[1]):03d}" if row["source"].startswith("round") else row["source"]
+        assert row["answered_at"] == by_ask[ask]
+    # ... and whether it was the model's guess accepted, as the ledger says
+    rounds_rows = [r for r in rows if r["source"].startswith("round")]
+    assert [r["accepted_guess"] == "True" for r in rounds_rows] == accepted
 
     # a re-run of the answered experiment asks nothing and changes nothing
     before = sorted(p.stat().st_mtime_ns for p in forms(tmp_path / "a")())

@@ -170,6 +170,12 @@ def test_tiny_sweep_on_a_two_worker_local_cluster(prefect_server, tmp_path):
     assert doc["passive"]["labels"] == n0 + 2
     assert (folder / "learning_curves.png").stat().st_size > 5000
     assert [row["strategy"] for row in doc["table"]] == ["max_std", "random", "passive (budget-matched)"]
+    # the stop rule, evaluated after the fact from the experiments' per-round prediction changes
+    for path in experiments:
+        r = json.loads(path.read_text())
+        assert len(r["prediction_change_per_round"]) == len(r["active_accuracy"])
+        assert all(0.0 <= c <= 1.0 for c in r["prediction_change_per_round"])
+    assert doc["stopping"]["random"]["1"]["of"] == 2 and len(doc["stopping_lines"]) == 2
 
 
 def _sweep(env, tmp_path, *extra):
