@@ -60,7 +60,7 @@ class ExperimentConfig(BaseModel):
     )
     class_names: str | None = Field(
         None,
-        description="Comma-separated class names: the classes a person chooses from, for data without labels; for labelled pool data they rename the data's own (in the order of the labels' sorted values).",
+        description="Comma-separated class names: the classes a person chooses from, for data without labels; for labelled data they rename the data's own (in the order of the labels' sorted values; the tutorial's 0, 1, 2).",
     )
     item_column: str | None = Field(
         None,

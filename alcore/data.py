@@ -241,6 +241,19 @@ def split(table: Table, *, seed: int, n_initial: int, n_calibration: int, test_f
     )
 
 
+def parse_class_names(text: str, n_classes: int | None) -> tuple[str, ...]:
+    """The classes named by ``--class-names`` (comma-separated), checked against the
+    ``n_classes`` the labels have (None: data without labels, any number from two)."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if n_classes is not None and len(names) != n_classes:
+        raise DataError(f"class_names has {len(names)} names, the labels have {n_classes} classes")
+    if len(names) < 2:
+        raise DataError("class_names must name at least two classes")
+    if len(set(names)) != len(names):
+        raise DataError(f"class_names names a class twice ({text!r})")
+    return names
+
+
 def build(
     table: Table | None,
     *,

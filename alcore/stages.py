@@ -349,8 +349,9 @@ def _evaluate(params: dict, data: Data) -> tuple[float | None, dict | None]:
 def generate_data(cfg: ConfigView, table: datasets.Table | None) -> Data:
     """The problem's data: initial and calibration points with their true labels
     (where known), the pool of candidates, the test set, the sampling key; from the
-    problem's ``table`` (``sources.table_for``; None for the tutorial)."""
-    return datasets.build(
+    problem's ``table`` (``sources.table_for``, which names a table's classes; None for
+    the tutorial, whose classes ``class_names`` names here)."""
+    data = datasets.build(
         table,
         problem_name=cfg.data,
         seed=cfg.seed,
@@ -359,6 +360,9 @@ def generate_data(cfg: ConfigView, table: datasets.Table | None) -> Data:
         grid_size=cfg.grid_size,
         test_fraction=cfg.test_fraction,
     )
+    if cfg.data == "tutorial" and cfg.class_names:
+        data = data._replace(classes=datasets.parse_class_names(cfg.class_names, data.n_classes))
+    return data
 
 
 @DATA

@@ -8,8 +8,11 @@ parameters from prefect.yaml, outputs in a temporary folder), each waited for be
 the next is created; ``make stop`` at the end. Every run must complete. After each run
 it records the server database's size, the worker's RSS and its descendants' (count and
 RSS, once the run's process has exited or a minute has passed: none should be left),
-how long the run's process took to exit after its run was Completed, and the peak RSS
-of the run's processes; at the end, the largest tables. With the same parameters
+how long the run's process took to exit after its run was Completed, the peak RSS of
+the run's processes, and whether every task run of the run reached the server
+Completed (no dropped events); throughout, every API call a prober makes twice a
+second (the slowest, and how many took over 5 s); at the end, the largest tables and
+the "database is locked" lines in the server's log. With the same parameters
 every run after the first finds its stages cached, as an hourly schedule would;
 ``--fresh`` gives each run another seed, so each computes everything.
 """
@@ -28,7 +31,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from benchmarks import free_port, write_json
+from benchmarks import SLOW_SECONDS, Prober, free_port, task_runs_of, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -177,6 +180,7 @@ def main(argv=None):
         "runs": [],
     }
     t_start = time.time()
+    prober = Prober(f"http://127.0.0.1:{port}/api")
     try:
         _make("server", *make_args, env=env)
         _make("deploy", *make_args, env=env)
@@ -189,6 +193,7 @@ def main(argv=None):
             "worker_rss_kb": _rss_kb(worker_pid),
             "server_rss_kb": _rss_kb(server_pid),
         }
+        prober.__enter__()
         for i in range(args.runs):
             config = {**smoke["parameters"]["config"], "artifacts_dir": str(outputs)}
             if args.fresh:
@@ -213,6 +218,7 @@ def main(argv=None):
             while (left := _descendants(worker_pid)) and time.time() - t_done < 60:
                 time.sleep(0.2)
             exit_lag = time.time() - t_done
+            task_runs = task_runs_of(f"http://127.0.0.1:{port}/api", run_id)
             record = {
                 "run": i + 1,
                 "state": run["state_type"],
@@ -227,12 +233,18 @@ def main(argv=None):
                 "server_rss_kb": _rss_kb(server_pid),
                 "api_slowest_answer_seconds": round(api.slowest, 2),
                 "api_retries": api.retries,
+                "task_runs": len(task_runs),
+                "task_runs_not_completed": sum(t["state_type"] != "COMPLETED" for t in task_runs),
             }
             doc["runs"].append(record)
             print(json.dumps(record), flush=True)
             if run["state_type"] != "COMPLETED":
                 raise RuntimeError(f"run {i + 1} ({run_id}) ended {run['state_type']}: {run['state']['message']}")
         doc["largest_tables_bytes"] = _largest_tables(home / "server", args.db)
+        server_log = home / "server" / "server.log"
+        doc["database_is_locked_lines"] = (
+            server_log.read_text(errors="replace").count("database is locked") if server_log.exists() else None
+        )
     except Exception as e:
         doc["error"] = f"{type(e).__name__}: {e}"
         for name in ("server.log", "worker.log"):
@@ -241,6 +253,8 @@ def main(argv=None):
                 doc[f"{name.replace('.', '_')}_tail"] = log.read_text(errors="replace").splitlines()[-60:]
         raise
     finally:
+        prober.__exit__(None, None, None)
+        doc["api_prober"] = prober.summary()
         doc["stop"] = _make("stop", *make_args, env=env).strip().splitlines()
         doc["total_seconds"] = round(time.time() - t_start, 1)
         runs = doc["runs"]
@@ -257,6 +271,10 @@ def main(argv=None):
                 "api_slowest_answer_seconds": max(r["api_slowest_answer_seconds"] for r in runs),
                 "api_retries": sum(r["api_retries"] for r in runs),
                 "median_wall_seconds": sorted(r["wall_seconds"] for r in runs)[len(runs) // 2],
+                "task_runs_not_completed": sum(r["task_runs_not_completed"] for r in runs),
+                "api_prober_slowest_seconds": doc["api_prober"]["slowest_seconds"],
+                f"api_prober_calls_over_{SLOW_SECONDS:g}_s": doc["api_prober"][f"over_{SLOW_SECONDS:g}_s"],
+                "database_is_locked_lines": doc.get("database_is_locked_lines"),
             }
         write_json(doc, args.out)
         api.close()

@@ -11,7 +11,7 @@ model's uncertainty map with the proposed points marked, and then waits:
   while it waits; the answer reschedules the run, which replays from the top (every
   finished stage restored from the folder, every answer read from the ledger) and
   gets the answer back from the repeated suspension with the same key (see :func:`_wait`);
-- any other run against a server *pauses*: the process checks for the answer four
+- any other run against a server *pauses*: the process checks for the answer ten
   times a second, and ends the run itself when the wait is over (see :func:`_pause`).
 
 A form can only be saved once the server has accepted the pause (on Prefect 3.9 the
@@ -49,7 +49,7 @@ from store.ledger import AnswerBook, FormAnswer, PointAnswer, now
 from tasks.report import data_uri
 
 CANNOT_LABEL = "cannot label"
-POLL_SECONDS = 0.25  # a paused run checks for the answer this often (one API read)
+POLL_SECONDS = 0.1  # a paused run checks for the answer this often (one light API read)
 SERVER_GRACE_SECONDS = 120  # the server's own expiry of a paused run comes this much after ours
 
 

@@ -23,9 +23,20 @@ from pathlib import Path
 
 import numpy as np
 
-from alcore import stages
+from alcore import problem, stages
 from alcore.config import ExperimentConfig, held_out_labels
-from alcore.data import BUNDLED, PROBLEMS, SYNTHETIC, Data, DataError, Items, Table, check_split_size, synthetic
+from alcore.data import (
+    BUNDLED,
+    PROBLEMS,
+    SYNTHETIC,
+    Data,
+    DataError,
+    Items,
+    Table,
+    check_split_size,
+    parse_class_names,
+    synthetic,
+)
 
 __all__ = ["DataError", "resolve", "table_for", "draw", "read_file", "bundled", "file_digest", "table_of"]
 
@@ -37,6 +48,8 @@ def resolve(config: ExperimentConfig) -> ExperimentConfig:
     Raises:
         DataError: naming the file and what is wrong, before any compute.
     """
+    if config.data == "tutorial" and config.class_names:
+        parse_class_names(config.class_names, problem.N_CLASSES)  # refused here, not in the data stage
     if config.data != "file" or config.has_data_fingerprint:
         return config
     table = table_of("file", **_options(config))
@@ -112,12 +125,9 @@ def table_of(
     if item_column and problem_name != "file":
         raise DataError(f"item_column names a column of a data file (data=file), not of {problem_name!r}")
     if class_names:
-        names = tuple(n.strip() for n in class_names.split(",") if n.strip())
-        if table.y is not None and len(names) != len(table.classes):
-            raise DataError(f"class_names has {len(names)} names, the labels have {len(table.classes)} classes")
-        if len(names) < 2:
-            raise DataError("class_names must name at least two classes")
-        table = table._replace(classes=names)
+        table = table._replace(
+            classes=parse_class_names(class_names, len(table.classes) if table.y is not None else None)
+        )
     elif table.y is None:
         raise DataError(f"data file {data_file} has no labels: give class_names, the classes a person chooses from")
     return table

@@ -177,3 +177,11 @@ def test_a_file_without_labels_is_refused_without_a_human_oracle(tmp_path):
     assert proc.returncode == 2
     assert "has no labels" in proc.stderr and "oracle must be a person" in proc.stderr
     assert not (tmp_path / "a").exists()
+
+
+def test_class_names_name_the_tutorials_classes_too():
+    config = ExperimentConfig(grid_size=6, n_initial=5, n_calibration=4, class_names="red, green, blue")
+    assert sources.draw(config).classes == ("red", "green", "blue")
+    for names, message in (("a,b", "2 names, the labels have 3 classes"), ("a,a,b", "names a class twice")):
+        with pytest.raises(sources.DataError, match=message):  # before any compute
+            sources.resolve(config.model_copy(update={"class_names": names}))
