@@ -69,8 +69,9 @@ def results(folder: str | Path) -> dict:
 
 
 def comparable(doc: dict) -> dict:
-    """What must be identical between runs of one configuration (timings and paths aside)."""
-    doc = {k: v for k, v in doc.items() if k not in ("run", "files", "compute_seconds")}
+    """What must be identical between runs of one configuration (timings and paths aside:
+    the artifact keys' prefix is a hash of the folder's path)."""
+    doc = {k: v for k, v in doc.items() if k not in ("run", "files", "compute_seconds", "artifact_prefix")}
     doc["config"] = {k: v for k, v in doc["config"].items() if k != "artifacts_dir"}
     return doc
 
