@@ -52,6 +52,7 @@ class Data(NamedTuple):
     # labels above came from a person (for reporting how often they agree)
     initial_truth: np.ndarray | None = None
     calibration_truth: np.ndarray | None = None
+    initial_indices: np.ndarray | None = None  # pool indices of the initial points (a cold start from the pool)
 
     @property
     def n_features(self) -> int:

@@ -117,10 +117,18 @@ def agreement(data, rounds: list[st.RoundSummary]) -> dict:
     return out
 
 
-def _before_round(record: st.RoundRecord) -> tuple:
-    """The labelled set before the round's acquisition."""
+def _before_round(record: st.RoundRecord, sq=lambda x: x) -> tuple:
+    """The labelled set before the round's acquisition (``sq``: to plot coordinates)."""
     k = len(record.labels)
-    return record.x_labelled[:-k], record.y_labelled[:-k]
+    return sq(record.x_labelled[:-k]), record.y_labelled[:-k]
+
+
+def _on_the_square(data):
+    """The tutorial's points back on the unit square (undoing ``standardise``)."""
+    if data.scaler is None:
+        return lambda x: x
+    mean, std = data.scaler
+    return lambda x: np.asarray(x) * std + mean
 
 
 def write_json(path: Path, document: dict) -> None:
@@ -194,11 +202,13 @@ def _figures(config, ws: Workspace, data, calibration: st.Calibration, rounds, p
 
 
 def _grid_figures(config, ws: Workspace, store: Store, data, rounds, passive) -> dict:
-    """The tutorial's figures: images of the G x G grid."""
+    """The tutorial's figures: images of the G x G grid (points on the unit square,
+    also when the model saw them standardised)."""
     g = data.grid_size
+    sq = _on_the_square(data)
     figures = {
         "data": plots.data_plot(
-            ws.plots / "data.png", data.x_initial, data.y_initial, data.x_calibration, data.y_calibration
+            ws.plots / "data.png", sq(data.x_initial), data.y_initial, sq(data.x_calibration), data.y_calibration
         )
     }
     if not rounds:
@@ -209,7 +219,7 @@ def _grid_figures(config, ws: Workspace, store: Store, data, rounds, passive) ->
         ws.plots / "prediction.png",
         final_preds,
         g,
-        last.x_labelled,
+        sq(last.x_labelled),
         last.y_labelled,
         len(data.x_initial),
         f"Active model after {len(rounds)} rounds: {100 * last.accuracy:.1f}%",
@@ -219,8 +229,8 @@ def _grid_figures(config, ws: Workspace, store: Store, data, rounds, passive) ->
         last.preds,
         last.scores,
         g,
-        *_before_round(last),
-        last.points,
+        *_before_round(last, sq),
+        sq(last.points),
         f"Round {len(rounds)}: {config.acquisition} scores and the chosen point(s)",
     )
     if passive is not None:
@@ -232,7 +242,7 @@ def _grid_figures(config, ws: Workspace, store: Store, data, rounds, passive) ->
             g,
             (last.accuracy, passive.accuracy),
         )
-    frames = (_frame(last if r.round == last.round else store.load(st.ROUND, r.round)) for r in rounds)
+    frames = (_frame(last if r.round == last.round else store.load(st.ROUND, r.round), sq) for r in rounds)
     figures["animation"] = plots.rounds_gif(ws.plots / "rounds.gif", frames, g)
     return figures
 
@@ -284,12 +294,12 @@ def _pool_figures(config, ws: Workspace, store: Store, data, rounds) -> dict:
     return figures
 
 
-def _frame(record: st.RoundRecord) -> tuple:
+def _frame(record: st.RoundRecord, sq=lambda x: x) -> tuple:
     return (
         record.preds,
         record.scores,
-        *_before_round(record),
-        record.points,
+        *_before_round(record, sq),
+        sq(record.points),
         f"round {record.round}"
         + ("" if record.accuracy is None else f": accuracy after it {100 * record.accuracy:.1f}%"),
     )
