@@ -15,7 +15,8 @@ initial points (the project's cold start) and one label a round for the same bud
 
 It prints one table per data set (accuracy at the ``--at`` label counts, labels to 90
 and 95 %, per-seed wins at the first count against each peer, ties one half) with the
-issue's goals, met or not, and writes everything to ``<artifacts-dir>/peers.json``.
+issue's goals, met or not, and writes everything to ``<artifacts-dir>/peers.json``
+(keeping the data sets of earlier invocations that this one did not run).
 Needs the ``peers`` extra (``pip install -e .[peers]``; requirements.lock pins it).
 A peer's curve is cached per (data, peer, seed, budget) in ``<artifacts-dir>/peers/``,
 the project's experiments in their folders, so a second invocation only aggregates.
@@ -323,10 +324,15 @@ def main(argv=None) -> int:
         print(f"\n### {data} ({len(seeds)} seeds, {args.label_budget} acquired labels)\n")
         print(markdown(rows_table))
         print("\n" + "\n".join(f"- {g}" for g in said), flush=True)
-        document["data"][data] = {"table": rows_table, "goals": said, "curves": rows}
+        document["data"][data] = {"table": rows_table, "goals": said, "curves": rows, "args": vars(args)}
     document["seconds"] = {**timings, "total": time.perf_counter() - t0}
     root.mkdir(parents=True, exist_ok=True)
-    (root / "peers.json").write_text(json.dumps(document, indent=1, default=str))
+    path = root / "peers.json"
+    if path.is_file():  # an earlier invocation's other data sets are kept beside these
+        earlier = json.loads(path.read_text())
+        document["data"] = {**earlier.get("data", {}), **document["data"]}
+        document["seconds"] = {**earlier.get("seconds", {}), **document["seconds"]}
+    path.write_text(json.dumps(document, indent=1, default=str))
     print(f"\nwritten: {root / 'peers.json'} ({time.perf_counter() - t0:.0f} s)")
     return 0
 
