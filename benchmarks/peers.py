@@ -36,9 +36,10 @@ from pathlib import Path
 import numpy as np
 
 from alcore import stages as st
-from alcore.config import ExperimentConfig
+from alcore.config import ExperimentConfig, digest
 from alcore.sweep_stats import accuracy_at, labels_to_reach, mean_interval
 from flows.sweep import SweepConfig, parse_strategy, sweep, task_runner_for
+from store.code_version import code_version
 from store.layout import Workspace
 
 DATA_SETS = ("tutorial", "moons", "digits", "wine", "breast_cancer")
@@ -301,6 +302,7 @@ def main(argv=None) -> int:
             print(f"{data}: the project's sweep took {timings[f'{data}/project']:.0f} s", flush=True)
 
     document = {"args": vars(args), "data": {}}
+    code = code_version()
     for data, config in sweeps.items():
         experiments = config.experiments()
         rows: dict[str, dict[int, dict]] = {}
@@ -311,7 +313,8 @@ def main(argv=None) -> int:
         for peer in peers:
             for seed in seeds:
                 c = reference.model_copy(update={"seed": seed})
-                cache = root / "peers" / data / peer / f"seed{seed}-budget{args.label_budget}-{st.experiment_digest(c)}.json"
+                key = digest([st.experiment_digest(c), code])  # the data and initial points follow the code
+                cache = root / "peers" / data / peer / f"seed{seed}-budget{args.label_budget}-{key}.json"
                 jobs.append((peer, c, args.label_budget, cache))
         t = time.perf_counter()
         results = run_peers(jobs, args.workers)
