@@ -15,5 +15,7 @@ __version__ = "0.1.0"
 
 # Bump when a change to the math changes any number a round produces: it is part of
 # every persisted result's cache key, so old cached rounds are not reused.
-# 2: the numeric settings of alcore/numerics.py; 3: each round records its prediction change (the stop rule)
+# 2: the numeric settings of alcore/numerics.py; 3: each round records its prediction change
+# (the stop rule); the cold start, the retraining schedules, the prior in the loss,
+# stochastic batches (the data and round records)
 MATH_VERSION = "3"

@@ -78,3 +78,35 @@ def pick(scores: np.ndarray, *, rule: str, key: jax.Array | None, exclude) -> in
     if rule == "argmax":
         return int(np.argmax(scores))
     raise ValueError(f"unknown pick rule {rule!r}; expected 'argmax' or 'sample'")
+
+
+BATCH_RULES = ("greedy", "softrank", "power")
+
+
+def stochastic_batch(scores: np.ndarray, k: int, *, rule: str, beta: float, key: jax.Array, exclude) -> list[int]:
+    """``k`` distinct indices drawn from one round's scores (Kirsch et al. 2023,
+    "Stochastic batch acquisition"): without replacement, with probability
+    proportional to ``rank ** -beta`` (``softrank``: rank 1 the highest score) or to
+    ``score ** beta`` (``power``; the scores shifted so the lowest candidate's is 0),
+    by Gumbel top-k: the k largest of log-weight + Gumbel noise. One scoring pass per
+    batch; a larger ``beta`` is closer to the top-k, a smaller one more diverse.
+    Never one of ``exclude``.
+    """
+    scores = np.array(scores, dtype=np.float64)
+    allowed = np.ones(len(scores), bool)
+    allowed[np.asarray(exclude, dtype=np.int64).reshape(-1)] = False
+    if allowed.sum() < k:
+        raise ValueError(f"{int(allowed.sum())} candidates left, fewer than the batch of {k}")
+    if rule == "softrank":
+        ranks = np.empty(len(scores))
+        order = np.argsort(-np.where(allowed, scores, -np.inf), kind="stable")
+        ranks[order] = np.arange(1, len(scores) + 1)
+        log_weight = -beta * np.log(ranks)
+    elif rule == "power":
+        shifted = scores - np.min(scores[allowed])
+        log_weight = beta * np.log(np.maximum(shifted, 1e-300))
+    else:
+        raise ValueError(f"unknown stochastic batch rule {rule!r}; expected softrank or power")
+    noise = np.asarray(jax.random.gumbel(key, (len(scores),), dtype=jnp.float32), np.float64)
+    perturbed = np.where(allowed, log_weight + noise, -np.inf)
+    return [int(i) for i in np.argsort(-perturbed, kind="stable")[:k]]

@@ -64,6 +64,7 @@ class Data(NamedTuple):
     calibration_truth: np.ndarray | None = None
     items: Items | None = None  # how a person sees a point (feature names, an image, a text)
     rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # table rows of initial, calibration, pool
+    initial_indices: np.ndarray | None = None  # pool indices of the initial points (a cold start from the pool)
 
     @property
     def n_features(self) -> int:

@@ -76,8 +76,9 @@ def train_from_scratch(
     """Initialise the MLP from ``seed`` and train it; returns the state and per-epoch losses.
 
     The network's input follows ``x`` (d features) and its output ``n_classes``.
-    ``compile_only``: compile the training program for these shapes, run nothing
-    (what ``alcore.stages.precompile`` uses, so it compiles exactly what this runs).
+    ``batch_size`` 0: full batches. ``compile_only``: compile the training program for
+    these shapes, run nothing (what ``alcore.stages.precompile`` uses, so it compiles
+    exactly what this runs).
     """
     params = init_params(seed=seed, hidden=hidden_channels, in_dim=np.shape(x)[1], n_classes=n_classes)
     tx = training.make_optimizer(learning_rate=learning_rate)
@@ -87,6 +88,9 @@ def train_from_scratch(
         return training.compile_train(*args, tx=tx)
     params, opt_state, losses = training.train(*args, tx=tx)
     return ModelState(to_numpy(params), to_numpy(opt_state)), training.last_losses(losses)
+
+
+RESTARTS = ("warm", "fresh", "scratch")  # how retraining starts each round (alcore.config's retrain_schedule)
 
 
 def calibrate_prior_precision(
@@ -321,18 +325,39 @@ def acquire(
     predictive_samples: int = 64,
     key: jax.Array | None = None,
     exclude: list[int] = (),
+    batch_rule: str = "greedy",
+    batch_beta: float = 4.0,
 ) -> tuple[list[int], np.ndarray, np.ndarray]:
     """Choose ``batch`` grid points to label; returns (indices, first scores, predictions).
 
-    For k > 1 the picks are greedy: each one is added to the GGN (which needs the
-    model's predicted probabilities, not labels) before the next is scored, so the
+    For k > 1 with ``batch_rule="greedy"`` each pick is added to the GGN (which needs
+    the model's predicted probabilities, not labels) before the next is scored, so the
     batch spreads over the uncertain regions instead of crowding one peak, and no
-    point is picked twice. k = 1 is exactly the single-point rule. ``key`` drives
-    ``sampled`` and ``random`` (split per pick when k > 1). ``exclude``: candidate
-    indices never to pick (points a person could not label).
+    point is picked twice; ``softrank`` or ``power`` draw the k points from one
+    scoring pass instead (:func:`alcore.acquisition.stochastic_batch`, with
+    ``batch_beta`` and ``key``; strategies that pick by argmax only). k = 1 is exactly
+    the single-point rule. ``key`` drives ``sampled`` and ``random`` (split per pick
+    when k > 1). ``exclude``: candidate indices never to pick (points a person could
+    not label).
     """
     rule = strategies.get(strategy).rule
     preds = predict(params, grid)
+    if batch > 1 and batch_rule != "greedy" and rule == "argmax":
+        scores = scores_for(
+            params,
+            np.asarray(x_labelled, np.float32),
+            np.asarray(y_labelled, np.int32),
+            grid,
+            preds,
+            strategy=strategy,
+            prior_prec=prior_prec,
+            curvature=curvature,
+            predictive_samples=predictive_samples,
+        )
+        chosen = acquisition.stochastic_batch(
+            scores, batch, rule=batch_rule, beta=batch_beta, key=key, exclude=list(exclude)
+        )
+        return chosen, scores, preds
     keys = [key] if batch == 1 else list(jax.random.split(key, batch)) if key is not None else [None] * batch
     chosen: list[int] = []
     first = None
@@ -366,20 +391,38 @@ def retrain(
     learning_rate: float,
     epochs: int,
     batch_size: int,
+    restart: str = "warm",
+    prior_prec: float | None = None,
+    seed: int | None = None,
+    hidden_channels: int | None = None,
     compile_only: bool = False,
 ) -> tuple[ModelState, np.ndarray] | None:
-    """Continue training on the grown set with a fresh loader, the optimizer state kept.
+    """Train on the grown set with a fresh loader; returns the state and losses.
 
-    The set is padded (:func:`padded`), so one compiled program serves every round
-    up to the next capacity step; ``compile_only`` compiles it and runs nothing.
+    ``restart``: ``warm`` continues from the parameters with the optimizer state kept
+    (the tutorial's); ``fresh`` keeps the parameters with a new Adam state; ``scratch``
+    re-initialises the network from ``seed`` (``hidden_channels`` wide) and trains it
+    anew, so a model never carries the fit of an earlier, smaller labelled set.
+    ``prior_prec``: train on cross-entropy + prior_prec / 2 ||theta||^2 (None: plain
+    cross-entropy). ``batch_size`` 0: full batches. The set is padded
+    (:func:`padded`), so one compiled program serves every round up to the next
+    capacity step; ``compile_only`` compiles it and runs nothing.
     """
-    x_pad, y_pad, _ = padded(x, y, n_classes=n_classes_of(state.params))
+    if restart not in RESTARTS:
+        raise ValueError(f"restart must be one of {', '.join(RESTARTS)}, got {restart!r}")
+    n_classes = n_classes_of(state.params)
+    x_pad, y_pad, _ = padded(x, y, n_classes=n_classes)
     tx = training.make_optimizer(learning_rate=learning_rate)
+    params, opt_state = state.params, state.opt_state
+    if restart == "scratch":
+        params = init_params(seed=seed, hidden=hidden_channels, in_dim=np.shape(x)[1], n_classes=n_classes)
+    if restart != "warm":
+        opt_state = tx.init(params)
     schedule = training.epoch_batches(n_points=len(x), n_epochs=epochs, batch_size=batch_size, max_points=len(x_pad))
-    args = (state.params, state.opt_state, jnp.asarray(x_pad), jnp.asarray(y_pad), schedule)
+    args = (params, opt_state, jnp.asarray(x_pad), jnp.asarray(y_pad), schedule)
     if compile_only:
-        return training.compile_train(*args, tx=tx)
-    params, opt_state, losses = training.train(*args, tx=tx)
+        return training.compile_train(*args, tx=tx, prior_prec=prior_prec)
+    params, opt_state, losses = training.train(*args, tx=tx, prior_prec=prior_prec)
     return ModelState(to_numpy(params), to_numpy(opt_state)), training.last_losses(losses)
 
 

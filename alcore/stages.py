@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from alcore import calibration, marglik, problem, stopping, strategies
+from alcore import calibration, coldstart, marglik, problem, stopping, strategies
 from alcore import data as datasets
 from alcore import experiment as ex
 from alcore.config import digest, held_out_labels, n_passive, passive_epochs
@@ -152,6 +152,8 @@ DATA = Stage(
         "grid_size",
         "oracle",
         "calibration",  # marglik needs no held-out points: none are drawn
+        "cold_start",
+        "standardise",
     ),
 )
 INITIAL = Stage(
@@ -181,6 +183,13 @@ ROUND = Stage(
         "oracle",
         "recalibrate_every",
         "exclude_labelled",
+        "retrain_schedule",
+        "train_with_prior",
+        "batch_rule",
+        "batch_beta",
+        "seed",  # scratch: the re-initialisation
+        "hidden_channels",
+        "initial_epochs",  # scratch: the epochs of each round's training
     ),
     after=("calibration",),
     per_round=True,
@@ -350,7 +359,8 @@ def generate_data(cfg: ConfigView, table: datasets.Table | None) -> Data:
     """The problem's data: initial and calibration points with their true labels
     (where known), the pool of candidates, the test set, the sampling key; from the
     problem's ``table`` (``sources.table_for``, which names a table's classes; None for
-    the tutorial, whose classes ``class_names`` names here)."""
+    the tutorial, whose classes ``class_names`` names here); the initial points chosen
+    by the cold start."""
     data = datasets.build(
         table,
         problem_name=cfg.data,
@@ -362,7 +372,9 @@ def generate_data(cfg: ConfigView, table: datasets.Table | None) -> Data:
     )
     if cfg.data == "tutorial" and cfg.class_names:
         data = data._replace(classes=datasets.parse_class_names(cfg.class_names, data.n_classes))
-    return data
+    if cfg.standardise:
+        data = coldstart.standardised(data)
+    return coldstart.apply(data, cold_start=cfg.cold_start, seed=cfg.seed)
 
 
 @DATA
@@ -449,8 +461,12 @@ def acquire(
     exclude: list[int] = (),
 ) -> Acquired:
     """Score the candidates and choose the round's point(s) to label, never one of
-    ``exclude`` (points a person could not label)."""
-    uses_key = strategies.get(cfg.acquisition).uses_key
+    ``exclude`` (points a person could not label) nor, with ``exclude_labelled``, a
+    cold start's initial point."""
+    stochastic_batch = cfg.acquisition_batch > 1 and cfg.batch_rule != "greedy"
+    uses_key = strategies.get(cfg.acquisition).uses_key or stochastic_batch
+    if cfg.exclude_labelled and data.initial_indices is not None:
+        exclude = [*exclude, *(int(i) for i in data.initial_indices)]
     indices, scores, preds = ex.acquire(
         state.params,
         x_labelled,
@@ -463,6 +479,8 @@ def acquire(
         predictive_samples=cfg.predictive_samples,
         key=ex.round_key(data.sampling_key, round_index) if uses_key else None,
         exclude=list(exclude),
+        batch_rule=cfg.batch_rule,
+        batch_beta=cfg.batch_beta,
     )
     return Acquired(
         indices,
@@ -482,17 +500,33 @@ def labels_of(cfg: ConfigView, data: Data, acquired: Acquired, answers: dict[int
 
 
 @ROUND
-def retrain(cfg: ConfigView, state: ex.ModelState, x_labelled: np.ndarray, y_labelled: np.ndarray) -> Retrained:
-    """Continue training on the grown labelled set, optimizer state carried over."""
-    new_state, losses = ex.retrain(
+def retrain(
+    cfg: ConfigView,
+    state: ex.ModelState,
+    x_labelled: np.ndarray,
+    y_labelled: np.ndarray,
+    prior_prec: float | None = None,
+    compile_only: bool = False,
+) -> Retrained:
+    """Train on the grown labelled set by the configured schedule (the tutorial's:
+    continue, optimizer state carried over); with ``train_with_prior``, on the loss
+    with the Gaussian prior of precision ``prior_prec`` (the one in force)."""
+    if cfg.train_with_prior and prior_prec is None:
+        raise ValueError("train_with_prior: retrain needs the prior precision in force")
+    out = ex.retrain(
         state,
         x_labelled,
         y_labelled,
         learning_rate=cfg.learning_rate,
-        epochs=cfg.epochs_per_round,
+        epochs=cfg.initial_epochs if cfg.retrain_schedule == "scratch" else cfg.epochs_per_round,
         batch_size=cfg.batch_size,
+        restart=cfg.retrain_schedule,
+        prior_prec=prior_prec if cfg.train_with_prior else None,
+        seed=cfg.seed,
+        hidden_channels=cfg.hidden_channels,
+        compile_only=compile_only,
     )
-    return Retrained(new_state, losses)
+    return out if compile_only else Retrained(*out)
 
 
 @ROUND
@@ -544,17 +578,20 @@ def passive_points(config, data: Data) -> tuple[np.ndarray, np.ndarray | None]:
     n = n_passive(cfg)
     if cfg.data == "tutorial":
         x = problem.uniform_points(problem.split_keys(cfg.seed).passive, n)
-        return x, problem.true_labels(x)
+        truth = problem.true_labels(x)
+        if data.scaler is not None:  # the tutorial standardised
+            x = ((x - data.scaler[0]) / data.scaler[1]).astype(np.float32)
+        return x, truth
     idx = passive_indices(config, data)
     return data.pool[idx], None if data.pool_labels is None else data.pool_labels[idx]
 
 
 def passive_indices(config, data: Data) -> np.ndarray | None:
     """The pool indices of the passive baseline's points (None for the tutorial's,
-    which are drawn, not taken from the pool)."""
-    if data.grid_size:
-        return None
+    which are drawn on the square, not taken from the pool)."""
     cfg = PASSIVE.view(config)
+    if cfg.data == "tutorial":
+        return None
     n = n_passive(cfg)
     if n > len(data.pool):
         raise datasets.DataError(f"the passive baseline needs {n} points, the pool has {len(data.pool)}")
@@ -614,14 +651,7 @@ def precompile(config, data: Data, *, first_round: int = 1, passive: bool = True
                     params, *zeros(m), data.pool, preds, prior_prec=1.0, curvature="full", compile_only=True
                 )
                 count += 2
-        ex.retrain(
-            ex.ModelState(params, tx_state),
-            *zeros(n + cfg.acquisition_batch),
-            learning_rate=cfg.learning_rate,
-            epochs=cfg.epochs_per_round,
-            batch_size=cfg.batch_size,
-            compile_only=True,
-        )
+        retrain(cfg, ex.ModelState(params, tx_state), *zeros(n + cfg.acquisition_batch), 1.0, compile_only=True)
         count += 1
     if initial or passive or first_round <= config.rounds:
         ex.predict(params, data.pool, compile_only=True)

@@ -39,7 +39,7 @@ def epoch_batches(*, n_points: int, n_epochs: int, batch_size: int, max_points: 
     Args:
         n_points: Size of the labelled set (the loader is created fresh at this size).
         n_epochs: Epochs to run.
-        batch_size: The loader's batch size.
+        batch_size: The loader's batch size (0: one full batch per epoch).
         max_points: Capacity to pad to (so the shapes do not depend on ``n_points``);
             defaults to ``n_points``.
 
@@ -47,6 +47,7 @@ def epoch_batches(*, n_points: int, n_epochs: int, batch_size: int, max_points: 
         A :class:`Schedule` with ``max_batches = ceil(max_points / batch_size)``.
     """
     max_points = n_points if max_points is None else max_points
+    batch_size = batch_size or max_points
     if not 0 < n_points <= max_points:
         raise ValueError(f"need 0 < n_points <= max_points, got {n_points}, {max_points}")
     max_batches = -(-max_points // batch_size)
@@ -83,12 +84,25 @@ def batch_loss(params: Params, x: jax.Array, y: jax.Array, mask: jax.Array) -> j
     return jnp.sum(losses * mask)
 
 
-@partial(jax.jit, static_argnames=("tx",))
-def _train_scan(params, opt_state, x, y, index, mask, valid, *, tx):
+def regularised_batch_loss(params: Params, x, y, mask, prior_prec, n_points) -> jax.Array:
+    """:func:`batch_loss` plus the Gaussian prior's share of the batch: over an epoch the
+    batches add up to the negative log joint, summed cross-entropy
+    + ``prior_prec`` / 2 ||theta||^2 (one full batch: exactly that), whose minimiser is
+    the MAP the Laplace approximation assumes."""
+    sq_norm = sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(params))
+    return batch_loss(params, x, y, mask) + 0.5 * prior_prec * sq_norm * jnp.sum(mask) / n_points
+
+
+@partial(jax.jit, static_argnames=("tx", "with_prior"))
+def _train_scan(params, opt_state, x, y, index, mask, valid, prior_prec, n_points, *, tx, with_prior=False):
+    def loss_fn(p, xb, yb, m):
+        # without the prior: the tutorial's loss, the same program as before it existed
+        return regularised_batch_loss(p, xb, yb, m, prior_prec, n_points) if with_prior else batch_loss(p, xb, yb, m)
+
     def step(carry, batch):
         params, opt_state = carry
         idx, m, ok = batch
-        loss, grads = jax.value_and_grad(batch_loss)(params, x[idx], y[idx], m)
+        loss, grads = jax.value_and_grad(loss_fn)(params, x[idx], y[idx], m)
         updates, new_state = tx.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
@@ -107,24 +121,34 @@ def train(
     schedule: Schedule,
     *,
     tx: optax.GradientTransformation,
+    prior_prec: float | None = None,
 ) -> tuple[Params, optax.OptState, np.ndarray]:
     """Run the schedule's epochs of Adam on (x, y); returns params, state, losses.
 
     ``x``/``y`` may be padded beyond the real points: only indices in the schedule
     are read. The losses are per (epoch, batch), NaN for padded batch slots; the
-    tutorial prints the last real batch's loss of an epoch.
+    tutorial prints the last real batch's loss of an epoch. ``prior_prec``: train on
+    :func:`regularised_batch_loss` with this prior precision (None: the tutorial's
+    plain cross-entropy).
     """
-    params, opt_state, losses = _train_scan(*_scan_args(params, opt_state, x, y, schedule), tx=tx)
+    args, static = _scan_args(params, opt_state, x, y, schedule, prior_prec)
+    params, opt_state, losses = _train_scan(*args, tx=tx, **static)
     return params, opt_state, np.asarray(losses)
 
 
-def compile_train(params, opt_state, x, y, schedule: Schedule, *, tx: optax.GradientTransformation) -> None:
+def compile_train(
+    params, opt_state, x, y, schedule: Schedule, *, tx: optax.GradientTransformation, prior_prec: float | None = None
+) -> None:
     """Compile (not run) the training scan :func:`train` uses for these shapes."""
-    _train_scan.lower(*_scan_args(params, opt_state, x, y, schedule), tx=tx).compile()
+    args, static = _scan_args(params, opt_state, x, y, schedule, prior_prec)
+    _train_scan.lower(*args, tx=tx, **static).compile()
 
 
-def _scan_args(params, opt_state, x, y, schedule: Schedule) -> tuple:
-    return params, opt_state, x, y, jnp.asarray(schedule.index), jnp.asarray(schedule.mask), jnp.asarray(schedule.valid)
+def _scan_args(params, opt_state, x, y, schedule: Schedule, prior_prec: float | None) -> tuple[tuple, dict]:
+    n_points = int(np.sum(schedule.mask[0]))  # every epoch covers the labelled set once
+    arrays = (jnp.asarray(schedule.index), jnp.asarray(schedule.mask), jnp.asarray(schedule.valid))
+    scalars = (jnp.float32(prior_prec or 0.0), jnp.float32(n_points))
+    return (params, opt_state, x, y, *arrays, *scalars), {"with_prior": prior_prec is not None}
 
 
 def last_losses(losses: np.ndarray) -> np.ndarray:

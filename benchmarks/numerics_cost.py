@@ -50,7 +50,7 @@ def default_experiment() -> dict:
         acquired = st.acquire(c, r, data, state, x, y, calibration.prior_prec)
         labels = st.labels_of(c, data, acquired)
         x, y = np.concatenate([x, acquired.points]), np.concatenate([y, np.asarray(labels, np.int32)])
-        retrained = st.retrain(c, state, x, y)
+        retrained = st.retrain(c, state, x, y, calibration.prior_prec)
         state = retrained.state
         record = st.evaluate(c, r, data, acquired, labels, retrained, x, y, calibration.prior_prec)
     return {

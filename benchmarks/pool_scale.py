@@ -71,7 +71,7 @@ def main(argv=None):
             t.append(time.perf_counter())
             labels = stages.labels_of(config, data, acquired)
             x, y = np.concatenate([x, acquired.points]), np.concatenate([y, labels])
-            retrained = stages.retrain(config, state, x, y)
+            retrained = stages.retrain(config, state, x, y, calibration.prior_prec)
             t.append(time.perf_counter())
             record = stages.evaluate(config, r, data, acquired, labels, retrained, x, y, calibration.prior_prec)
             t.append(time.perf_counter())

@@ -252,6 +252,7 @@ class Loop:
             quote(state),
             quote(x),
             quote(y),
+            self.prior_prec,
             after=[lab, self.last],
             name=f"{name}/retrain",
         )

@@ -54,33 +54,37 @@ class Map:
 
 
 class GridMap(Map):
-    """The tutorial's G x G grid, drawn as images."""
+    """The tutorial's G x G grid, drawn as images on the unit square (points the model
+    saw standardised are drawn where they are on the square)."""
 
     def __init__(self, data: Data):
         super().__init__(data)
         self.g = data.grid_size
+        self.sq = data.raw  # the unit square's coordinates
 
     def labelled(self, path):
-        d = self.data
-        return plots.data_plot(path, d.x_initial, d.y_initial, d.x_calibration, d.y_calibration, classes=d.classes)
+        d, sq = self.data, self.sq
+        return plots.data_plot(path, sq(d.x_initial), d.y_initial, sq(d.x_calibration), d.y_calibration, d.classes)
 
     def points(self, path, points, title):
-        return plots.points_plot(path, points, title)
+        return plots.points_plot(path, self.sq(points), title)
 
     def uncertainty(self, path, preds, scores, x, y, picks, title, *, quantity, form=False):
         return plots.uncertainty_plot(
-            path, preds, scores, self.g, x, y, picks, title, truth=not form, classes=self.data.classes,
-            quantity=quantity, numbered=form, tight=not form,
+            path, preds, scores, self.g, self.sq(x), y, self.sq(picks), title, truth=not form,
+            classes=self.data.classes, quantity=quantity, numbered=form, tight=not form,
         )  # fmt: skip
 
     def prediction(self, path, x_eval, preds, x, y, title):
-        return plots.prediction_plot(path, preds, self.g, x, y, len(self.data.x_initial), title, self.data.classes)
+        d = self.data
+        return plots.prediction_plot(path, preds, self.g, self.sq(x), y, len(d.x_initial), title, d.classes)
 
     def misclassification(self, path, active_preds, passive_preds, accuracies):
         return plots.misclassification_plot(path, active_preds, passive_preds, self.data.y_test, self.g, accuracies)
 
     def animation(self, path, frames, *, quantity):
-        return plots.rounds_gif(path, frames, self.g, classes=self.data.classes, quantity=quantity)
+        on_square = ((p, s, self.sq(x), y, self.sq(picks), t) for p, s, x, y, picks, t in frames)
+        return plots.rounds_gif(path, on_square, self.g, classes=self.data.classes, quantity=quantity)
 
 
 class ScatterMap(Map):

@@ -103,9 +103,10 @@ def label(store: Store, round_index: int, data, acquired: st.Acquired, answers: 
 
 
 @stage_task("retrain", "round-{round_index:02d}/retrain")
-def retrain(store: Store, round_index: int, state, x_labelled, y_labelled) -> st.Retrained:
-    """Continue training on the grown labelled set, optimizer state carried over."""
-    return st.retrain(store.config, state, x_labelled, y_labelled)
+def retrain(store: Store, round_index: int, state, x_labelled, y_labelled, prior_prec: float) -> st.Retrained:
+    """Train on the grown labelled set (the tutorial's: continue, optimizer state
+    carried over; ``prior_prec``: the prior precision in force, for the loss)."""
+    return st.retrain(store.config, state, x_labelled, y_labelled, prior_prec)
 
 
 @stage_task("recalibrate", "round-{round_index:02d}/recalibrate")

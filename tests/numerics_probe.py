@@ -36,7 +36,7 @@ def rounds(config: ExperimentConfig, data, state, prior_prec: float, n: int) -> 
         acquired = st.acquire(config, r, data, state, x, y, prior_prec)
         labels = st.labels_of(config, data, acquired)
         x, y = np.concatenate([x, acquired.points]), np.concatenate([y, np.asarray(labels, np.int32)])
-        state = st.retrain(config, state, x, y).state
+        state = st.retrain(config, state, x, y, prior_prec).state
         out.append(digest(acquired.scores, acquired.indices, state.params))
     return digest(out)
 

@@ -13,7 +13,14 @@ from alcore import problem
 from alcore.config import ExperimentConfig, Unresolved
 from tests.helpers import ROOT, folder_of, results, run_flow
 
-SMALL = {"n_initial": 10, "n_calibration": 8, "rounds": 2, "initial_epochs": 30, "epochs_per_round": 3}
+SMALL = {
+    "cold_start": "uniform",
+    "n_initial": 10,
+    "n_calibration": 8,
+    "rounds": 2,
+    "initial_epochs": 30,
+    "epochs_per_round": 3,
+}
 
 
 def _csv(path, rows, header=("x1", "x2", "x3", "label")):

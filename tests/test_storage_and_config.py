@@ -104,7 +104,7 @@ def test_defaults_are_the_tutorials():
         (["--learning-rate", "inf"], "--learning-rate"),
         (["--initial-epochs", "0"], "--initial-epochs"),
         (["--epochs-per-round", "-5"], "--epochs-per-round"),
-        (["--batch-size", "0"], "--batch-size"),
+        (["--batch-size", "-1"], "--batch-size"),
         (["--log-prior-prec-min", "nan"], "--log-prior-prec-min"),
         (["--log-prior-prec-min", "4", "--log-prior-prec-max", "1"], "log_prior_prec_min"),
         (["--acquisition", "oracle"], "--acquisition"),

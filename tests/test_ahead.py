@@ -1,0 +1,98 @@
+"""The means the peers comparison measured: the cold start, the prior in the loss, the
+retraining schedules, stochastic batches, and the defaults pool data take from them."""
+
+import jax
+import numpy as np
+import pytest
+
+import sources
+from alcore import acquisition, coldstart, strategies, training
+from alcore import experiment as ex
+from alcore.config import POOL_DEFAULTS, ExperimentConfig
+
+
+def test_typiclust_covers_every_digit_where_uniform_draws_miss_some():
+    c = ExperimentConfig(data="digits", rounds=1)
+    assert c.cold_start == "typiclust"
+    data = sources.draw(c)
+    assert len(data.initial_indices) == 20 == len(set(data.initial_indices.tolist()))
+    np.testing.assert_array_equal(data.x_initial, data.pool[data.initial_indices])
+    np.testing.assert_array_equal(data.y_initial, data.pool_labels[data.initial_indices])
+    assert len(set(data.y_initial.tolist())) == 10  # seeds 0-9 all do (5 k-means restarts: 0-2 missed one)
+    uniform = sources.draw(c.model_copy(update={"cold_start": "uniform"}))
+    assert uniform.initial_indices is None and len(set(uniform.y_initial.tolist())) < 10
+
+
+def test_kmeans_finds_separated_clusters_and_typiclust_takes_their_centres():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    x = np.concatenate([c + rng.normal(size=(50, 2)) for c in centres])
+    labels = coldstart.kmeans(x, 3, rng=np.random.default_rng(1))
+    assert sorted(np.bincount(labels).tolist()) == [50, 50, 50]
+    picked = coldstart.typiclust(x, 3, seed=0)
+    assert sorted(np.argmin(np.linalg.norm(x[picked][:, None] - centres[None], axis=2), axis=1).tolist()) == [0, 1, 2]
+    assert np.all(np.linalg.norm(x[picked][:, None] - centres[None], axis=2).min(axis=1) < 1.0)
+
+
+def test_pool_defaults_are_the_measured_winner_and_the_tutorial_keeps_its_own():
+    tutorial, pool = ExperimentConfig(), ExperimentConfig(data="wine")
+    for field, value in POOL_DEFAULTS.items():
+        assert getattr(pool, field) == value
+    assert (tutorial.cold_start, tutorial.retrain_schedule, tutorial.train_with_prior) == ("uniform", "warm", False)
+    assert (tutorial.batch_size, tutorial.learning_rate, tutorial.batch_rule) == (10, 1e-3, "greedy")
+    assert ExperimentConfig(data="wine", batch_size=10).batch_size == 10  # given fields win
+    assert "epig" not in strategies.names() and strategies.EPIG.score == "epig"
+
+
+def test_the_prior_in_the_loss_adds_exactly_tau_over_two_theta_squared_per_epoch():
+    params = ex.init_params(seed=0, hidden=4, in_dim=2, n_classes=3)
+    x = np.random.default_rng(0).normal(size=(7, 2)).astype(np.float32)
+    y = np.array([0, 1, 2, 0, 1, 2, 0], np.int32)
+    m = np.ones(7, np.float32)
+    sq = sum(float(np.sum(np.asarray(leaf, np.float64) ** 2)) for leaf in jax.tree.leaves(params))
+    plain = float(training.batch_loss(params, x, y, m))
+    with_prior = float(training.regularised_batch_loss(params, x, y, m, 0.5, 7.0))
+    assert with_prior - plain == pytest.approx(0.25 * sq, rel=1e-5)
+    halves = [
+        float(
+            training.regularised_batch_loss(
+                params, x, y, m * (np.arange(7) < 4) if h else m * (np.arange(7) >= 4), 0.5, 7.0
+            )
+        )
+        for h in (0, 1)
+    ]  # noqa: E501
+    assert sum(halves) == pytest.approx(with_prior, rel=1e-5)
+
+
+def test_full_batches_and_the_schedules_of_retraining():
+    sched = training.epoch_batches(n_points=5, n_epochs=3, batch_size=0, max_points=8)
+    assert sched.index.shape == (3, 1, 8) and sched.mask.sum(axis=(1, 2)).tolist() == [5, 5, 5]
+    x = np.random.default_rng(1).normal(size=(6, 2)).astype(np.float32)
+    y = np.array([0, 1, 2, 0, 1, 2], np.int32)
+    state, _ = ex.train_from_scratch(x, y, seed=3, hidden_channels=4, learning_rate=1e-2, epochs=5, batch_size=0)
+    kw = dict(learning_rate=1e-2, epochs=5, batch_size=0, seed=3, hidden_channels=4)
+    scratch, _ = ex.retrain(state, x, y, restart="scratch", **kw)
+    again, _ = ex.retrain(ex.ModelState(scratch.params, scratch.opt_state), x, y, restart="scratch", **kw)
+    for a, b in zip(jax.tree.leaves(scratch.params), jax.tree.leaves(again.params), strict=True):
+        np.testing.assert_array_equal(a, b)  # scratch: nothing of the state it got is kept
+    fresh, _ = ex.retrain(state, x, y, restart="fresh", **kw)
+    warm, _ = ex.retrain(state, x, y, restart="warm", **kw)
+    assert not np.array_equal(fresh.params["linear1"]["kernel"], warm.params["linear1"]["kernel"])
+    prior, _ = ex.retrain(state, x, y, restart="fresh", prior_prec=100.0, **kw)
+    norm = lambda p: sum(float(np.sum(leaf**2)) for leaf in jax.tree.leaves(p))  # noqa: E731
+    assert norm(prior.params) < norm(fresh.params)
+    with pytest.raises(ValueError, match="restart"):
+        ex.retrain(state, x, y, restart="cold", **kw)
+
+
+@pytest.mark.parametrize("rule", ["softrank", "power"])
+def test_stochastic_batches_are_distinct_allowed_and_favour_high_scores(rule):
+    scores = -np.linspace(0.0, 1.0, 200)  # a margin score: candidate 0 the most uncertain
+    counts = np.zeros(200)
+    for i in range(200):
+        picked = acquisition.stochastic_batch(scores, 10, rule=rule, beta=4.0, key=jax.random.key(i), exclude=[0, 1])
+        assert len(set(picked)) == 10 and not {0, 1} & set(picked)
+        counts[picked] += 1
+    assert counts[2:20].sum() > counts[100:118].sum() * 3
+    with pytest.raises(ValueError, match="fewer than the batch"):
+        acquisition.stochastic_batch(scores[:5], 10, rule=rule, beta=4.0, key=jax.random.key(0), exclude=[])
