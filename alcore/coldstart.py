@@ -18,7 +18,7 @@ data record so they are never picked again.
 
 import numpy as np
 
-from alcore.data import Data, _rng
+from alcore.data import Data, DataError, _rng
 
 COLD_STARTS = ("uniform", "typiclust")
 PCA_DIMS = 20
@@ -77,7 +77,7 @@ def typiclust(x: np.ndarray, k: int, *, seed: int, knn: int = KNN) -> np.ndarray
     k-means clusters (typicality: the inverse mean distance to the ``knn`` nearest
     neighbours in the cluster), in cluster order."""
     if k > len(x):
-        raise ValueError(f"a cold start of {k} points needs at least as many candidates, got {len(x)}")
+        raise DataError(f"a cold start of {k} points needs at least as many candidates, got {len(x)}")
     z = principal_components(x)
     labels = kmeans(z, k, rng=_rng(seed, 4))
     chosen = []

@@ -186,15 +186,29 @@ def synthetic(name: str, *, seed: int, n_points: int, n_features: int, n_classes
 
 
 def check_split_size(
-    n: int, *, labelled: bool, n_initial: int, n_calibration: int, test_fraction: float, what: str = "the data have"
+    n: int,
+    *,
+    labelled: bool,
+    n_initial: int,
+    n_calibration: int,
+    test_fraction: float,
+    what: str = "the data have",
+    pool_at_least: int = 1,
 ) -> int:
     """The number of test points of a split of ``n`` points (none without labels);
-    raises :class:`DataError`, starting with ``what``, when ``n`` is too few."""
+    raises :class:`DataError`, starting with ``what``, when ``n`` is too few (the
+    pool must keep ``pool_at_least`` candidates: a cold start from the pool needs
+    ``n_initial``)."""
     n_test = int(round(test_fraction * n)) if labelled else 0
-    if n < n_test + n_initial + n_calibration + 1:
+    if n < n_test + n_initial + n_calibration + pool_at_least:
         raise DataError(
             f"{what} {n} points, fewer than the split needs: {n_test} test + {n_initial} initial + "
-            f"{n_calibration} calibration + at least 1 in the pool"
+            f"{n_calibration} calibration + at least {pool_at_least} in the pool"
+            + (
+                " (the typiclust cold start picks the initial points from it; --cold-start uniform needs 1)"
+                if pool_at_least > 1
+                else ""
+            )
         )
     return n_test
 

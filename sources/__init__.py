@@ -65,6 +65,7 @@ def resolve(config: ExperimentConfig) -> ExperimentConfig:
         n_calibration=held_out_labels(config),
         test_fraction=config.test_fraction,
         what=f"data file {config.data_file} has",
+        pool_at_least=config.n_initial if config.cold_start == "typiclust" else 1,
     )
     return config.with_data_fingerprint(file_digest(config.data_file))
 

@@ -147,7 +147,7 @@ def test_a_files_image_column_is_shown_and_a_missing_image_is_refused_naming_row
     from tests.helpers import ROOT
 
     example = ROOT / "docs" / "examples" / "shapes.csv"
-    oracle, data = _oracle(tmp_path, data="file", data_file=str(example), item_column="image")
+    oracle, data = _oracle(tmp_path, data="file", data_file=str(example), item_column="image", n_initial=8)
     assert data.items.kind == "image" and data.feature_names() == ("area", "corners")
     assert data.n_features == 2  # the image column is not a feature
     values = data.item_values("pool", [0, 1])
@@ -163,14 +163,16 @@ def test_a_files_image_column_is_shown_and_a_missing_image_is_refused_naming_row
     with pytest.raises(
         sources.DataError, match=r"row 2 \(line 3\), column 'image': image file .*square\.png not found"
     ):
-        sources.resolve(ExperimentConfig(data="file", data_file=str(broken / "shapes.csv"), item_column="image"))
+        sources.resolve(
+            ExperimentConfig(data="file", data_file=str(broken / "shapes.csv"), item_column="image", n_initial=8)
+        )
 
 
 def test_a_files_text_column_is_shown_as_text(tmp_path):
     path = tmp_path / "notes.csv"
     rows = ["a,b,label,note"] + [f"{i},{i % 5},{'yes' if i % 2 else 'no'},note | number {i}" for i in range(40)]
     path.write_text("\n".join(rows) + "\n")
-    oracle, data = _oracle(tmp_path, data="file", data_file=str(path), item_column="note")
+    oracle, data = _oracle(tmp_path, data="file", data_file=str(path), item_column="note", n_initial=8)
     assert data.items.kind == "text" and data.feature_names() == ("a", "b")
     row = int(data.rows[2][4])
     text = oracle._items(data, "pool", [4], data.pool[[4]], "round-001")

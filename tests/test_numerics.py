@@ -117,9 +117,14 @@ def test_no_contraction_sums_more_than_one_block(n_features, n_classes, n_labell
             jax.make_jaxpr(laplace.predictive_cov_blocks.__wrapped__)(post, params, pool, tau),
         ]
     tx = training.make_optimizer(learning_rate=1e-3)
-    schedule = training.epoch_batches(n_points=n_labelled, n_epochs=2, batch_size=10, max_points=len(x_pad))
-    args = training._scan_args(params, tx.init(params), jnp.asarray(x_pad), jnp.asarray(y_pad), schedule)
-    programs.append(jax.make_jaxpr(partial(training._train_scan, tx=tx))(*args))
+    for batch_size, prior in ((10, None), (0, 1.0)):  # the tutorial's mini-batches; the pools' full batches
+        schedule = training.epoch_batches(
+            n_points=n_labelled, n_epochs=2, batch_size=batch_size, max_points=len(x_pad)
+        )
+        args, static = training._scan_args(
+            params, tx.init(params), jnp.asarray(x_pad), jnp.asarray(y_pad), schedule, prior
+        )
+        programs.append(jax.make_jaxpr(partial(training._train_scan, tx=tx, **static))(*args))
     lengths = [pair for program in programs for pair in _contracted_lengths(program.jaxpr)]
     assert lengths, "no contraction found: the check would be empty"
     too_long = [(k, dtype) for k, dtype in lengths if k > LONGEST[dtype]]
