@@ -118,9 +118,7 @@ def test_no_contraction_sums_more_than_one_block(n_features, n_classes, n_labell
         ]
     tx = training.make_optimizer(learning_rate=1e-3)
     for batch_size, prior in ((10, None), (0, 1.0)):  # the tutorial's mini-batches; the pools' full batches
-        schedule = training.epoch_batches(
-            n_points=n_labelled, n_epochs=2, batch_size=batch_size, max_points=len(x_pad)
-        )
+        schedule = training.epoch_batches(n_points=n_labelled, n_epochs=2, batch_size=batch_size, max_points=len(x_pad))
         args, static = training._scan_args(
             params, tx.init(params), jnp.asarray(x_pad), jnp.asarray(y_pad), schedule, prior
         )
