@@ -49,7 +49,7 @@ def experiment(tmp_path_factory):
         acquired = st.acquire(config, r, data, state, x, y, calibration.prior_prec, labelled)
         labels = st.labels_of(config, data, acquired)
         x, y = np.concatenate([x, acquired.points]), np.concatenate([y, np.int32(labels)])
-        retrained = st.retrain(config, state, x, y)
+        retrained = st.retrain(config, state, x, y, calibration.prior_prec)
         record = st.evaluate(config, r, data, acquired, labels, retrained, x, y, calibration.prior_prec)
         store.save(st.ROUND, record, r)
         summaries.append(record.summary())
