@@ -613,7 +613,9 @@ def passive_baseline(cfg: ConfigView, data: Data, labels: list[int] | None = Non
 # ---------------------------------------------------------------- ahead-of-time compilation
 
 
-def precompile(config, data: Data, *, first_round: int = 1, passive: bool = True, initial: bool = True) -> int:
+def precompile(
+    config, data: Data, *, first_round: int = 1, passive: bool = True, initial: bool = True, warm: bool = False
+) -> int:
     """Compile the JAX programs the stages still to run will use; returns how many.
 
     Each program is compiled through the stage's own function (``compile_only``), on
@@ -622,6 +624,11 @@ def precompile(config, data: Data, *, first_round: int = 1, passive: bool = True
     first round to compute (rounds before it are restored, so their programs are not
     needed); ``passive``/``initial``: whether those stages will be computed. The
     command line does this while Prefect's server boots; it changes no number.
+
+    ``warm``: run each program once on zeros instead, at every padding the rounds
+    will reach (compiling ahead covers the first round's training only), so that no
+    round of this process waits for a first call: what a run with a person as the
+    oracle does in the background (``flows.active_learning.warm_up``).
     """
     from alcore.model import init_params
 
@@ -630,33 +637,54 @@ def precompile(config, data: Data, *, first_round: int = 1, passive: bool = True
     zeros = lambda n: (np.zeros((n, d), np.float32), np.zeros(n, np.int32))  # noqa: E731
     if initial:
         view = INITIAL.view(config)
-        _train(view, *zeros(len(data.x_initial)), epochs=view.initial_epochs, n_classes=c, compile_only=True)
+        _train(view, *zeros(len(data.x_initial)), epochs=view.initial_epochs, n_classes=c, compile_only=not warm)
         count += 1
     if passive:
         view = PASSIVE.view(config)
-        _train(view, *zeros(n_passive(view)), epochs=passive_epochs(view), n_classes=c, compile_only=True)
+        _train(view, *zeros(n_passive(view)), epochs=passive_epochs(view), n_classes=c, compile_only=not warm)
         count += 1
     params = init_params(seed=config.seed, hidden=config.hidden_channels, in_dim=d, n_classes=c)
     if first_round <= config.rounds:
         cfg = ROUND.view(config)
         tx_state = ex.training.make_optimizer(learning_rate=cfg.learning_rate).init(params)
         n = len(data.x_initial) + (first_round - 1) * cfg.acquisition_batch
-        if cfg.curvature == "full" and strategies.get(cfg.acquisition).score == "std":
-            preds = np.zeros(len(data.pool), np.int32)
-            # every padding of the posterior the rounds will reach (a few steps)
-            last = len(data.x_initial) + config.rounds * cfg.acquisition_batch - 1
-            sizes = {ex.posterior_capacity(m, c): m for m in range(n, last + 1)}
-            for m in sizes.values():
-                ex.uncertainty_map(
-                    params, *zeros(m), data.pool, preds, prior_prec=1.0, curvature="full", compile_only=True
-                )
-                count += 2
-        retrain(cfg, ex.ModelState(params, tx_state), *zeros(n + cfg.acquisition_batch), 1.0, compile_only=True)
-        count += 1
+        last = len(data.x_initial) + config.rounds * cfg.acquisition_batch  # the labelled set after the last round
+        count += _precompile_rounds(cfg, data, params, tx_state, n, last, warm=warm)
     if initial or passive or first_round <= config.rounds:
-        ex.predict(params, data.pool, compile_only=True)
+        ex.predict(params, data.pool, compile_only=not warm)
         count += 1
-        if data.x_test is not data.pool and len(data.x_test) != len(data.pool):
+        if warm and data.y_test is not None:
+            _evaluate(params, data)
+            count += 1
+        elif data.x_test is not data.pool and len(data.x_test) != len(data.pool):
             ex.predict(params, data.x_test, compile_only=True)
             count += 1
+    return count
+
+
+def _precompile_rounds(cfg: ConfigView, data: Data, params, tx_state, n: int, last: int, *, warm: bool) -> int:
+    """The rounds' programs from a labelled set of ``n`` points up to ``last``: the
+    retraining's (compiling ahead: the first round's only; warming: every padding,
+    first, as an answer needs it first) and the acquisition's at every padding of the
+    posterior."""
+    d, c = data.n_features, data.n_classes
+    zeros = lambda m: (np.zeros((m, d), np.float32), np.zeros(m, np.int32))  # noqa: E731
+    count = 0
+    step = cfg.acquisition_batch
+    trained = range(n + step, last + 1, step) if warm else [n + step]  # the sets the retrainings train on
+    for m in {ex.training_capacity(m, c, cfg.batch_size): m for m in trained}.values():
+        retrain(cfg, ex.ModelState(params, tx_state), *zeros(m), 1.0, compile_only=not warm)
+        count += 1
+    if cfg.curvature != "full":
+        return count
+    preds = np.zeros(len(data.pool), np.int32)
+    score = strategies.get(cfg.acquisition).score
+    for m in {ex.posterior_capacity(m, c): m for m in range(n, last)}.values():  # the sets acquisitions score with
+        if warm and score != "uniform":
+            kw = {"prior_prec": 1.0, "curvature": "full", "predictive_samples": cfg.predictive_samples}
+            ex.scores_for(params, *zeros(m), data.pool, preds, strategy=cfg.acquisition, **kw)
+            count += 2
+        elif score == "std":
+            ex.uncertainty_map(params, *zeros(m), data.pool, preds, prior_prec=1.0, curvature="full", compile_only=True)
+            count += 2
     return count

@@ -30,6 +30,7 @@ if __name__ == "__main__":
     if not _args.status and _config.oracle == "truth":  # a human oracle needs a real server (checked in main)
         local_server.start_early()
 
+import gc
 import json
 import logging
 import threading
@@ -158,10 +159,17 @@ def experiment(config: ExperimentConfig, refresh: bool, accept_platform_mix: boo
         config = sources.resolve(config)
         run = Loop(config, refresh, accept_platform_mix, graph=graph)
         restored = run.restore()
+        if graph and config.oracle == "human":
+            warm_up(config, len(restored.rounds) + 1, restored.data, log)
         oracle = oracles.for_config(config, run.folder, log)
         run.data(oracle)
         passive = run.passive(oracle, lambda labels: start_passive(config, refresh, accept_platform_mix, labels))
         initial, calibration = run.model()
+        if graph and config.oracle == "human":
+            # Python's full garbage collections went through every object of the
+            # process (Prefect, JAX, the restored stages): 0.5 s, every 15 forms or
+            # so, while a person waited. What exists now lives to the end of the run.
+            gc.freeze()
         progress = Progress(config, done=len(restored.rounds)) if graph else None
 
         def after_round(r: int) -> None:  # the rounds' observers: progress in the UI, faults in tests
@@ -230,6 +238,31 @@ def not_retried(failed: State) -> State:
     except httpx.HTTPError as e:  # PrefectHTTPStatusError is one
         get_run_logger().warning("the run may be retried (its retries could not be turned off: %s)", e)
     return failed
+
+
+def warm_up(config: ExperimentConfig, first_round: int, data, log) -> threading.Thread:
+    """For a run a person answers: run once, in a background thread, the JAX programs
+    of the rounds from ``first_round`` on (every padding they will reach), while the
+    run asks its first form, so that an answer's next form is not held up by a
+    program's first call in the process (0.3-0.9 s each, measured: a replay after a
+    suspension starts cold). ``data``: the restored data (None: drawn here). A failure
+    only costs that time."""
+
+    def work():
+        t0 = time.perf_counter()
+        try:
+            drawn = sources.draw(config) if data is None else data
+            count = st.precompile(config, drawn, first_round=first_round, passive=False, initial=False, warm=True)
+        except Exception as e:  # noqa: BLE001 - never fail a run over an optimisation
+            log.warning(
+                "warming up the rounds' programs failed (%s: %s); they compile on first use", type(e).__name__, e
+            )
+            return
+        log.info("warmed up %d JAX programs of the rounds in %.1f s", count, time.perf_counter() - t0)
+
+    thread = threading.Thread(target=work, name="warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 # ---------------------------------------------------------------- command line

@@ -331,6 +331,31 @@ def test_accuracy_metric():
     assert experiment.capacity(129) == 256
     assert [experiment.posterior_capacity(n) for n in (1, 32, 33, 70)] == [32, 32, 64, 96]
     assert experiment.posterior_capacity(70, n_classes=10) == 72  # 8 points: 72 rows of the dual form
+    assert [experiment.training_capacity(n) for n in (1, 32, 33, 70, 129)] == [32, 32, 64, 96, 160]
+    assert experiment.training_capacity(70, batch_size=10) == experiment.capacity(70) == 128
+
+
+@pytest.mark.parametrize(("n", "d", "n_classes"), [(21, 2, 3), (70, 2, 3), (150, 2, 3), (69, 64, 10)])
+def test_full_batch_training_does_not_depend_on_its_padding(n, d, n_classes):
+    """The training padding step (``experiment.training_capacity``) is a speed choice:
+    on paddings that are multiples of 32 the trained parameters are bit-identical
+    (masked rows add exact zeros at the end of every sum). A padding off that step
+    (72 or 80 rows) is not, so the step is not free to change."""
+    rng = np.random.default_rng(n)
+    x, y = rng.normal(size=(n, d)).astype(np.float32), rng.integers(0, n_classes, n).astype(np.int32)
+    params = init_params(seed=1, hidden=32, in_dim=d, n_classes=n_classes)
+    tx = training.make_optimizer(learning_rate=3e-3)
+
+    def trained(cap):
+        x_pad, y_pad, _ = experiment.padded(x, y, n_classes=n_classes, cap=cap)
+        schedule = training.epoch_batches(n_points=n, n_epochs=200, batch_size=0, max_points=cap)
+        out, _, _ = training.train(params, tx.init(params), x_pad, y_pad, schedule, tx=tx, prior_prec=0.5)
+        return jax.tree.leaves(out)
+
+    tight = trained(experiment.training_capacity(n, n_classes))
+    for cap in (experiment.training_capacity(n, n_classes) + 32, 256):
+        for a, b in zip(tight, trained(cap), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_the_posterior_does_not_depend_on_its_padding(small_problem):
@@ -566,4 +591,32 @@ def test_precompile_leaves_the_stages_nothing_big_to_compile():
         y = np.concatenate([data.y_initial, labels])
         stages.retrain(cfg, initial.state, x, y)
     big = {"jit(_train_scan)", "jit(fit_posterior)", "jit(predictive_var_of)", "jit(_predict)"}
+    assert not big & set(compiled), compiled
+
+
+@pytest.mark.heavy  # the rounds' programs, run on zeros, then the rounds
+def test_warming_up_leaves_the_rounds_nothing_to_compile():
+    """What a person's run does in the background (``flows.active_learning.warm_up``):
+    every round's program, at every padding the rounds reach (here two of the
+    training's: 31-32 and 33-34 labels), is ready before the round asks for it."""
+    from alcore import stages
+    from alcore.config import ExperimentConfig
+    from tests.helpers import xla_compilations
+
+    # a width no other test uses, so nothing was compiled for these shapes before
+    cfg = ExperimentConfig(data="moons", pool_size=150, seed=5, n_initial=30, rounds=4, hidden_channels=7,
+                           initial_epochs=5, acquisition="margin")  # fmt: skip
+    data = sources.draw(cfg)
+    state = stages.initial_training(cfg, data).state
+    assert stages.precompile(cfg, data, passive=False, initial=False, warm=True) == 2 + 2 + 1 + 1
+    x, y, picked = data.x_initial, data.y_initial, []
+    with xla_compilations() as compiled:
+        for r in range(1, cfg.rounds + 1):
+            acquired = stages.acquire(cfg, r, data, state, x, y, 0.4, list(picked))
+            x = np.concatenate([x, acquired.points])
+            y = np.concatenate([y, stages.labels_of(cfg, data, acquired)])
+            state = stages.retrain(cfg, state, x, y, 0.4).state
+            stages._evaluate(state.params, data)
+            picked += acquired.indices
+    big = {"jit(_train_scan)", "jit(fit_posterior)", "jit(predictive_cov_blocks)", "jit(_predict)"}
     assert not big & set(compiled), compiled
