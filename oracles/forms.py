@@ -121,10 +121,16 @@ def image_markdown(png: Path, alt: str) -> str:
     return f"![{alt}]({data_uri(Path(png))})"
 
 
-def _wait(form, description: str, key: str, timeout: int, after_save: Callable[[], None], hold: int = 0):
+def _wait(form, describe: Callable[[], str], key: str, timeout: int, after_save: Callable[[], None], hold: int = 0):
     """Pause (any run) or, for a deployment's own run, pause ``hold`` seconds and then
     suspend, until answered; ``after_save`` runs once the form is saved. Returns the
-    answer and the base key its input was saved under (``paused-<key>``, ``suspended-<key>-suspended``).
+    answer and the base key its input was saved under (``paused-<key>``,
+    ``suspended-<key>-suspended``).
+
+    ``describe()`` draws the form's description (its pictures: 0.3-0.7 s, measured):
+    before the run waits, since the form must be saved as soon as the server accepts
+    the wait (a person may answer the moment the run shows as waiting), and not at all
+    when a replay takes back an answer given after the suspension.
 
     A deployment's run first *pauses* for ``hold`` seconds: its process stays, so a
     person who is answering gets the next form within a second. When nobody answered
@@ -137,13 +143,18 @@ def _wait(form, description: str, key: str, timeout: int, after_save: Callable[[
     ``timeout`` passes.
     """
     flow_run = get_run_context().flow_run
-    model = form.with_initial_data(description=description)
-    model.after_save = after_save
+
+    def form_with(description: str | None):
+        model = form.with_initial_data(description=description)
+        model.after_save = after_save
+        return model
+
     if flow_run.deployment_id is None or flow_run.parent_task_run_id is not None:
-        return _pause(model, key, timeout), f"paused-{key}"
+        return _pause(form_with(describe()), key, timeout), f"paused-{key}"
     suspend_key = f"{key}-suspended"
     with get_client(sync_client=True) as client:
         fired = client.read_flow_run(flow_run.id).empirical_policy.pause_keys or set()
+    model = form_with(None if suspend_key in fired else describe())
     if suspend_key not in fired:
         hold = min(hold, timeout)
         if key not in fired and hold > 0:
@@ -241,7 +252,7 @@ def ask(
     title: str,
     points: list[tuple[int, list[float], str]],
     classes: list[str],
-    body: str,
+    body: Callable[[], str],
     wait_seconds: int,
     allow_skip: bool,
     allow_stop: bool,
@@ -249,7 +260,8 @@ def ask(
     hold_seconds: int = 0,
 ) -> FormAnswer:
     """Ask a person to label ``points`` (index, coordinates, text for the form) and
-    record the answer in the ledger before returning it. ``guesses``: the model's
+    record the answer in the ledger before returning it. ``body()``: the form's text
+    below its title, drawn only if the form is shown. ``guesses``: the model's
     class of each point (None: no guess), pre-filled in the form; the ledger records
     whether each answer is that guess accepted or the person's own.
     ``hold_seconds``: how long a deployment's run waits paused before it suspends.
@@ -275,7 +287,7 @@ def ask(
 
     try:
         value, saved_under = _wait(
-            form, f"## {title}\n\n{body}", key, wait_seconds, after_save=waiting, hold=hold_seconds
+            form, lambda: f"## {title}\n\n{body()}", key, wait_seconds, after_save=waiting, hold=hold_seconds
         )
     except FlowPauseTimeout:
         raise Unanswered(f"nobody answered the form {key} ({title}) within {wait_seconds} s") from None

@@ -99,18 +99,21 @@ class HumanOracle:
         return "\n\n".join(parts)
 
     def _ask_points(self, data: Data, ask: str, points: np.ndarray, what: str):
-        path = self.folder / "forms" / f"{ask}.png"
-        png = maps.for_data(data).points(path, points, f"{len(points)} points to label")
         described = [data.describe(p) for p in points]
-        rows = "\n".join(f"| point_{n} | {text} |" for n, text in enumerate(described, start=1))
-        where = ask if ask in ("initial", "calibration") else ""
-        items = self._items(data, where, range(len(points)), points, ask)
-        body = (
-            f"Label {what}: choose the class of every point.\n\n"
-            + (f"{items}\n\n" if items else "")
-            + f"Where the points are (numbered as the fields):\n\n{forms.image_markdown(png, ask)}\n\n"
-            f"| field | point |\n|---|---|\n{rows}\n"
-        )
+
+        def body() -> str:  # drawn only when the form is shown
+            path = self.folder / "forms" / f"{ask}.png"
+            png = maps.for_data(data).points(path, points, f"{len(points)} points to label")
+            rows = "\n".join(f"| point_{n} | {text} |" for n, text in enumerate(described, start=1))
+            where = ask if ask in ("initial", "calibration") else ""
+            items = self._items(data, where, range(len(points)), points, ask)
+            return (
+                f"Label {what}: choose the class of every point.\n\n"
+                + (f"{items}\n\n" if items else "")
+                + f"Where the points are (numbered as the fields):\n\n{forms.image_markdown(png, ask)}\n\n"
+                f"| field | point |\n|---|---|\n{rows}\n"
+            )
+
         return forms.ask(
             self.book,
             ask=ask,
@@ -151,7 +154,6 @@ class HumanOracle:
 
     def _ask_round(self, r: int, data: Data, acquired: st.Acquired, missing: list[int], context):
         probs = st.class_probabilities(context.params, data.pool[missing])
-        png = self._form_map(r, data, acquired, missing, context)
         rows = []
         points = []
         guesses = [int(np.argmax(p)) for p in probs]
@@ -160,17 +162,21 @@ class HumanOracle:
             guess = f"{data.classes[g]} ({100 * np.max(p):.0f} %)"
             rows.append(f"| point_{n} | {where} | {guess} |")
             points.append((i, data.pool[i].tolist(), f"{where}; pre-filled with the model's guess, {guess}"))
-        items = self._items(data, "pool", missing, data.pool[missing], f"round-{r:03d}")
-        body = (
-            (f"{items}\n\n" if items else "")
-            + "The model's uncertainty over the candidates; the point(s) to label are starred.\n\n"
-            f"{forms.image_markdown(png, f'round {r}')}\n\n"
-            "| field | point | the model's guess |\n|---|---|---|\n" + "\n".join(rows) + "\n\n"
-            "Each select is pre-filled with the model's guess: *Resume* as it is accepts them all; change the "
-            f"ones you disagree with. Choose *{forms.CANNOT_LABEL}* for a point you cannot label (it is then "
-            "never proposed again and the next best point is asked instead). *Stop after this round* ends the "
-            "loop after this round."
-        ) + stop_rule_note(context)
+
+        def body() -> str:  # drawn only when the form is shown
+            items = self._items(data, "pool", missing, data.pool[missing], f"round-{r:03d}")
+            png = self._form_map(r, data, acquired, missing, context)
+            return (
+                (f"{items}\n\n" if items else "")
+                + "The model's uncertainty over the candidates; the point(s) to label are starred.\n\n"
+                f"{forms.image_markdown(png, f'round {r}')}\n\n"
+                "| field | point | the model's guess |\n|---|---|---|\n" + "\n".join(rows) + "\n\n"
+                "Each select is pre-filled with the model's guess: *Resume* as it is accepts them all; change the "
+                f"ones you disagree with. Choose *{forms.CANNOT_LABEL}* for a point you cannot label (it is then "
+                "never proposed again and the next best point is asked instead). *Stop after this round* ends the "
+                "loop after this round."
+            ) + stop_rule_note(context)
+
         return forms.ask(
             self.book,
             ask=f"round-{r:03d}",
