@@ -126,7 +126,10 @@ class Loop:
         if self.restored.data is not None:
             self._data = self.restored.data
             return self._data
-        drawn, generated = self.run(stages.generate_data, self.store, after=[self.last], name="data")
+        # without a graph (a sweep), the experiments of one seed in a worker share one draw
+        drawn, generated = self.run(
+            stages.generate_data, self.store, reuse=not self.graph, after=[self.last], name="data"
+        )
         initial_labels, calibration_labels = oracle.label_data(drawn)
         self._data, self.last = self.run(
             stages.label_data,

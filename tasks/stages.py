@@ -56,9 +56,10 @@ def restore(store: Store, what: str, passive: bool = False) -> Restored:
 
 
 @stage_task("data", "data/generate")
-def generate_data(store: Store):
-    """Initial and calibration points, the grid and its true labels, the sampling key."""
-    return sources.draw(store.config)
+def generate_data(store: Store, reuse: bool = False):
+    """Initial and calibration points, the grid and its true labels, the sampling key
+    (``reuse``: this process's earlier draw of the same data, read-only: a sweep's)."""
+    return sources.draw(store.config, reuse=reuse)
 
 
 @stage_task("data-label", "data/label")

@@ -154,6 +154,30 @@ def test_an_edited_file_changes_the_data_stage_key(tmp_path):
     assert before != after
 
 
+def test_reused_draws_are_shared_read_only_and_only_for_the_same_data(tmp_path):
+    """A sweep's experiments of one seed share one draw (``draw(reuse=True)``): equal
+    to a fresh draw, the same object for a configuration that differs only outside
+    the data stage (the strategy), read-only, and never shared with other data (a
+    seed, or an edited file)."""
+    config = ExperimentConfig(data="moons", pool_size=120, seed=11, acquisition="margin")
+    shared = sources.draw(config, reuse=True)
+    fresh = sources.draw(config)
+    for a, b in zip(shared, fresh, strict=True):
+        if isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(a, b)
+    assert sources.draw(config.model_copy(update={"acquisition": "bald"}), reuse=True) is shared
+    assert sources.draw(config.model_copy(update={"seed": 12}), reuse=True) is not shared
+    with pytest.raises(ValueError, match="read-only"):
+        shared.pool[0, 0] = 1.0
+    path = tmp_path / "points.csv"
+    rows = ["a,b,label"] + [f"{i % 7},{(3 * i) % 5},{i % 2}" for i in range(40)]
+    path.write_text("\n".join(rows) + "\n")
+    on_file = ExperimentConfig(data="file", data_file=str(path), n_initial=6, seed=3)
+    first = sources.draw(on_file, reuse=True)
+    path.write_text("\n".join(rows[:-1] + ["9,9,1"]) + "\n")
+    assert sources.draw(on_file, reuse=True) is not first
+
+
 @pytest.mark.slow
 @pytest.mark.server
 def test_runs_on_digits_and_on_a_labelled_csv(prefect_server, tmp_path):
