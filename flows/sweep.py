@@ -287,9 +287,10 @@ def sweep(
         len(config.curvatures),
     )
     progress = _SweepProgress(len(experiments), key=f"{sweep_key(config)}-progress")
+    # the longest first (random-in-the-loop's 3x budget), so no worker is left with one at the end
     futures = {
         run_experiment.submit(c, refresh=refresh, accept_platform_mix=accept_platform_mix, graph=config.graph): c
-        for c in experiments
+        for c in sorted(experiments, key=lambda c: -c.rounds)
     }
     done = {}
     for fut in as_completed(list(futures)):
