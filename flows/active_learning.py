@@ -159,8 +159,11 @@ def experiment(config: ExperimentConfig, refresh: bool, accept_platform_mix: boo
         config = sources.resolve(config)
         run = Loop(config, refresh, accept_platform_mix, graph=graph)
         restored = run.restore()
-        if graph and config.oracle == "human":
+        warming = (
             warm_up(config, len(restored.rounds) + 1, restored.data, log)
+            if graph and config.oracle == "human"
+            else None
+        )
         oracle = oracles.for_config(config, run.folder, log)
         run.data(oracle)
         passive = run.passive(oracle, lambda labels: start_passive(config, refresh, accept_platform_mix, labels))
@@ -182,6 +185,8 @@ def experiment(config: ExperimentConfig, refresh: bool, accept_platform_mix: boo
             progress.update(len(rounds), final=True)
         baseline = run.baseline(passive)
         document = run.report(oracle, initial, calibration, rounds, baseline)
+        if warming is not None:  # no work of this run goes on in the process after it
+            warming.join()
     except forms.Unanswered as e:
         message = f"{e}; every answer and finished stage is saved in {run.folder}: {forms.how_to_continue()}"
         log.error(message)
