@@ -634,7 +634,7 @@ def precompile(
 
     d, c = data.n_features, data.n_classes
     count = 0
-    zeros = lambda n: (np.zeros((n, d), np.float32), np.zeros(n, np.int32))  # noqa: E731
+    zeros = functools.partial(_zero_set, n_features=d)
     if initial:
         view = INITIAL.view(config)
         _train(view, *zeros(len(data.x_initial)), epochs=view.initial_epochs, n_classes=c, compile_only=not warm)
@@ -667,8 +667,8 @@ def _precompile_rounds(cfg: ConfigView, data: Data, params, tx_state, n: int, la
     retraining's (compiling ahead: the first round's only; warming: every padding,
     first, as an answer needs it first) and the acquisition's at every padding of the
     posterior."""
-    d, c = data.n_features, data.n_classes
-    zeros = lambda m: (np.zeros((m, d), np.float32), np.zeros(m, np.int32))  # noqa: E731
+    c = data.n_classes
+    zeros = functools.partial(_zero_set, n_features=data.n_features)
     count = 0
     step = cfg.acquisition_batch
     trained = range(n + step, last + 1, step) if warm else [n + step]  # the sets the retrainings train on
@@ -688,3 +688,8 @@ def _precompile_rounds(cfg: ConfigView, data: Data, params, tx_state, n: int, la
             ex.uncertainty_map(params, *zeros(m), data.pool, preds, prior_prec=1.0, curvature="full", compile_only=True)
             count += 2
     return count
+
+
+def _zero_set(n: int, *, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """A labelled set of ``n`` zero points (x, y): the shapes a program is compiled for."""
+    return np.zeros((n, n_features), np.float32), np.zeros(n, np.int32)
