@@ -159,16 +159,13 @@ def experiment(config: ExperimentConfig, refresh: bool, accept_platform_mix: boo
         config = sources.resolve(config)
         run = Loop(config, refresh, accept_platform_mix, graph=graph)
         restored = run.restore()
-        warming = (
-            warm_up(config, len(restored.rounds) + 1, restored.data, log)
-            if graph and config.oracle == "human"
-            else None
-        )
+        person = graph and config.oracle == "human"  # a person waits on each round
+        warming = warm_up(config, len(restored.rounds) + 1, restored.data, log) if person else None
         oracle = oracles.for_config(config, run.folder, log)
         run.data(oracle)
         passive = run.passive(oracle, lambda labels: start_passive(config, refresh, accept_platform_mix, labels))
         initial, calibration = run.model()
-        if graph and config.oracle == "human":
+        if person:
             # Python's full garbage collections went through every object of the
             # process (Prefect, JAX, the restored stages): 0.5 s, every 15 forms or
             # so, while a person waited. What exists now lives to the end of the run.
