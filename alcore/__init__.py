@@ -1,15 +1,18 @@
 """Core math of Bayesian active learning on the 2D three-class problem.
 
 JAX / flax / optax / laplax, and NumPy where compiling would cost more than running.
-This package never imports Prefect and does no file I/O: the Prefect tasks in
+This package never imports Prefect and does no file I/O (JAX keeps its compiled
+programs on disk, alcore/compile_cache.py): the Prefect tasks in
 ``tasks/`` add persistence, logging and artifacts.
 """
 
-from alcore import numerics
+from alcore import compile_cache, numerics
 
 # Before anything imports NumPy or JAX: the numeric settings that make every x86-64
-# machine with AVX2 compute the same numbers (alcore/numerics.py).
+# machine with AVX2 compute the same numbers (alcore/numerics.py), and the compiled
+# programs kept on disk for the next process (alcore/compile_cache.py).
 numerics.configure()
+compile_cache.configure()
 
 __version__ = "0.1.0"
 

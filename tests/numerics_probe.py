@@ -6,7 +6,8 @@ Prints one JSON object: a hash per stage (the tutorial's data, initial training,
 calibration curve, two rounds of acquisition with the Laplace predictive and retraining,
 the passive baseline, and a digits round whose Laplace sums exceed one Eigen block).
 ``tests/test_numerics.py`` runs it under conditions that simulate two machines and
-compares the hashes.
+compares the hashes, and so does ``tests/test_compile_cache.py`` with and without
+compiled programs loaded from disk.
 """
 
 import hashlib
@@ -42,6 +43,14 @@ def rounds(config: ExperimentConfig, data, state, prior_prec: float, n: int) -> 
 
 
 def main() -> None:
+    cache_events = {"hits": 0, "misses": 0}  # JAX's persistent compilation cache (alcore/compile_cache.py)
+
+    def count(event: str, **_) -> None:
+        for kind in cache_events:
+            if event == f"/jax/compilation_cache/cache_{kind}":
+                cache_events[kind] += 1
+
+    jax.monitoring.register_event_listener(count)
     tutorial = ExperimentConfig(rounds=10)
     data = sources.draw(tutorial)
     initial = st.initial_training(tutorial, data)
@@ -60,7 +69,7 @@ def main() -> None:
         "passive": digest(passive.state.params, passive.accuracy),
         "digits_round": rounds(digits, digits_data, digits_initial.state, 1.0, 1),
     }
-    print(json.dumps({"hashes": hashes, "platform": numerics.platform()}))
+    print(json.dumps({"hashes": hashes, "platform": numerics.platform(), "compile_cache": cache_events}))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import sources
-from alcore import laplace, numerics, training
+from alcore import compile_cache, laplace, numerics, training
 from alcore import stages as st
 from alcore.config import ExperimentConfig
 from alcore.experiment import padded
@@ -134,8 +134,10 @@ def test_no_contraction_sums_more_than_one_block(n_features, n_classes, n_labell
 
 def _probe(prefix: list[str], extra_env: dict) -> dict:
     """``tests/numerics_probe.py`` in a fresh process whose environment has none of the
-    settings: the project must set them itself."""
+    settings: the project must set them itself. Each compiles its own programs (no
+    compiled program shared through alcore/compile_cache.py)."""
     env = {k: v for k, v in os.environ.items() if k not in numerics.RECORDED and k != "ONEDNN_MAX_CPU_ISA"}
+    env = {k: v for k, v in env.items() if not k.startswith("JAX_")} | {compile_cache.SWITCH: "off"}
     proc = subprocess.run(
         [*prefix, sys.executable, "-m", "tests.numerics_probe"],
         cwd=ROOT,
