@@ -11,11 +11,11 @@ A loaded program is the very machine code a compilation would produce: JAX keys 
 entry by the program, the compile options, the jax/jaxlib versions and ``XLA_FLAGS``
 (the numeric settings of :mod:`alcore.numerics` included). The host's CPU is not in
 that key, and code generated for one CPU can crash or compute differently on
-another, so the directory is per CPU: ``<cache>/xla-<fingerprint>``, the fingerprint
+another, so the directory is per CPU: ``<root>/cpu-<fingerprint>``, the fingerprint
 taken from ``/proc/cpuinfo``'s model name and flags.
 
-``BAL_COMPILE_CACHE``: a directory instead of ``$XDG_CACHE_HOME/bal-pipeline``
-(``~/.cache/bal-pipeline``), or ``off``. A user's own ``JAX_COMPILATION_CACHE_DIR``
+``BAL_JAX_CACHE_DIR``: the cache's root instead of ``$XDG_CACHE_HOME/bal-pipeline/jax``
+(``~/.cache/bal-pipeline/jax``), or ``off``. A user's own ``JAX_COMPILATION_CACHE_DIR``
 wins. The directory can be deleted at any time; it holds no result.
 """
 
@@ -25,10 +25,10 @@ import platform as _platform
 import sys
 from pathlib import Path
 
-SWITCH = "BAL_COMPILE_CACHE"
+SWITCH = "BAL_JAX_CACHE_DIR"
+OWNED = "BAL_JAX_CACHE_IN_FORCE"  # what this project put into JAX_COMPILATION_CACHE_DIR (not the user)
 # JAX reads these at import; jax.config.update sets them when JAX came first.
 OPTIONS = {
-    "jax_compilation_cache_dir": None,  # set below
     "jax_persistent_cache_min_compile_time_secs": 0.0,  # the default (1 s) would skip every program here
     "jax_persistent_cache_min_entry_size_bytes": 0,
 }
@@ -50,30 +50,31 @@ def cpu_fingerprint() -> str:
 
 
 def directory(environ=None) -> Path | None:
-    """Where this process keeps compiled programs (None: off)."""
+    """Where the project keeps compiled programs on this CPU (None: off)."""
     environ = os.environ if environ is None else environ
     chosen = environ.get(SWITCH, "")
     if chosen.lower() == "off":
         return None
-    if environ.get("JAX_COMPILATION_CACHE_DIR"):  # the user's, or set by a parent process
-        return Path(environ["JAX_COMPILATION_CACHE_DIR"])
-    if chosen:
-        root = Path(chosen)
-    else:
-        root = Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bal-pipeline"
-    return root / f"xla-{cpu_fingerprint()}"
+    root = Path(chosen) if chosen else Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bal-pipeline" / "jax"
+    return root / f"cpu-{cpu_fingerprint()}"
 
 
 def configure(environ=None) -> Path | None:
-    """Turn the cache on for this process and the processes it starts; returns its
-    directory. Idempotent; does nothing when :func:`directory` is None."""
+    """Turn the cache on for this process and the processes it starts (through JAX's
+    own variables); returns the directory in force (None: off). Idempotent."""
     environ = os.environ if environ is None else environ
+    inherited = environ.get("JAX_COMPILATION_CACHE_DIR")
+    if inherited and inherited != environ.get(OWNED):  # the user's own
+        return Path(inherited)
     where = directory(environ)
-    if where is None:
-        return None
-    options = {**OPTIONS, "jax_compilation_cache_dir": str(where)}
-    for name, value in options.items():
-        environ.setdefault(name.upper(), str(value))
+    options = {**OPTIONS, "jax_compilation_cache_dir": None if where is None else str(where)}
+    if where is None:  # off: nothing of a parent's setting is left
+        environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+        environ.pop(OWNED, None)
+    else:
+        environ["JAX_COMPILATION_CACHE_DIR"] = environ[OWNED] = str(where)
+        for name, value in OPTIONS.items():
+            environ.setdefault(name.upper(), str(value))
     if environ is os.environ and "jax" in sys.modules:  # too late for the variables
         import jax
 

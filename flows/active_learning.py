@@ -54,7 +54,6 @@ from flows.progress import Progress
 from oracles import forms
 from runtime import local_server, resilience  # resilience: lost-server handling (runtime/resilience.py)
 from runtime.cli import parse_config
-from runtime.jax_cache import enable_compilation_cache
 from store import files
 from store.experiment import PlatformMix, Store, print_status
 from tasks import stages
@@ -134,7 +133,6 @@ def active_learning(
         accept_platform_mix: Resume from stages computed on another numeric platform
             (otherwise refused before compute; ``alcore/numerics.py``).
     """
-    enable_compilation_cache()
     try:
         config = sources.resolve(config)  # a bad data file ends the run here, before any compute
     except sources.DataError as e:
@@ -302,7 +300,6 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)
     run = active_learning.with_options(retries=args.retries, retry_delay_seconds=1) if args.retries else active_learning
-    enable_compilation_cache()
     with local_server.connected(while_waiting=lambda: _precompile(config, args.refresh)):
         with resilience.guard(Store(config).workspace.root, rounds=config.rounds, argv=argv):
             t0 = time.perf_counter()

@@ -36,7 +36,6 @@ from alcore import numerics, strategies
 from alcore.config import POOL_DEFAULTS, Curvature, ExperimentConfig, digest
 from flows.active_learning import active_learning, experiment
 from runtime import local_server
-from runtime.jax_cache import enable_compilation_cache
 from store.layout import check_writable
 from tasks.sweep_report import sweep_key, sweep_report
 
@@ -221,7 +220,6 @@ def run_experiment(
     the server (``graph=True``: the active-learning flow as a subflow instead, every
     stage a node in the UI)."""
     started = time.time()
-    enable_compilation_cache()
     _check_reachable(config.artifacts_dir)
     t0 = time.perf_counter()
     if graph:

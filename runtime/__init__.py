@@ -1,1 +1,1 @@
-"""What runs the pipeline's processes: settings they share (the JAX compilation cache)."""
+"""What runs the pipeline's processes: the command line, the Prefect server launcher, the lost-server guard."""

@@ -2,32 +2,26 @@
 ``tests/tiers.py`` fails a fast test that asks for it). Shared helpers are in
 ``tests/helpers.py``."""
 
-import alcore  # noqa: F401, I001 - first: the numeric settings before NumPy and JAX load (alcore/numerics.py)
 import os
 import tempfile
 from pathlib import Path
 
-import jax
-import pytest
+# The tests and their subprocesses share one JAX compilation cache of their own (kept
+# between sessions, so later sessions start warm), never the user's ~/.cache: most of
+# the fast tier's time is XLA compiling the same programs. (What compiles is still
+# logged: tests that count compilations are unaffected.) Set before alcore configures
+# the cache (alcore/compile_cache.py).
+os.environ.setdefault("BAL_JAX_CACHE_DIR", str(Path(tempfile.gettempdir()) / "bal-tests-jax-cache"))
 
-from runtime.jax_cache import enable_compilation_cache
-from runtime.local_server import PrefectServer
+import alcore  # noqa: F401, E402, I001 - first: the numeric settings before NumPy and JAX load (alcore/numerics.py)
+import pytest  # noqa: E402
+
+from runtime.local_server import PrefectServer  # noqa: E402
 
 # tiers: the fast tier's rule (no process, no sleep, no server), enforced
 pytest_plugins = ("tests.tiers", "pytester")
 
-# The tests' subprocesses share one JAX compilation cache of their own (kept between
-# sessions, so later sessions start warm), never the user's ~/.cache.
-os.environ.setdefault("BAL_JAX_CACHE_DIR", str(Path(tempfile.gettempdir()) / "bal-tests-jax-cache"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-# This process uses that cache too: most of the fast tier's time is XLA compiling the
-# same programs every session; from the second session on they are loaded instead.
-# (What compiles is still logged: tests that count compilations are unaffected.) Here
-# every program is kept, also the many small ones of code run op by op (the laplax and
-# NumPy-style references), which the CLI's 0.1 s threshold would leave out.
-enable_compilation_cache()
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
 @pytest.fixture(scope="session")

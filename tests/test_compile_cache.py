@@ -15,19 +15,22 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_directory_is_per_cpu_and_can_be_turned_off(tmp_path):
-    ours = compile_cache.directory({"XDG_CACHE_HOME": str(tmp_path)})
-    assert ours == tmp_path / "bal-pipeline" / f"xla-{compile_cache.cpu_fingerprint()}"
-    assert len(compile_cache.cpu_fingerprint()) == 12
-    chosen = compile_cache.directory({compile_cache.SWITCH: str(tmp_path / "c")})
-    assert chosen.parent == tmp_path / "c" and chosen.name.startswith("xla-")
-    assert compile_cache.directory({compile_cache.SWITCH: "off", "XDG_CACHE_HOME": str(tmp_path)}) is None
+    cpu = f"cpu-{compile_cache.cpu_fingerprint()}"
+    assert len(cpu) == 16
+    ours = {"XDG_CACHE_HOME": str(tmp_path)}
+    assert compile_cache.configure(ours) == tmp_path / "bal-pipeline" / "jax" / cpu
+    assert ours["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "bal-pipeline" / "jax" / cpu)
+    assert ours["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] == "0.0"
+    # a child process inherits the variables; its own choice still wins over the parent's
+    child = {**ours, compile_cache.SWITCH: str(tmp_path / "c")}
+    assert compile_cache.configure(child) == tmp_path / "c" / cpu
+    assert child["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "c" / cpu)
+    off = {**ours, compile_cache.SWITCH: "off"}
+    assert compile_cache.configure(off) is None and "JAX_COMPILATION_CACHE_DIR" not in off
     # the user's own JAX directory wins, and so does every option they set
-    env = {"JAX_COMPILATION_CACHE_DIR": "/elsewhere", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "2"}
-    assert compile_cache.configure(env) == Path("/elsewhere")
-    assert env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] == "2"
-    assert env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] == "0"
-    off = {compile_cache.SWITCH: "off"}
-    assert compile_cache.configure(off) is None and set(off) == {compile_cache.SWITCH}
+    user = {"JAX_COMPILATION_CACHE_DIR": "/elsewhere", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "2"}
+    assert compile_cache.configure(user) == Path("/elsewhere")
+    assert user["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] == "2"
 
 
 def _probe(cache: str) -> dict:
@@ -46,7 +49,7 @@ def test_loaded_programs_compute_what_compiled_ones_do(tmp_path):
     first = _probe(str(tmp_path))  # compiles, and writes every program
     assert first["compile_cache"]["hits"] == 0 and first["compile_cache"]["misses"] > 10
     (where,) = tmp_path.iterdir()
-    assert where.name == f"xla-{compile_cache.cpu_fingerprint()}" and len(list(where.iterdir())) > 10
+    assert where.name == f"cpu-{compile_cache.cpu_fingerprint()}" and len(list(where.iterdir())) > 10
     second = _probe(str(tmp_path))  # a new process: loads them
     assert second["compile_cache"]["misses"] == 0 and second["compile_cache"]["hits"] > 10
     assert first["hashes"] == compiled["hashes"] == second["hashes"]
