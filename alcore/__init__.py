@@ -20,5 +20,6 @@ __version__ = "0.1.0"
 # every persisted result's cache key, so old cached rounds are not reused.
 # 2: the numeric settings of alcore/numerics.py; 3: each round records its prediction change
 # (the stop rule); the cold start, the retraining schedules, the prior in the loss,
-# stochastic batches (the data and round records)
-MATH_VERSION = "3"
+# stochastic batches (the data and round records); 4: an image's pixels share one scale,
+# the network's depth a field (one hidden layer for pools of more than two features)
+MATH_VERSION = "4"

@@ -23,7 +23,7 @@ import numpy as np
 
 from alcore import acquisition, laplace
 from alcore import experiment as ex
-from alcore.model import N_LAYERS, forward
+from alcore.model import forward, n_layers
 
 FORMAT = "bal-model"
 FORMAT_VERSION = 1
@@ -43,10 +43,10 @@ class Bundle(NamedTuple):
 
 def architecture(params: dict) -> dict:
     """The network's shape, as the bundle records it."""
-    kernels = [np.shape(params[f"linear{i}"]["kernel"]) for i in range(1, N_LAYERS + 1)]
+    kernels = [np.shape(params[f"linear{i}"]["kernel"]) for i in range(1, n_layers(params) + 1)]
     return {
         "kind": "mlp",
-        "layers": N_LAYERS,
+        "layers": n_layers(params),
         "activation": "tanh",
         "in_dim": int(kernels[0][0]),
         "hidden": int(kernels[0][1]),

@@ -55,7 +55,11 @@ def directory(environ=None) -> Path | None:
     chosen = environ.get(SWITCH, "")
     if chosen.lower() == "off":
         return None
-    root = Path(chosen) if chosen else Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bal-pipeline" / "jax"
+    root = (
+        Path(chosen)
+        if chosen
+        else Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bal-pipeline" / "jax"
+    )
     return root / f"cpu-{cpu_fingerprint()}"
 
 

@@ -120,7 +120,13 @@ class ExperimentConfig(BaseModel):
     grid_size: int = Field(
         100, ge=2, le=1000, description="G: the G x G grid of candidate points and accuracy evaluation."
     )
-    hidden_channels: int = Field(32, ge=1, le=1024, description="Width of the MLP's three hidden layers.")
+    hidden_channels: int = Field(32, ge=1, le=1024, description="Width of the MLP's hidden layers.")
+    hidden_layers: int | None = Field(
+        None,
+        ge=1,
+        le=8,
+        description="How many hidden layers the MLP has. Empty: 3 for data of two features (the tutorial's), 1 for more.",
+    )
     learning_rate: float | None = Field(
         None, gt=0, le=10, description="Adam learning rate. Empty: 1e-3 for the tutorial, 3e-3 for pools."
     )

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from alcore import acquisition, calibration, epig, laplace, strategies, training
-from alcore.model import forward, init_params
+from alcore.model import forward, init_params, n_layers
 
 CAPACITY_CHUNK = 128  # labelled-set arrays are padded to a multiple of this (3 classes)
 CAPACITY_ROWS = 256  # ... and to about this many rows of the dual form for more classes
@@ -88,6 +88,7 @@ def train_from_scratch(
     epochs: int,
     batch_size: int,
     n_classes: int = 3,
+    hidden_layers: int = 3,
     compile_only: bool = False,
 ) -> tuple[ModelState, np.ndarray] | None:
     """Initialise the MLP from ``seed`` and train it; returns the state and per-epoch losses.
@@ -97,7 +98,9 @@ def train_from_scratch(
     these shapes, run nothing (what ``alcore.stages.precompile`` uses, so it compiles
     exactly what this runs).
     """
-    params = init_params(seed=seed, hidden=hidden_channels, in_dim=np.shape(x)[1], n_classes=n_classes)
+    params = init_params(
+        seed=seed, hidden=hidden_channels, in_dim=np.shape(x)[1], n_classes=n_classes, hidden_layers=hidden_layers
+    )
     tx = training.make_optimizer(learning_rate=learning_rate)
     schedule = training.epoch_batches(n_points=len(x), n_epochs=epochs, batch_size=batch_size)
     args = (params, tx.init(params), jnp.asarray(x), jnp.asarray(y), schedule)
@@ -418,7 +421,7 @@ def retrain(
 
     ``restart``: ``warm`` continues from the parameters with the optimizer state kept
     (the tutorial's); ``fresh`` keeps the parameters with a new Adam state; ``scratch``
-    re-initialises the network from ``seed`` (``hidden_channels`` wide) and trains it
+    re-initialises the network from ``seed`` (``hidden_channels`` wide, as deep as ``state``'s) and trains it
     anew, so a model never carries the fit of an earlier, smaller labelled set.
     ``prior_prec``: train on cross-entropy + prior_prec / 2 ||theta||^2 (None: plain
     cross-entropy). ``batch_size`` 0: full batches. The set is padded
@@ -432,7 +435,8 @@ def retrain(
     tx = training.make_optimizer(learning_rate=learning_rate)
     params, opt_state = state.params, state.opt_state
     if restart == "scratch":
-        params, opt_state = _fresh_start(seed, hidden_channels, np.shape(x)[1], n_classes, learning_rate)
+        depth = n_layers(state.params) - 1
+        params, opt_state = _fresh_start(seed, hidden_channels, np.shape(x)[1], n_classes, learning_rate, depth)
     elif restart == "fresh":
         opt_state = tx.init(params)
     schedule = training.epoch_batches(n_points=len(x), n_epochs=epochs, batch_size=batch_size, max_points=len(x_pad))
@@ -444,10 +448,10 @@ def retrain(
 
 
 @functools.lru_cache(maxsize=8)
-def _fresh_start(seed: int, hidden: int, in_dim: int, n_classes: int, learning_rate: float):
+def _fresh_start(seed: int, hidden: int, in_dim: int, n_classes: int, learning_rate: float, hidden_layers: int):
     """The network initialised from ``seed`` and a new Adam state: what every round of
     the ``scratch`` schedule starts from (cached: drawing it cost 9 ms a round)."""
-    params = init_params(seed=seed, hidden=hidden, in_dim=in_dim, n_classes=n_classes)
+    params = init_params(seed=seed, hidden=hidden, in_dim=in_dim, n_classes=n_classes, hidden_layers=hidden_layers)
     return params, training.make_optimizer(learning_rate=learning_rate).init(params)
 
 

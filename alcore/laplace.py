@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alcore.model import N_LAYERS, Params, forward
+from alcore.model import Params, forward, n_layers
 
 # Eigen, which runs XLA's float64 contractions on the CPU, splits a contraction's summed
 # dimension into blocks sized from the L1 cache (256 float64 terms at 32 KiB L1d,
@@ -76,17 +76,18 @@ def features(params: Params, x: jax.Array, xp=jnp) -> Features:
     """
     inputs, acts = [], []
     h = x
-    for i in range(1, N_LAYERS + 1):
+    last = n_layers(params)
+    for i in range(1, last + 1):
         inputs.append(h)
         layer = params[f"linear{i}"]
         h = h @ layer["kernel"] + layer["bias"]
-        if i < N_LAYERS:
+        if i < last:
             h = xp.tanh(h)
             acts.append(h)
-    n_classes = params[f"linear{N_LAYERS}"]["bias"].shape[0]
+    n_classes = params[f"linear{last}"]["bias"].shape[0]
     delta = xp.broadcast_to(xp.eye(n_classes, dtype=x.dtype), (x.shape[0], n_classes, n_classes))
     sens = [delta]
-    for i in range(N_LAYERS, 1, -1):
+    for i in range(last, 1, -1):
         kernel = params[f"linear{i}"]["kernel"]
         delta = (delta @ kernel.T) * (1.0 - acts[i - 2] ** 2)[:, None, :]
         sens.append(delta)

@@ -1,4 +1,4 @@
-"""The tutorial's MLP (2-32-32-32-3, tanh) and its pure functional form."""
+"""The tutorial's MLP (2-32-32-32-3, tanh; any depth and width) and its pure functional form."""
 
 import functools
 from collections.abc import Callable
@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 Params = dict  # nested {"linear1": {"kernel": ..., "bias": ...}, ...}
-N_LAYERS = 4
+HIDDEN_LAYERS = 3  # the tutorial's
 
 
 @functools.cache
@@ -17,19 +17,27 @@ def _mlp_class():
     from flax import nnx
 
     class MLP(nnx.Module):
-        """Four linear layers with tanh between them, as in the tutorial's helper."""
+        """``hidden_layers`` + 1 linear layers (``linear1``, ...) with tanh between them;
+        three hidden layers are the tutorial's helper (its layers drawn in the same order)."""
 
-        def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, *, rngs: nnx.Rngs):
-            self.linear1 = nnx.Linear(in_channels, hidden_channels, rngs=rngs)
-            self.linear2 = nnx.Linear(hidden_channels, hidden_channels, rngs=rngs)
-            self.linear3 = nnx.Linear(hidden_channels, hidden_channels, rngs=rngs)
-            self.linear4 = nnx.Linear(hidden_channels, out_channels, rngs=rngs)
+        def __init__(
+            self,
+            in_channels: int,
+            hidden_channels: int,
+            out_channels: int,
+            *,
+            rngs: nnx.Rngs,
+            hidden_layers: int = HIDDEN_LAYERS,
+        ):
+            widths = [in_channels, *[hidden_channels] * hidden_layers, out_channels]
+            self.n_layers = len(widths) - 1
+            for i in range(self.n_layers):
+                setattr(self, f"linear{i + 1}", nnx.Linear(widths[i], widths[i + 1], rngs=rngs))
 
         def __call__(self, x):
-            x = nnx.tanh(self.linear1(x))
-            x = nnx.tanh(self.linear2(x))
-            x = nnx.tanh(self.linear3(x))
-            return self.linear4(x)
+            for i in range(1, self.n_layers):
+                x = nnx.tanh(getattr(self, f"linear{i}")(x))
+            return getattr(self, f"linear{self.n_layers}")(x)
 
     return MLP
 
@@ -40,7 +48,9 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def init_params(*, seed: int, hidden: int = 32, in_dim: int = 2, n_classes: int = 3) -> Params:
+def init_params(
+    *, seed: int, hidden: int = 32, in_dim: int = 2, n_classes: int = 3, hidden_layers: int = HIDDEN_LAYERS
+) -> Params:
     """Initial parameters exactly as ``Model(..., rngs=nnx.Rngs(seed))`` draws them.
 
     Returns a plain nested dict of arrays (layer -> {"kernel", "bias"}), so the rest
@@ -48,7 +58,7 @@ def init_params(*, seed: int, hidden: int = 32, in_dim: int = 2, n_classes: int 
     """
     from flax import nnx
 
-    model = _mlp_class()(in_dim, hidden, n_classes, rngs=nnx.Rngs(seed))
+    model = _mlp_class()(in_dim, hidden, n_classes, rngs=nnx.Rngs(seed), hidden_layers=hidden_layers)
     state = nnx.state(model, nnx.Param)
     return jax.tree.map(lambda v: v, nnx.to_pure_dict(state))
 
@@ -59,10 +69,11 @@ def forward(params: Params, x: jax.Array, xp=jnp) -> jax.Array:
     ``xp=numpy`` evaluates it in NumPy (no XLA compilation), for one-off work.
     """
     h = x
-    for i in range(1, N_LAYERS + 1):
+    last = n_layers(params)
+    for i in range(1, last + 1):
         layer = params[f"linear{i}"]
         h = h @ layer["kernel"] + layer["bias"]
-        if i < N_LAYERS:
+        if i < last:
             h = xp.tanh(h)
     return h
 
@@ -74,6 +85,22 @@ def laplax_model_fn() -> Callable:
         return forward(params, input)
 
     return model_fn
+
+
+def hidden_layers_for(n_features: int, hidden_layers: int | None = None) -> int:
+    """``hidden_layers``, or where it is None the measured default: the tutorial's three
+    for two features, one for more. A 2-D boundary like the tutorial's needs the depth
+    (one hidden layer: 96.75 % against 98.45 % at 70 labels, honest margin, 10 seeds);
+    64 pixels with few labels need the simplicity (digits 90+ % against 84 %).
+    README "Ahead of the peers" has the table."""
+    if hidden_layers is not None:
+        return hidden_layers
+    return HIDDEN_LAYERS if n_features <= 2 else 1
+
+
+def n_layers(params: Params) -> int:
+    """How many linear layers the network has (hidden layers + 1)."""
+    return len(params)
 
 
 def n_params(params: Params) -> int:

@@ -25,6 +25,7 @@ from alcore import data as datasets
 from alcore import experiment as ex
 from alcore.config import digest, held_out_labels, n_passive, passive_epochs
 from alcore.data import Data
+from alcore.model import hidden_layers_for
 
 
 class UndeclaredField(AttributeError):
@@ -157,7 +158,9 @@ DATA = Stage(
     ),
 )
 INITIAL = Stage(
-    "initial", reads=("seed", "hidden_channels", "learning_rate", "batch_size", "initial_epochs"), after=("data",)
+    "initial",
+    reads=("seed", "hidden_channels", "hidden_layers", "learning_rate", "batch_size", "initial_epochs"),
+    after=("data",),
 )
 CALIBRATION = Stage(
     "calibration",
@@ -189,6 +192,7 @@ ROUND = Stage(
         "batch_beta",
         "seed",  # scratch: the re-initialisation
         "hidden_channels",
+        "hidden_layers",
         "initial_epochs",  # scratch: the epochs of each round's training
     ),
     after=("calibration",),
@@ -201,6 +205,7 @@ PASSIVE = Stage(
         "count_all_labels",
         "acquisition_batch",
         "hidden_channels",
+        "hidden_layers",
         "learning_rate",
         "batch_size",
         "initial_epochs",
@@ -338,6 +343,7 @@ def _train(cfg: ConfigView, x, y, *, epochs: int, n_classes: int, compile_only: 
         y,
         seed=cfg.seed,
         hidden_channels=cfg.hidden_channels,
+        hidden_layers=hidden_layers_for(x.shape[1], cfg.hidden_layers),
         learning_rate=cfg.learning_rate,
         epochs=epochs,
         batch_size=cfg.batch_size,
@@ -643,7 +649,8 @@ def precompile(
         view = PASSIVE.view(config)
         _train(view, *zeros(n_passive(view)), epochs=passive_epochs(view), n_classes=c, compile_only=not warm)
         count += 1
-    params = init_params(seed=config.seed, hidden=config.hidden_channels, in_dim=d, n_classes=c)
+    depth = hidden_layers_for(d, config.hidden_layers)
+    params = init_params(seed=config.seed, hidden=config.hidden_channels, in_dim=d, n_classes=c, hidden_layers=depth)
     if first_round <= config.rounds:
         cfg = ROUND.view(config)
         tx_state = ex.training.make_optimizer(learning_rate=cfg.learning_rate).init(params)

@@ -199,6 +199,7 @@ def bundled(name: str) -> Table:
         np.asarray(bunch.target, np.int32),
         tuple(str(c) for c in bunch.target_names),
         Items(names if len(names) == x.shape[1] else (), image_shape),
+        one_unit=bool(image_shape),
     )
 
 

@@ -130,12 +130,16 @@ def test_optimizer_is_reused_so_training_does_not_recompile():
 # ------------------------------------------------------------------ Laplace
 
 
-@pytest.fixture(params=[(0, 2, 3), (1, 2, 3), (2, 5, 4)], ids=["net-seed-0", "net-seed-1", "d5-C4"])
+@pytest.fixture(
+    params=[(0, 2, 3, 3), (1, 2, 3, 3), (2, 5, 4, 3), (3, 5, 4, 1)],
+    ids=["net-seed-0", "net-seed-1", "d5-C4", "depth-1"],
+)
 def small_problem(request):
     """A small net, its labelled points and points to evaluate: the tutorial's 2-D,
-    3-class shape twice, and 5 features with 4 classes (any d and C must work)."""
-    seed, d, c = request.param
-    params = init_params(seed=seed, hidden=8, in_dim=d, n_classes=c)
+    3-class shape twice, and 5 features with 4 classes (any d and C must work), also
+    with one hidden layer (the pools' network)."""
+    seed, d, c, depth = request.param
+    params = init_params(seed=seed, hidden=8, in_dim=d, n_classes=c, hidden_layers=depth)
     x = np.asarray(jax.random.uniform(jax.random.key(seed + 10), (7, d)), np.float32)
     if d == 2:
         y = np.asarray(problem.true_labels(jnp.asarray(x)))
@@ -253,10 +257,12 @@ def test_weight_draws_are_laplax_draws():
         np.testing.assert_allclose(draws[:, s], ravel_pytree(randn_like(keys[s], params))[0], rtol=1e-4, atol=5e-5)
 
 
-def test_jacobian_is_ravel_pytree_jacobian():
+@pytest.mark.parametrize("depth", [3, 1, 2])
+def test_jacobian_is_ravel_pytree_jacobian(depth):
     from jax.flatten_util import ravel_pytree
 
-    params = init_params(seed=3, hidden=5)
+    params = init_params(seed=3, hidden=5, hidden_layers=depth)
+    assert sorted(params) == [f"linear{i}" for i in range(1, depth + 2)]
     x = np.asarray(jax.random.uniform(jax.random.key(1), (4, 2)))
     flat, unravel = ravel_pytree(params)
     want = jax.vmap(lambda xi: jax.jacrev(lambda f: forward(unravel(f), xi))(flat))(jnp.asarray(x))
@@ -620,3 +626,27 @@ def test_warming_up_leaves_the_rounds_nothing_to_compile():
             picked += acquired.indices
     big = {"jit(_train_scan)", "jit(fit_posterior)", "jit(predictive_cov_blocks)", "jit(_predict)"}
     assert not big & set(compiled), compiled
+
+
+def test_the_networks_depth_follows_its_features_unless_set():
+    from alcore import stages as st
+    from alcore.config import ExperimentConfig
+    from alcore.model import hidden_layers_for
+
+    assert (hidden_layers_for(2), hidden_layers_for(3), hidden_layers_for(64, 2)) == (3, 1, 2)
+    digits = ExperimentConfig(data="digits", initial_epochs=2, calibration="ece")
+    assert digits.hidden_layers is None
+    data = sources.draw(digits)
+    shallow = st.initial_training(digits, data).state
+    assert sorted(shallow.params) == ["linear1", "linear2"] and shallow.params["linear1"]["kernel"].shape == (64, 32)
+    deeper = digits.model_copy(update={"hidden_layers": 2})
+    state = st.initial_training(deeper, data).state
+    assert sorted(state.params) == ["linear1", "linear2", "linear3"]
+    # each round's scratch retraining re-initialises the same network
+    scratch = deeper.model_copy(update={"retrain_schedule": "scratch"})
+    x, y = data.x_initial[:5], data.y_initial[:5]
+    assert sorted(st.retrain(scratch, state, x, y, 1.0).state.params) == ["linear1", "linear2", "linear3"]
+    tutorial = ExperimentConfig(initial_epochs=2)
+    assert sorted(st.initial_training(tutorial, sources.draw(tutorial)).state.params) == [
+        f"linear{i}" for i in (1, 2, 3, 4)
+    ]

@@ -66,6 +66,12 @@ def test_every_problem_splits_into_disjoint_standardised_sets(name):
     np.testing.assert_allclose(d.pool[0] * std + mean, table.x[np.argmin(np.abs(table.x - (d.pool[0] * std + mean)).sum(1))], rtol=1e-5, atol=1e-5)  # fmt: skip
     assert d.n_classes == len(table.classes) >= 2
     assert set(np.unique(d.pool_labels)) <= set(range(d.n_classes))
+    if name == "digits":  # pixels share one unit: one std for all, the root of their mean variance
+        assert table.one_unit and len(set(std.tolist())) == 1
+        np.testing.assert_allclose(fit.var(axis=0).mean(), 1.0, rtol=1e-4)
+    else:  # each feature its own unit: unit variance each (constant ones left as they are)
+        assert not table.one_unit
+        np.testing.assert_allclose(fit.std(axis=0)[table.x.std(axis=0) > 0], 1.0, rtol=1e-3)
 
 
 def test_a_labelled_csv_is_read_with_named_classes(tmp_path):

@@ -129,7 +129,7 @@ def test_code_version_ignores_comments_docstrings_and_formatting(core_copy):
     before = code_version(core_copy)
     _edit(core_copy / "training.py", '"""Training exactly', '"""Training, reworded: exactly')
     _edit(core_copy / "laplace.py", "CHUNK = 1000  #", "CHUNK = 1000  # a new comment;")
-    _edit(core_copy / "model.py", "N_LAYERS = 4", "N_LAYERS = (\n    4\n)")
+    _edit(core_copy / "model.py", "HIDDEN_LAYERS = 3  #", "HIDDEN_LAYERS = (\n    3\n)  #")
     _edit(core_copy / "experiment.py", "def accuracy(preds", "\n\n# spacing\ndef accuracy(preds")
     _edit(core_copy / "sweep_stats.py", "level: float = 0.95", "level: float = 0.9")  # not a stage's code
     assert code_version(core_copy) == before
@@ -141,7 +141,7 @@ def test_code_version_ignores_comments_docstrings_and_formatting(core_copy):
         ("laplace.py", "CHUNK = 1000", "CHUNK = 500"),
         ("calibration.py", "N_ECE_BINS = 15", "N_ECE_BINS = 10"),
         ("training.py", "return optax.adam(learning_rate)", "return optax.adamw(learning_rate)"),
-        ("__init__.py", 'MATH_VERSION = "3"', 'MATH_VERSION = "4"'),
+        ("__init__.py", 'MATH_VERSION = "4"', 'MATH_VERSION = "5"'),
     ],
 )
 def test_code_version_changes_with_the_math(core_copy, module, old, new):
