@@ -15,11 +15,14 @@ scikit-learn's digits (50 rounds, one 8 x 8 image a round):
    49's form (``label_hold_seconds`` not yet over): the answer is timed to round 50's
    form, in the same process.
 3. **Suspended** (the same, a person coming back): ``label_hold_seconds`` is 2, the
-   labeller waits until the run has *suspended* on round 49's form (its process gone),
-   then answers; timed to round 50's form, in total (the worker polls every
+   labeller waits until the run has *suspended* on round 49's form and its process has
+   exited (the worker has no child left), then answers; timed to round 50's form, in total (the worker polls every
    ``PREFECT_WORKER_QUERY_SECONDS``: 1 s here; ``make worker`` sets it with
    ``WORKER_POLL``) and split into the worker's pick-up, the flow's new process and the
    replay.
+
+The runs' logs (the command line's, each worker's with its flow runs') are kept in
+``<out without .json>/``.
 """
 
 import argparse
@@ -34,6 +37,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 
 import sources
 from alcore.config import ExperimentConfig
@@ -76,10 +80,12 @@ def suspended_on(api: str, flow_run_id: str) -> bool:
     return state.get("name") == "Suspended"
 
 
-def answer_all(api: str, artifacts: Path, done, truth, *, timeout: float = 3600, after_suspend=()) -> dict:
+def answer_all(
+    api: str, artifacts: Path, done, truth, *, timeout: float = 3600, after_suspend=(), released=lambda: True
+) -> dict:
     """Answer every form as it comes (the forms in ``after_suspend`` only once the
-    run has suspended on them); per form: the answer's time and when the next form
-    (or the end) was reached."""
+    run has suspended on them and ``released()``: its process has exited); per form:
+    the answer's time and when the next form (or the end) was reached."""
     timings: dict[str, dict] = {}
     last = None
     deadline = time.time() + timeout
@@ -92,7 +98,7 @@ def answer_all(api: str, artifacts: Path, done, truth, *, timeout: float = 3600,
             if last is not None and "next_form_at" not in timings[last]:
                 timings[last]["next_form_at"] = time.time()
                 timings[last]["next_form"] = key
-            if key in after_suspend and not suspended_on(api, form["flow_run_id"]):
+            if key in after_suspend and not (suspended_on(api, form["flow_run_id"]) and released()):
                 continue
             t = time.time()
             response = resume(api, form["flow_run_id"], truth(form))
@@ -156,7 +162,10 @@ def deployment_run(env: dict, api: str, artifacts: Path, config: dict, truth, *,
         def finished():
             return httpx.get(f"{api}/flow_runs/{run_id}").json()["state_type"] in ("COMPLETED", "FAILED", "CRASHED")
 
-        timings = answer_all(api, artifacts, finished, truth, after_suspend=after_suspend)
+        def released():  # the suspended run's process has exited: a person comes back to a freed worker
+            return not psutil.Process(worker.pid).children(recursive=True)
+
+        timings = answer_all(api, artifacts, finished, truth, after_suspend=after_suspend, released=released)
         assert httpx.get(f"{api}/flow_runs/{run_id}").json()["state_type"] == "COMPLETED"
     finally:
         stop_worker(worker)
@@ -226,6 +235,10 @@ def main(argv=None):
             out["suspended"] = suspended(env, api, tmp / "suspended", args.data, truth)
         finally:
             server.stop()
+            logs = Path(args.out).with_suffix("")  # the runs' own logs, timestamped, beside the figures
+            logs.mkdir(parents=True, exist_ok=True)
+            for log in tmp.glob("*.log"):
+                shutil.copy(log, logs / log.name)
     out["targets"] = {
         "paused (command line): answer -> next form at round 50 <= 1 s": out["paused"]["round_49_to_50_seconds"] <= 1,
         "held (deployment, a person answering): answer -> next form at round 50 <= 1 s": out["held"][
