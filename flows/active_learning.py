@@ -35,6 +35,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import httpx
 from prefect import flow, get_run_logger, task
@@ -158,7 +159,10 @@ def experiment(config: ExperimentConfig, refresh: bool, accept_platform_mix: boo
         run = Loop(config, refresh, accept_platform_mix, graph=graph)
         restored = run.restore()
         person = graph and config.oracle == "human"  # a person waits on each round
-        warming = warm_up(config, len(restored.rounds) + 1, restored.data, log) if person else None
+        warming = None
+        if person:
+            first = len(restored.rounds) + 1
+            warming = warm_up(config, first, restored.data, log, when_idle=forms.resumed_after_suspension())
         oracle = oracles.for_config(config, run.folder, log)
         run.data(oracle)
         passive = run.passive(oracle, lambda labels: start_passive(config, refresh, accept_platform_mix, labels))
@@ -181,7 +185,7 @@ def experiment(config: ExperimentConfig, refresh: bool, accept_platform_mix: boo
         baseline = run.baseline(passive)
         document = run.report(oracle, initial, calibration, rounds, baseline)
         if warming is not None:  # no work of this run goes on in the process after it
-            warming.join()
+            warming.finish()
     except forms.Unanswered as e:
         message = f"{e}; every answer and finished stage is saved in {run.folder}: {forms.how_to_continue()}"
         log.error(message)
@@ -240,15 +244,40 @@ def not_retried(failed: State) -> State:
     return failed
 
 
-def warm_up(config: ExperimentConfig, first_round: int, data, log) -> threading.Thread:
+class WarmUp(threading.Thread):
+    """See :func:`warm_up`; :meth:`finish` ends it (waiting for work under way)."""
+
+    def __init__(self, work: Callable[[], None]):
+        super().__init__(target=work, name="warm-up", daemon=True)
+        self.stop = threading.Event()
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.join()
+
+
+def warm_up(config: ExperimentConfig, first_round: int, data, log, *, when_idle: bool = False) -> WarmUp:
     """For a run a person answers: run once, in a background thread, the JAX programs
-    of the rounds from ``first_round`` on (every padding they will reach), while the
-    run asks its first form, so that an answer's next form is not held up by a
-    program's first call in the process (0.3-0.9 s each, measured: a replay after a
-    suspension starts cold). ``data``: the restored data (None: drawn here). A failure
-    only costs that time."""
+    of the rounds from ``first_round`` on (every padding they will reach), so that an
+    answer's next form is not held up by a program's first call in the process (a
+    trace and a load from the compilation cache, 0.1-0.3 s each; 0.3-0.9 s to compile).
+    ``data``: the restored data (None: drawn here). A failure only costs that time.
+
+    ``when_idle``: start only once a form waits for the person (the process idles
+    while they read it): what a run resumed after a suspension does, since its replay
+    up to the next form is on the person's clock and the warm-up only slowed it
+    (round 49's acquisition 1.5 s instead of 1 s, measured). Otherwise it starts at
+    once, while the run replays up to its first form."""
+
+    def idle() -> bool:
+        while not thread.stop.is_set():
+            if forms.WAITING.wait(0.25):
+                return True
+        return False
 
     def work():
+        if when_idle and not idle():
+            return
         t0 = time.perf_counter()
         try:
             drawn = sources.draw(config) if data is None else data
@@ -260,7 +289,7 @@ def warm_up(config: ExperimentConfig, first_round: int, data, log) -> threading.
             return
         log.info("warmed up %d JAX programs of the rounds in %.1f s", count, time.perf_counter() - t0)
 
-    thread = threading.Thread(target=work, name="warm-up", daemon=True)
+    thread = WarmUp(work)
     thread.start()
     return thread
 

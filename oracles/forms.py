@@ -28,6 +28,7 @@ else happened in between.
 """
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -108,6 +109,10 @@ def how_to_continue() -> str:
     return "run the same command again: it continues from the waiting form"
 
 
+# Set while this process waits for a person (a form shown, not yet answered): a
+# person's run warms its programs up in that idle time (flows.active_learning.warm_up).
+WAITING = threading.Event()
+
 NO_SERVER = (
     "a human oracle needs a Prefect server with its UI, to answer the forms in: start one with `make server`, "
     "then run with PREFECT_API_URL=http://127.0.0.1:4200/api (e.g. `PREFECT_API_URL=http://127.0.0.1:4200/api "
@@ -167,6 +172,17 @@ def _wait(form, describe: Callable[[], str], key: str, timeout: int, after_save:
             return answered, f"paused-{key}"
         timeout = max(1, timeout - hold)
     return suspend_flow_run(wait_for_input=model, timeout=timeout, key=suspend_key), f"suspended-{suspend_key}"
+
+
+def resumed_after_suspension() -> bool:
+    """Whether this run is a deployment's run started again after it suspended on a
+    form (its replay takes back the answer that started it)."""
+    flow_run = get_run_context().flow_run
+    if flow_run.deployment_id is None:
+        return False
+    with get_client(sync_client=True) as client:
+        fired = client.read_flow_run(flow_run.id).empirical_policy.pause_keys or set()
+    return any(k.endswith("-suspended") for k in fired)
 
 
 def _leave_pause(flow_run_id) -> None:
@@ -284,6 +300,7 @@ def ask(
     def waiting() -> None:  # the form is saved: the run now waits on it (a replay that finds its answer does not)
         _write_sidecar(sidecar, key, ask, attempt, points, fields, classes, named)
         log.info("waiting for a person to label %d point(s): %s (form %s)", len(points), title, key)
+        WAITING.set()
 
     try:
         value, saved_under = _wait(
@@ -291,6 +308,8 @@ def ask(
         )
     except FlowPauseTimeout:
         raise Unanswered(f"nobody answered the form {key} ({title}) within {wait_seconds} s") from None
+    finally:
+        WAITING.clear()
     given = [None if (v := getattr(value, f)) == CANNOT_LABEL else classes.index(v) for f, _ in fields]
     answer = FormAnswer(
         ask=ask,

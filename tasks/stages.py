@@ -92,8 +92,16 @@ def calibrate(store: Store, data, initial: st.Initial) -> st.Calibration:
 def acquire(
     store: Store, round_index: int, data, state, x_labelled, y_labelled, prior_prec: float, exclude: list[int]
 ) -> st.Acquired:
-    """Score the candidates and choose the round's point(s) to label."""
-    return st.acquire(store.config, round_index, data, state, x_labelled, y_labelled, prior_prec, exclude)
+    """Score the candidates and choose the round's point(s) to label. With a person
+    as the oracle the result is kept until the round is done, and taken back by a run
+    that replays the round (``Store.save_acquired``)."""
+    person = store.config.oracle == "human"
+    if person and (kept := store.load_acquired(round_index, y_labelled, exclude)) is not None:
+        return kept
+    acquired = st.acquire(store.config, round_index, data, state, x_labelled, y_labelled, prior_prec, exclude)
+    if person:
+        store.save_acquired(round_index, y_labelled, exclude, acquired)
+    return acquired
 
 
 @stage_task("label", "round-{round_index:02d}/label")
