@@ -252,3 +252,23 @@ def test_store_restores_the_longest_valid_prefix(tmp_path):
     assert other_code.names == [] and "another code version" in other_code.notes[0]
     with pytest.raises(files.StaleFile):
         Store(config, code_version="v2").load(st.DATA)
+
+
+def test_a_rounds_acquisition_is_kept_for_exactly_its_labels_and_exclusions(tmp_path):
+    config = ExperimentConfig(artifacts_dir=str(tmp_path), oracle="human", rounds=5)
+    store = Store(config, code_version="v1")
+    y, exclude = np.array([0, 2, 1, 1], np.int32), [7, 3]
+    acquired = st.Acquired(
+        [42], np.array([[0.1, 0.2]], np.float32), np.arange(5, dtype=np.float32), np.zeros(5, np.int8)
+    )
+    assert store.load_acquired(3, y, exclude) is None
+    store.save_acquired(3, y, exclude, acquired)
+    again = Store(config, code_version="v1").load_acquired(3, y, [3, 7])  # a new process; exclusions as a set
+    assert again.indices == [42] and np.array_equal(again.scores, acquired.scores)
+    assert store.load_acquired(3, np.array([0, 2, 1, 0], np.int32), exclude) is None  # another answer before it
+    assert store.load_acquired(3, y, [7]) is None  # another exclusion (a point the person could not label)
+    assert store.load_acquired(4, y, exclude) is None  # another round
+    assert Store(config, code_version="v2").load_acquired(3, y, exclude) is None  # other code
+    store.save_acquired(4, np.append(y, 1), exclude, acquired)  # the next round's: only the latest is kept
+    assert store.load_acquired(3, y, exclude) is None
+    assert [p.name for p in (store.workspace.root / "asked").iterdir()] == ["round-004.joblib"]

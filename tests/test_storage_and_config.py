@@ -214,3 +214,13 @@ def test_the_schema_default_sent_back_keeps_the_data_dependent_defaults(data, or
     explicit = ExperimentConfig(data=data, oracle=oracle, passive=True, calibration="ece", exclude_labelled=False)
     assert ExperimentConfig(**json.loads(explicit.model_dump_json())) == explicit  # explicit values survive JSON
     assert (explicit.passive, explicit.calibration, explicit.exclude_labelled) == (True, "ece", False)
+
+
+def test_the_curvatures_are_laplaxs():
+    import typing
+
+    from laplax.enums import CurvApprox
+
+    from alcore.config import Curvature
+
+    assert set(typing.get_args(Curvature)) == {c.value for c in CurvApprox}
