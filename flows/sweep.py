@@ -99,7 +99,7 @@ class SweepConfig(BaseModel):
         le=100_000,
         description="Labels random-in-the-loop acquires (default: 3 x label_budget), so that how many labels it needs to reach an accuracy is measured even where the strategies need fewer; every comparison is at the same total labels.",
     )
-    curvatures: list[Curvature] = Field([Curvature.FULL], min_length=1, description="Laplace curvature types.")
+    curvatures: list[Curvature] = Field(["full"], min_length=1, description="Laplace curvature types.")
     experiment: dict[str, typing.Any] = Field(
         default_factory=dict, description="Other ExperimentConfig fields for every experiment, e.g. {'grid_size': 50}."
     )
