@@ -2,9 +2,9 @@
 compiling them again.
 
 Every process of this project compiles the same few dozen JAX programs (training,
-the posterior, the scores, at a handful of paddings): 5.5 s of compilation for the
-rounds left at round 49 of digits, against 1.1 s to load them from JAX's persistent
-compilation cache (measured). That is what a person waits for when a suspended run
+the posterior, the scores, at a handful of paddings): 5.0-5.5 s of compilation for
+the rounds left at round 49 of digits, against 1.1-1.2 s to load them from JAX's
+persistent compilation cache (measured). That is what a person waits for when a suspended run
 comes back in a new process, and what every sweep worker, test and command pays.
 
 A loaded program is the very machine code a compilation would produce: JAX keys an

@@ -237,9 +237,10 @@ def split(table: Table, *, seed: int, n_initial: int, n_calibration: int, test_f
     fit = np.concatenate([initial, calibration, pool])
     mean = table.x[fit].mean(axis=0)
     if table.one_unit:
-        # Pixels share one unit: one scale for all, the root of their mean variance. Each pixel's own std would blow up
-        # the rarely inked border pixels (digits at 70 random labels: scikit-learn's
-        # MLP 77.8 % per pixel vs 81.1 % shared, an RBF SVM 84.8 vs 87.8; 5 seeds).
+        # Pixels share one unit: one scale for all, the root of their mean variance.
+        # Each pixel's own std would blow up the rarely inked border pixels (digits at
+        # 70 random labels: scikit-learn's MLP 77.8 % per pixel vs 81.1 % shared, an
+        # RBF SVM 84.8 vs 87.8; 5 seeds).
         std = np.full(table.x.shape[1], np.sqrt(table.x[fit].var(axis=0).mean()))
     else:
         std = table.x[fit].std(axis=0)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from alcore import acquisition, calibration, epig, laplace, strategies, training
-from alcore.model import forward, init_params, n_layers
+from alcore.model import HIDDEN_LAYERS, forward, init_params, n_layers
 
 CAPACITY_CHUNK = 128  # labelled-set arrays are padded to a multiple of this (3 classes)
 CAPACITY_ROWS = 256  # ... and to about this many rows of the dual form for more classes
@@ -88,7 +88,7 @@ def train_from_scratch(
     epochs: int,
     batch_size: int,
     n_classes: int = 3,
-    hidden_layers: int = 3,
+    hidden_layers: int = HIDDEN_LAYERS,
     compile_only: bool = False,
 ) -> tuple[ModelState, np.ndarray] | None:
     """Initialise the MLP from ``seed`` and train it; returns the state and per-epoch losses.
@@ -421,8 +421,9 @@ def retrain(
 
     ``restart``: ``warm`` continues from the parameters with the optimizer state kept
     (the tutorial's); ``fresh`` keeps the parameters with a new Adam state; ``scratch``
-    re-initialises the network from ``seed`` (``hidden_channels`` wide, as deep as ``state``'s) and trains it
-    anew, so a model never carries the fit of an earlier, smaller labelled set.
+    re-initialises the network from ``seed`` (``hidden_channels`` wide, as deep as
+    ``state``'s) and trains it anew, so a model never carries the fit of an earlier,
+    smaller labelled set.
     ``prior_prec``: train on cross-entropy + prior_prec / 2 ||theta||^2 (None: plain
     cross-entropy). ``batch_size`` 0: full batches. The set is padded
     (:func:`padded`), so one compiled program serves every round up to the next

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, Literal
 
+import httpx
 import pydantic
 from prefect import get_run_logger
 from prefect.client.orchestration import get_client
@@ -157,8 +158,7 @@ def _wait(form, describe: Callable[[], str], key: str, timeout: int, after_save:
     if flow_run.deployment_id is None or flow_run.parent_task_run_id is not None:
         return _pause(form_with(describe()), key, timeout), f"paused-{key}"
     suspend_key = f"{key}-suspended"
-    with get_client(sync_client=True) as client:
-        fired = client.read_flow_run(flow_run.id).empirical_policy.pause_keys or set()
+    fired = _fired_keys(flow_run.id)
     model = form_with(None if suspend_key in fired else describe())
     if suspend_key not in fired:
         hold = min(hold, timeout)
@@ -174,15 +174,23 @@ def _wait(form, describe: Callable[[], str], key: str, timeout: int, after_save:
     return suspend_flow_run(wait_for_input=model, timeout=timeout, key=suspend_key), f"suspended-{suspend_key}"
 
 
+def _fired_keys(flow_run_id) -> set[str]:
+    """The pause and suspension keys this run has used (the server refuses them again)."""
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(flow_run_id).empirical_policy.pause_keys or set()
+
+
 def resumed_after_suspension() -> bool:
     """Whether this run is a deployment's run started again after it suspended on a
-    form (its replay takes back the answer that started it)."""
+    form (its replay takes back the answer that started it). False when the server
+    cannot say: this only decides when the warm-up starts."""
     flow_run = get_run_context().flow_run
     if flow_run.deployment_id is None:
         return False
-    with get_client(sync_client=True) as client:
-        fired = client.read_flow_run(flow_run.id).empirical_policy.pause_keys or set()
-    return any(k.endswith("-suspended") for k in fired)
+    try:
+        return any(k.endswith("-suspended") for k in _fired_keys(flow_run.id))
+    except httpx.HTTPError:  # PrefectHTTPStatusError is one
+        return False
 
 
 def _leave_pause(flow_run_id) -> None:
