@@ -16,10 +16,10 @@ scikit-learn's digits (50 rounds, one 8 x 8 image a round):
    form, in the same process.
 3. **Suspended** (the same, a person coming back): ``label_hold_seconds`` is 2, the
    labeller waits until the run has *suspended* on round 49's form and its process has
-   exited (the worker has no child left), then answers; timed to round 50's form, in total (the worker polls every
-   ``PREFECT_WORKER_QUERY_SECONDS``: 1 s here; ``make worker`` sets it with
-   ``WORKER_POLL``) and split into the worker's pick-up, the flow's new process and the
-   replay.
+   exited (the worker has no child left), then answers; timed to round 50's form, in
+   total (the worker polls every ``PREFECT_WORKER_QUERY_SECONDS``: 1 s here; ``make
+   worker`` sets it with ``WORKER_POLL``) and split into the worker's pick-up, the
+   flow's new process and the replay.
 
 The runs' logs (the command line's, each worker's with its flow runs') are kept in
 ``<out without .json>/``.
