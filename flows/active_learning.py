@@ -30,25 +30,30 @@ if __name__ == "__main__":
     if not _args.status and _config.oracle == "truth":  # a human oracle needs a real server (checked in main)
         local_server.start_early()
 
+import contextvars
 import gc
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 
 import httpx
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.context import get_run_context
+from prefect.exceptions import TerminationSignal
+from prefect.runtime import flow_run, task_run
 from prefect.settings import temporary_settings
-from prefect.states import Failed, State
+from prefect.states import Crashed, Failed, State
 from prefect.utilities.annotations import quote
 
 import oracles
 from alcore import stages as st
 from alcore.config import ExperimentConfig
+from flows import signals
 from flows.faults import fault_point
 from flows.loop import REFUSALS, Loop, StageCannotWrite, StagePlatformMix, passive_of
 from flows.progress import Progress
@@ -71,6 +76,7 @@ def passive_baseline(
     here (the same draws): with the truth as oracle the subflow starts with its parent,
     before the rounds' task runs keep Prefect's client busy (a subflow created later
     waited up to 15 s for it)."""
+    _record_run_id("flow", flow_run.id)
     _PASSIVE_STARTED.set()
     log = get_run_logger()
     store = Store(config, accept_platform_mix=accept_platform_mix)
@@ -98,23 +104,90 @@ def passive_baseline(
 _PASSIVE_STARTED = threading.Event()
 
 
-def start_passive(config: ExperimentConfig, refresh: bool, accept_mix: bool, labels: list[int] | None = None):
-    """Submit the passive subflow beside the loop; returns once its run has started."""
+class Beside:
+    """The passive subflow running beside the loop, in a daemon thread of its own.
+
+    Not in the flow's task runner: a termination signal (``make stop``, a cancelled
+    deployment run) makes Prefect's engine shut its task runner down, waiting for the
+    threads' work, before it records the run's crash, and a passive training (one
+    uninterruptible JAX program) held the process that long (30 s and more in CI).
+    Here the run ends at once: :meth:`abandon` records the subflow and its task run as
+    crashed, and the thread dies with the process. Any other end of the run waits for
+    the subflow (:meth:`settle`), as the task runner did.
+    """
+
+    def __init__(self, run: Callable[[], st.Passive]):
+        self.future: Future = Future()
+        self.run_ids: dict[str, str] = {}  # "flow"/"task": the subflow's and its task run's ids
+        self.abandoned = False
+        self.thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(self._work, run), name="passive-baseline", daemon=True
+        )
+
+    def _work(self, run: Callable[[], st.Passive]) -> None:
+        _RUN_IDS.set(self.run_ids)
+        try:
+            self.future.set_result(run())
+        except BaseException as e:  # noqa: BLE001 - handed to whoever asks for the result
+            self.future.set_exception(e)
+
+    def result(self) -> st.Passive:
+        return self.future.result()
+
+    def settle(self) -> None:
+        """Wait for the subflow, unless the run was terminated."""
+        if not self.abandoned:
+            self.thread.join()
+
+    def abandon(self, why: str) -> None:
+        """The run ends on a signal: the subflow's run and its task run, if they still
+        run, are recorded as crashed (so the UI does not show them running forever)."""
+        self.abandoned = True
+        if not self.thread.is_alive():
+            return
+        try:
+            with get_client(sync_client=True) as client:
+                if "task" in self.run_ids:
+                    client.set_task_run_state(self.run_ids["task"], Crashed(message=why), force=True)
+                if "flow" in self.run_ids:
+                    client.set_flow_run_state(self.run_ids["flow"], Crashed(message=why), force=True)
+        except httpx.HTTPError:  # the server may be going too; the run itself records its end
+            pass
+
+
+# In a Beside's thread: its run_ids, where the task and the subflow record theirs.
+_RUN_IDS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("passive_run_ids", default=None)
+
+
+def _record_run_id(kind: str, run_id) -> None:
+    if (ids := _RUN_IDS.get()) is not None:
+        ids[kind] = str(run_id)
+
+
+def start_passive(
+    config: ExperimentConfig, refresh: bool, accept_mix: bool, labels: list[int] | None, started: list[Beside]
+) -> Beside:
+    """Start the passive subflow beside the loop, added to ``started`` at once (the
+    run may end while it waits); returns once its run has started."""
     _PASSIVE_STARTED.clear()
-    future = run_passive_baseline.submit(config, refresh, labels, accept_mix)
+    beside = Beside(lambda: run_passive_baseline(config, refresh, labels, accept_mix))
+    started.append(beside)
+    beside.thread.start()
     _PASSIVE_STARTED.wait(timeout=60)
-    return future
+    return beside
 
 
 @task(name="passive-baseline", task_run_name="passive/subflow", cache_policy=NO_CACHE, persist_result=False)
 def run_passive_baseline(
     config: ExperimentConfig, refresh: bool, labels: list[int] | None = None, accept_platform_mix: bool = False
 ) -> st.Passive:
-    """Runs the subflow from a task so it can be submitted beside the active loop.
+    """Runs the subflow from a task, whose run the graph draws beside the loop's (started
+    by :func:`start_passive` in a thread of its own).
 
     The subflow sends no heartbeats of its own: its parent's already tell the server
     the process is alive, and a heartbeat thread costs up to a second at exit.
     """
+    _record_run_id("task", task_run.id)
     with temporary_settings(updates={"flows.heartbeat_frequency": None}):
         return passive_baseline(config, refresh, labels, accept_platform_mix)
 
@@ -151,9 +224,17 @@ def experiment(config: ExperimentConfig, refresh: bool, accept_platform_mix: boo
     ``graph=False`` (an experiment inside a sweep) computes the same stages, in the
     same order, to the same files, as plain calls: no task runs, no passive subflow,
     no artifacts (``flows.loop.Loop``).
+
+    A termination signal is never lost on the way (``flows/signals.py``).
     """
+    with signals.never_lost():
+        return _experiment(config, refresh, accept_platform_mix, graph)
+
+
+def _experiment(config: ExperimentConfig, refresh: bool, accept_platform_mix: bool, graph: bool):
     log = get_run_logger()
     run = None
+    besides: list[Beside] = []  # the passive subflow, when it runs beside the loop
     try:
         config = sources.resolve(config)
         run = Loop(config, refresh, accept_platform_mix, graph=graph)
@@ -165,7 +246,7 @@ def experiment(config: ExperimentConfig, refresh: bool, accept_platform_mix: boo
             warming = warm_up(config, first, restored.data, log, when_idle=forms.resumed_after_suspension())
         oracle = oracles.for_config(config, run.folder, log)
         run.data(oracle)
-        passive = run.passive(oracle, lambda labels: start_passive(config, refresh, accept_platform_mix, labels))
+        passive = run.passive(oracle, lambda labels: start_passive(config, refresh, accept_platform_mix, labels, besides))
         initial, calibration = run.model()
         if person:
             # Python's full garbage collections went through every object of the
@@ -186,6 +267,10 @@ def experiment(config: ExperimentConfig, refresh: bool, accept_platform_mix: boo
         document = run.report(oracle, initial, calibration, rounds, baseline)
         if warming is not None:  # no work of this run goes on in the process after it
             warming.finish()
+    except (TerminationSignal, KeyboardInterrupt) as e:
+        for beside in besides:
+            beside.abandon(f"its parent run ended on {type(e).__name__}")
+        raise
     except forms.Unanswered as e:
         message = f"{e}; every answer and finished stage is saved in {run.folder}: {forms.how_to_continue()}"
         log.error(message)
@@ -199,6 +284,9 @@ def experiment(config: ExperimentConfig, refresh: bool, accept_platform_mix: boo
     except sources.DataError as e:
         log.error(str(e))
         return _failed(Failed(message=str(e), name="BadData"), graph)
+    finally:
+        for beside in besides:
+            beside.settle()
     log.info(
         "active %.2f %% vs passive %s after %d rounds; outputs in %s",
         100 * (document["final_active_accuracy"] if document["final_active_accuracy"] is not None else float("nan")),

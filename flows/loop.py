@@ -22,6 +22,7 @@ from prefect.utilities.annotations import quote
 from alcore import stages as st
 from alcore import stopping
 from alcore.config import ExperimentConfig
+from flows import signals
 from oracles import Oracle, RoundContext
 from store.experiment import Restored, Store
 from store.layout import check_writable
@@ -87,6 +88,7 @@ class Loop:
         experiments' per-round nodes would only load the server) the task's function
         runs as a plain call: no task run, no events, the same computation.
         """
+        signals.checkpoint()
         t0 = time.perf_counter()
         if not self.graph:
             plain = stage_task.fn.__wrapped__  # the stage's body, its errors raised as they are

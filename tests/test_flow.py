@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -204,6 +205,25 @@ def test_flow_retry_resumes_from_the_cache(prefect_server, tmp_path):
     assert flow_run["run_count"] == 2 and flow_run["state_type"] == "COMPLETED"
     fresh = results(folder_of(run_flow(prefect_server["env"], config, "--refresh")))
     assert comparable(doc) == comparable(fresh)
+
+
+def test_a_termination_signal_swallowed_by_a_gc_callback_still_ends_the_run(prefect_server, tmp_path):
+    """SIGTERM received during a garbage collection, where Python prints and ignores the
+    exception Prefect's handler raises: the run still ends at the next stage, crashed
+    with Prefect's termination message, its process ended by the signal (before the
+    fix it went on to its last round). The passive subflow it started is not waited for."""
+    config = {**TINY, "seed": 515, "rounds": 30, "artifacts_dir": str(tmp_path)}
+    env = {**prefect_server["env"], "BAL_FAULT_ONCE": "sigterm-in-gc:after-round-2"}
+    proc = run_flow(env, config, timeout=300)
+    output = proc.stdout + proc.stderr
+    assert "Exception ignored" in output and "TerminationSignal" in output, output[-3000:]  # it was swallowed
+    assert proc.returncode == -signal.SIGTERM, output[-3000:]
+    [folder] = tmp_path.glob("al-*")
+    assert (folder / "rounds" / "round-002.joblib").exists() and not (folder / "results.json").exists()
+    assert "round 3/30" not in output and "round 4/30" not in output, output[-3000:]
+    crashed = [ln.split("'")[1] for ln in output.splitlines() if "Flow run '" in ln and "Crash detected" in ln]
+    runs = httpx.post(f"{prefect_server['api_url']}/flow_runs/filter", json={"flow_runs": {"name": {"any_": crashed}}}).json()
+    assert [r["state_type"] for r in runs] == ["CRASHED"] and "termination signal" in runs[0]["state"]["message"]
 
 
 def test_resume_needs_only_the_folder_not_prefect_home(prefect_server, tmp_path):
