@@ -3,10 +3,16 @@
 Only ``alcore``'s modules count (files elsewhere can move or change without touching a
 stored result): the syntax trees, docstrings stripped, of the core modules the stages
 reach through their imports, and ``alcore.MATH_VERSION``.
+
+Parsing them costs about 0.2 s, at every process's start (a deployment run, a run a
+person's answer resumes, each Dask worker): :func:`cached_code_version` keeps the
+result in the user's cache, under a hash of the raw bytes of ``alcore``'s modules and of
+this file, so any edit computes it again.
 """
 
 import ast
 import hashlib
+import os
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -64,4 +70,38 @@ def code_version(core: Path = _CORE, entry: str = "stages") -> str:
     return h.hexdigest()[:12]
 
 
-CODE_VERSION = code_version()
+def _sources_digest(core: Path, entry: str) -> str:
+    h = hashlib.sha256(entry.encode() + b"\0" + Path(__file__).read_bytes())
+    for path in sorted(core.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def cache_dir(environ=None) -> Path:
+    environ = os.environ if environ is None else environ
+    return Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bal-pipeline" / "code-version"
+
+
+def cached_code_version(core: Path = _CORE, entry: str = "stages", folder: Path | None = None) -> str:
+    """:func:`code_version`, kept in ``folder`` (default :func:`cache_dir`) under a hash of
+    the sources' bytes. A cache that cannot be read or written is only not used."""
+    core = Path(core)
+    path = (folder or cache_dir()) / _sources_digest(core, entry)
+    try:
+        kept = path.read_text()
+        if len(kept) == 12 and all(c in "0123456789abcdef" for c in kept):
+            return kept
+    except OSError:
+        pass
+    version = code_version(core, entry)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(version)
+        partial.replace(path)
+    except OSError:
+        pass
+    return version
+
+
+CODE_VERSION = cached_code_version()

@@ -17,7 +17,7 @@ from alcore import strategies
 from alcore.config import ExperimentConfig
 from alcore.experiment import ModelState
 from store import files
-from store.code_version import code_version
+from store.code_version import cached_code_version, code_version
 from store.experiment import Store
 from tests.helpers import ROOT
 
@@ -159,6 +159,23 @@ def test_a_new_module_counts_once_a_stage_uses_it(core_copy):
     assert with_import != before
     (core_copy / "extra.py").write_text("SCALE = 3.0\n")
     assert code_version(core_copy) != with_import
+
+
+def test_the_kept_code_version_is_the_computed_one_and_any_edit_computes_it_again(core_copy, tmp_path):
+    kept = tmp_path / "kept"
+    first = cached_code_version(core_copy, folder=kept)
+    assert first == code_version(core_copy) and len(list(kept.iterdir())) == 1
+    (next(kept.iterdir())).write_text("0123456789ab")  # what is kept is what is returned
+    assert cached_code_version(core_copy, folder=kept) == "0123456789ab"
+    _edit(core_copy / "laplace.py", "CHUNK = 1000", "CHUNK = 500")
+    assert cached_code_version(core_copy, folder=kept) == code_version(core_copy) != first
+    _edit(core_copy / "laplace.py", "CHUNK = 500  #", "CHUNK = 500  # only a comment, but new bytes;")
+    assert cached_code_version(core_copy, folder=kept) == code_version(core_copy)
+    assert len(list(kept.iterdir())) == 3
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")  # a folder that cannot be made, even by root: computed, not kept
+    _edit(core_copy / "model.py", "HIDDEN_LAYERS = 3", "HIDDEN_LAYERS = 2")
+    assert cached_code_version(core_copy, folder=blocked / "kept") == code_version(core_copy)
 
 
 # ------------------------------------------------------------------ strategy registry
