@@ -39,15 +39,15 @@ def truth(point) -> int:
 
 
 def launch(env: dict, config: dict, tmp_path: Path, name: str = "human") -> subprocess.Popen:
-    out = open(tmp_path / f"{name}.log", "w")
-    return subprocess.Popen(
-        [sys.executable, "-m", "flows.active_learning", *cli_args({**config, "oracle": "human"})],
-        cwd=ROOT,
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    with open(tmp_path / f"{name}.log", "w") as out:  # the child keeps its own copy of the file
+        return subprocess.Popen(
+            [sys.executable, "-m", "flows.active_learning", *cli_args({**config, "oracle": "human"})],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
 
 def forms(artifacts: Path):

@@ -204,15 +204,17 @@ def test_sweep_on_a_real_dask_cluster_reports_to_the_sweeps_server(prefect_serve
     logs = tmp_path / "cluster"
     logs.mkdir()
     dask = str(Path(sys.executable).parent / "dask")
-    scheduler = subprocess.Popen(
-        [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-        env=bare, stdout=open(logs / "scheduler.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    workers = subprocess.Popen(
-        [dask, "worker", f"tcp://127.0.0.1:{port}", "--nworkers", "2", "--nthreads", "1", "--host", "127.0.0.1",
-         "--no-dashboard", "--local-directory", str(tmp_path / "dask-space")],
-        cwd=ROOT, env=bare, stdout=open(logs / "workers.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+    with open(logs / "scheduler.log", "w") as out:  # the children keep their own copies of the files
+        scheduler = subprocess.Popen(
+            [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            env=bare, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    with open(logs / "workers.log", "w") as out:
+        workers = subprocess.Popen(
+            [dask, "worker", f"tcp://127.0.0.1:{port}", "--nworkers", "2", "--nthreads", "1", "--host", "127.0.0.1",
+             "--no-dashboard", "--local-directory", str(tmp_path / "dask-space")],
+            cwd=ROOT, env=bare, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
     try:
         deadline = time.time() + 120
         while time.time() < deadline and (logs / "workers.log").read_text().count("Registered to") < 2:
