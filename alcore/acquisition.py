@@ -8,6 +8,7 @@ Laplace predictive, shape (S, m, C), so they are testable on hand-made predictiv
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.linalg
 import numpy as np
 
 EPS = 1e-12
@@ -42,16 +43,28 @@ def mc_probabilities(mean: jax.Array, cov: jax.Array, key: jax.Array, num_sample
     """Softmax of Monte-Carlo logit samples from N(mean, cov) per point: (S, m, C).
 
     Common random numbers: every point's S samples come from the same S standard
-    normal vectors, ``mean_i + L_i z_s``. Each point's estimate is the same Monte-Carlo
-    estimate as with draws of its own, and does not depend on which other points are
-    scored with it; comparisons between points, which a pick is, lose the noise of
-    independent draws; and S x C normals are drawn instead of S x m x C (48 of the 82
-    ms of this function on the tutorial's grid, measured).
+    normal vectors, ``mean_i + L_i z_s``. Each point's estimate does not depend on which
+    other points are scored with it; comparisons between points, which a pick is, lose
+    the noise of independent draws; and S x C normals are drawn instead of S x m x C
+    (48 of the 82 ms of this function on the tutorial's grid, measured).
+
+    Moment-matched: the S vectors are centred and whitened (their sample mean is 0,
+    their sample covariance the identity), so every point's samples have exactly its
+    mean and covariance. Shared raw draws had one error for every point and every
+    round (the key is fixed): a bias, the same each round, towards the points whose
+    covariance it favoured. The tutorial's ``margin`` (pool settings, 10 seeds, 70
+    labels) lost 0.66 points to it against independent draws (97.79 against 98.45 %,
+    43.0 against 40.6 labels to 95 %); moment-matched it is 98.37 % and 39.1 labels, at
+    the shared draws' cost. Needs S > C (otherwise only centred).
     ``num_samples_like`` is any array of length S (static shape, traced values).
     """
     c = mean.shape[-1]
     chol = jnp.linalg.cholesky(cov + 1e-6 * jnp.eye(c, dtype=cov.dtype))
     z = jax.random.normal(key, (num_samples_like.shape[0], c), dtype=mean.dtype)
+    z = z - jnp.mean(z, axis=0)
+    if z.shape[0] > c:
+        w = jnp.linalg.cholesky(z.T @ z / z.shape[0])
+        z = jax.scipy.linalg.solve_triangular(w, z.T, lower=True).T
     logits = mean[None] + jnp.einsum("mce,se->smc", chol, z)
     return jax.nn.softmax(logits, axis=-1)
 
