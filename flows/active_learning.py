@@ -246,7 +246,9 @@ def _experiment(config: ExperimentConfig, refresh: bool, accept_platform_mix: bo
             warming = warm_up(config, first, restored.data, log, when_idle=forms.resumed_after_suspension())
         oracle = oracles.for_config(config, run.folder, log)
         run.data(oracle)
-        passive = run.passive(oracle, lambda labels: start_passive(config, refresh, accept_platform_mix, labels, besides))
+        passive = run.passive(
+            oracle, lambda labels: start_passive(config, refresh, accept_platform_mix, labels, besides)
+        )
         initial, calibration = run.model()
         if person:
             # Python's full garbage collections went through every object of the

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -222,7 +221,9 @@ def test_a_termination_signal_swallowed_by_a_gc_callback_still_ends_the_run(pref
     assert (folder / "rounds" / "round-002.joblib").exists() and not (folder / "results.json").exists()
     assert "round 3/30" not in output and "round 4/30" not in output, output[-3000:]
     crashed = [ln.split("'")[1] for ln in output.splitlines() if "Flow run '" in ln and "Crash detected" in ln]
-    runs = httpx.post(f"{prefect_server['api_url']}/flow_runs/filter", json={"flow_runs": {"name": {"any_": crashed}}}).json()
+    runs = httpx.post(
+        f"{prefect_server['api_url']}/flow_runs/filter", json={"flow_runs": {"name": {"any_": crashed}}}
+    ).json()
     assert [r["state_type"] for r in runs] == ["CRASHED"] and "termination signal" in runs[0]["state"]["message"]
 
 
