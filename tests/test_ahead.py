@@ -1,6 +1,10 @@
 """The means the peers comparison measured: the cold start, the prior in the loss, the
 retraining schedules, stochastic batches, and the defaults pool data take from them."""
 
+import json
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -9,6 +13,7 @@ import sources
 from alcore import acquisition, coldstart, strategies, training
 from alcore import experiment as ex
 from alcore.config import POOL_DEFAULTS, ExperimentConfig
+from tests.helpers import ROOT
 
 
 def test_typiclust_covers_every_digit_where_uniform_draws_miss_some():
@@ -96,3 +101,26 @@ def test_stochastic_batches_are_distinct_allowed_and_favour_high_scores(rule):
     assert counts[2:20].sum() > counts[100:118].sum() * 3
     with pytest.raises(ValueError, match="fewer than the batch"):
         acquisition.stochastic_batch(scores[:5], 10, rule=rule, beta=4.0, key=jax.random.key(0), exclude=[])
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_the_tutorial_margin_with_the_pool_settings_keeps_its_figure(prefect_server, tmp_path):
+    """The README's headline against the peers, as the honest sweep measures it (10
+    seeds, 50 labels after 20): at least 98.0 % mean accuracy at 70 labels (98.37 here;
+    per-seed spread 0.37, so a CPU's other trajectories move the mean about 0.12) and
+    95 % reached on every seed. A Monte-Carlo change once took it to 97.79 % unnoticed
+    (docs/peers.md)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.sweep", "--sequential", "--seeds", "10", "--strategies", "margin",
+         "--label-budget", "50", "--artifacts-dir", str(tmp_path)],
+        cwd=ROOT, env=prefect_server["env"], capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    doc = json.loads(next(tmp_path.glob("sweep-*/results.json")).read_text())
+    finals = [e["final_accuracy"] for e in doc["experiments"] if e["strategy"] == "margin"]
+    assert len(finals) == 10 and {e["rounds"] for e in doc["experiments"]} == {50}
+    print(f"\ntutorial margin, pool settings, 10 seeds: {100 * np.mean(finals):.2f} % at 70 labels")
+    assert np.mean(finals) >= 0.980, finals
+    [row] = [r for r in doc["table"] if r["strategy"] == "margin"]
+    assert "(10/10)" in str(row["labels_to_95"]), row
