@@ -10,10 +10,11 @@ its temporary one (the one launcher, niced), and one default experiment through 
 command line against it. Printed as JSON:
 
 - per sweep: its wall time; the math inside it (every stage's compute seconds, summed)
-  and the ratio; the server while the sweep ran: every API call a prober made twice a
-  second (``/health`` and a database read), the slowest and how many took over 5 s,
-  "database is locked" lines in its log, and whether every experiment's task run
-  reached it Completed (none dropped);
+  and the ratio; the CPU time of the sweep's processes, user and system (the system
+  time gave away Dask's allocator setting: docs/sweeps.md#speed); the server while the
+  sweep ran: every API call a prober made twice a second (``/health`` and a database
+  read), the slowest and how many took over 5 s, "database is locked" lines in its
+  log, and whether every experiment's task run reached it Completed (none dropped);
 - the speed-up of the most workers over one, and whether every count gave the same
   numbers;
 - the single experiment: a round in the flow (its task runs and bookkeeping) against
@@ -23,6 +24,7 @@ command line against it. Printed as JSON:
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -51,9 +53,11 @@ def run_sweep(tmp: Path, workers: int, args) -> dict:
            "--workers", str(workers), *[f"--set={s}" for s in args.set]]  # fmt: skip
     try:
         with Prober(server.api_url) as prober:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
             proc = subprocess.run(cmd, cwd=ROOT, env=server.env, capture_output=True, text=True)
             wall = time.perf_counter() - started
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode != 0:
             raise RuntimeError(proc.stdout[-3000:] + proc.stderr[-3000:])
         doc = json.loads(next(folder.glob("sweep-*/results.json")).read_text())
@@ -69,6 +73,10 @@ def run_sweep(tmp: Path, workers: int, args) -> dict:
         "rounds": sum(e["rounds"] for e in doc["experiments"]),
         "math_seconds": math,
         "wall_over_math_per_worker": wall / (math / workers) if math else None,
+        # the sweep's processes (itself, its Dask workers): system time is the kernel's
+        # work, e.g. page faults of memory mapped afresh every round
+        "cpu_user_seconds": after.ru_utime - before.ru_utime,
+        "cpu_system_seconds": after.ru_stime - before.ru_stime,
         "api": prober.summary(),
         "database_is_locked_lines": server.log_path.read_text(errors="replace").count("database is locked"),
         "experiment_task_runs_completed": sum(e["state_type"] == "COMPLETED" for e in experiments),

@@ -116,6 +116,31 @@ def test_sweep_cli_rejects_bad_input(capsys):
 
 
 @pytest.mark.slow
+def test_local_cluster_workers_keep_the_allocators_defaults_and_the_numeric_settings():
+    """Dask's nanny would set MALLOC_TRIM_THRESHOLD_ in each worker (a round of margin
+    then cost twice its time: docs/sweeps.md#speed); the numeric settings must be there.
+    The cluster runs in a process of its own, as the sweep's does."""
+    code = """if True:
+        import json, os, distributed
+        from alcore import numerics
+        from flows.sweep import SweepConfig, task_runner_for
+        runner = task_runner_for(SweepConfig(workers=2))
+        with distributed.LocalCluster(**runner.cluster_kwargs) as cluster, distributed.Client(cluster) as client:
+            keys = ["MALLOC_TRIM_THRESHOLD_", *numerics.settings()]
+            envs = client.run(lambda: {k: os.environ.get(k) for k in keys})
+        print(json.dumps({"expected": numerics.settings(), "workers": list(envs.values())}))
+    """
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(doc["workers"]) == 2
+    for worker in doc["workers"]:
+        assert worker.pop("MALLOC_TRIM_THRESHOLD_") is None
+        assert worker == doc["expected"]
+
+
+@pytest.mark.slow
 @pytest.mark.server
 def test_tiny_sweep_on_a_two_worker_local_cluster(prefect_server, tmp_path):
     sets = [f"--set={k}={v}" for k, v in TINY.items() if k != "rounds"]
