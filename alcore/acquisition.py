@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import jax.scipy.linalg
 import numpy as np
 
+from alcore import coldstart
+
 EPS = 1e-12
 
 
@@ -93,7 +95,7 @@ def pick(scores: np.ndarray, *, rule: str, key: jax.Array | None, exclude) -> in
     raise ValueError(f"unknown pick rule {rule!r}; expected 'argmax' or 'sample'")
 
 
-BATCH_RULES = ("greedy", "softrank", "power")
+BATCH_RULES = ("greedy", "softrank", "power", "diverse")
 
 
 def stochastic_batch(scores: np.ndarray, k: int, *, rule: str, beta: float, key: jax.Array, exclude) -> list[int]:
@@ -123,3 +125,31 @@ def stochastic_batch(scores: np.ndarray, k: int, *, rule: str, beta: float, key:
     noise = np.asarray(jax.random.gumbel(key, (len(scores),), dtype=jnp.float32), np.float64)
     perturbed = np.where(allowed, log_weight + noise, -np.inf)
     return [int(i) for i in np.argsort(-perturbed, kind="stable")[:k]]
+
+
+def diverse_batch(
+    scores: np.ndarray, inputs: np.ndarray, k: int, *, factor: float, key: jax.Array, exclude
+) -> list[int]:
+    """``k`` distinct indices spread over the most informative candidates (Zhdanov
+    2019, "Diverse mini-batch active learning"): the top ``ceil(factor * k)`` by score,
+    clustered into ``k`` groups by k-means on their inputs (the first
+    ``coldstart.PCA_DIMS`` principal components of wider inputs), and from each group
+    its highest-scoring member. One scoring pass per batch, like the stochastic rules;
+    where they spread the batch by chance, this spreads it in the input space, so a
+    batch does not crowd one stretch of a decision boundary. ``factor`` 1 is the
+    top-k. The k-means is seeded from ``key``. Never one of ``exclude``.
+    """
+    scores = np.array(scores, dtype=np.float64)
+    allowed = np.ones(len(scores), bool)
+    allowed[np.asarray(exclude, dtype=np.int64).reshape(-1)] = False
+    if allowed.sum() < k:
+        raise ValueError(f"{int(allowed.sum())} candidates left, fewer than the batch of {k}")
+    kept = min(int(allowed.sum()), max(k, int(np.ceil(factor * k))))
+    top = np.argsort(-np.where(allowed, scores, -np.inf), kind="stable")[:kept]  # best first
+    x = coldstart.principal_components(np.asarray(inputs, np.float64)[top])
+    seed = int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
+    groups = coldstart.kmeans(x, k, rng=np.random.default_rng(seed), restarts=3)
+    chosen = [int(top[np.flatnonzero(groups == g)[0]]) for g in np.unique(groups)]
+    # an empty cluster (identical inputs) leaves a place: the best of the rest fills it
+    chosen += [int(i) for i in top if int(i) not in chosen][: k - len(chosen)]
+    return sorted(chosen, key=lambda i: -scores[i])

@@ -26,7 +26,7 @@ Problem = Literal[PROBLEMS]
 CalibrationObjective = Literal["ece", "marglik"]
 ColdStart = Literal["uniform", "typiclust"]
 RetrainSchedule = Literal["warm", "fresh", "scratch"]
-BatchRule = Literal["greedy", "softrank", "power"]
+BatchRule = Literal["greedy", "softrank", "power", "diverse"]
 
 # What pool data (every problem but the tutorial) default to, where a field is not
 # given: the setting that won the measured comparison with scikit-activeml's peers
@@ -41,7 +41,7 @@ POOL_DEFAULTS = {
     "batch_size": 0,
     "learning_rate": 3e-3,
     "recalibrate_every": 10,
-    "batch_rule": "softrank",
+    "batch_rule": "diverse",
 }
 
 
@@ -161,10 +161,13 @@ class ExperimentConfig(BaseModel):
     )
     batch_rule: BatchRule | None = Field(
         None,
-        description="k > 1: greedy (each pick conditions the linearised posterior on the earlier picks: k scoring passes), softrank or power (k points drawn from one scoring pass with weights rank^-beta or score^beta: stochastic batch acquisition, Kirsch et al. 2023). Empty: greedy for the tutorial, softrank for pools.",
+        description="k > 1: greedy (each pick conditions the linearised posterior on the earlier picks: k scoring passes), softrank or power (k points drawn from one scoring pass with weights rank^-beta or score^beta: stochastic batch acquisition, Kirsch et al. 2023), diverse (the best-scoring point of each of k k-means clusters of the top beta x k candidates: Zhdanov 2019). Empty: greedy for the tutorial, diverse for pools.",
     )
     batch_beta: float = Field(
-        4.0, gt=0, le=1000, description="softrank and power: the exponent beta (larger: closer to the top-k)."
+        4.0,
+        gt=0,
+        le=1000,
+        description="softrank and power: the exponent beta; diverse: the candidates clustered, beta x k (larger beta: softrank and power closer to the top-k, diverse more spread).",
     )
     predictive_samples: int = Field(
         64, ge=1, le=100_000, description="Monte-Carlo samples of the predictive for entropy, bald and margin."

@@ -355,7 +355,9 @@ def acquire(
     batch spreads over the uncertain regions instead of crowding one peak, and no
     point is picked twice; ``softrank`` or ``power`` draw the k points from one
     scoring pass instead (:func:`alcore.acquisition.stochastic_batch`, with
-    ``batch_beta`` and ``key``; strategies that pick by argmax only). k = 1 is exactly
+    ``batch_beta`` and ``key``; strategies that pick by argmax only), and ``diverse``
+    takes them from k clusters of the top ``batch_beta * k``
+    (:func:`alcore.acquisition.diverse_batch`). k = 1 is exactly
     the single-point rule. ``key`` drives ``sampled`` and ``random`` (split per pick
     when k > 1). ``exclude``: candidate indices never to pick (points a person could
     not label).
@@ -374,9 +376,14 @@ def acquire(
             curvature=curvature,
             predictive_samples=predictive_samples,
         )
-        chosen = acquisition.stochastic_batch(
-            scores, batch, rule=batch_rule, beta=batch_beta, key=key, exclude=list(exclude)
-        )
+        if batch_rule == "diverse":
+            chosen = acquisition.diverse_batch(
+                scores, np.asarray(grid), batch, factor=batch_beta, key=key, exclude=list(exclude)
+            )
+        else:
+            chosen = acquisition.stochastic_batch(
+                scores, batch, rule=batch_rule, beta=batch_beta, key=key, exclude=list(exclude)
+            )
         return chosen, scores, preds
     keys = [key] if batch == 1 else list(jax.random.split(key, batch)) if key is not None else [None] * batch
     chosen: list[int] = []

@@ -103,6 +103,33 @@ def test_stochastic_batches_are_distinct_allowed_and_favour_high_scores(rule):
         acquisition.stochastic_batch(scores[:5], 10, rule=rule, beta=4.0, key=jax.random.key(0), exclude=[])
 
 
+def test_diverse_batches_take_the_best_of_each_cluster_of_the_top_candidates():
+    # two tight clumps of high scores and a spread of low ones: top-k would take all
+    # ten from the best clump; diverse takes the best of each clump first
+    rng = np.random.default_rng(0)
+    inputs = np.concatenate(
+        [rng.normal(0.0, 0.01, (30, 2)), rng.normal(5.0, 0.01, (30, 2)), rng.uniform(-9, 9, (140, 2))]
+    )
+    scores = np.concatenate([1.0 + rng.uniform(0, 0.1, 30), 0.9 + rng.uniform(0, 0.05, 30), rng.uniform(0, 0.5, 140)])
+    best = int(np.argmax(scores))
+    picked = acquisition.diverse_batch(scores, inputs, 2, factor=20.0, key=jax.random.key(0), exclude=[best])
+    assert picked[0] == int(np.argsort(-scores)[1])  # the best allowed, first
+    assert picked[1] == 30 + int(np.argmax(scores[30:60]))  # the other clump's best
+    picked = acquisition.diverse_batch(scores, inputs, 10, factor=4.0, key=jax.random.key(1), exclude=[])
+    assert len(set(picked)) == 10 and np.all(np.diff(scores[picked]) <= 0)
+    assert set(picked) <= set(np.argsort(-scores)[:40].tolist())  # only from the top factor x k
+    assert any(30 <= i < 60 for i in picked) and any(i < 30 for i in picked)
+    top = acquisition.diverse_batch(scores, inputs, 10, factor=1.0, key=jax.random.key(1), exclude=[])
+    assert sorted(top) == sorted(np.argsort(-scores)[:10].tolist())  # factor 1: the top-k
+    same = np.zeros((20, 2))  # identical inputs: empty clusters are filled from the top
+    assert (
+        len(set(acquisition.diverse_batch(np.arange(20.0), same, 5, factor=2.0, key=jax.random.key(0), exclude=[])))
+        == 5
+    )
+    with pytest.raises(ValueError, match="fewer than the batch"):
+        acquisition.diverse_batch(scores[:5], inputs[:5], 10, factor=4.0, key=jax.random.key(0), exclude=[])
+
+
 @pytest.mark.slow
 @pytest.mark.server
 def test_the_tutorial_margin_with_the_pool_settings_keeps_its_figure(prefect_server, tmp_path):
@@ -124,3 +151,24 @@ def test_the_tutorial_margin_with_the_pool_settings_keeps_its_figure(prefect_ser
     assert np.mean(finals) >= 0.980, finals
     [row] = [r for r in doc["table"] if r["strategy"] == "margin"]
     assert "(10/10)" in str(row["labels_to_95"]), row
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_batches_of_ten_stay_within_a_point_of_one_label_a_round(prefect_server, tmp_path):
+    """#23's batch goal, as the honest sweep measures it: the tutorial's margin with
+    batches of 10 (the pools' default rule, diverse) at least 97.4 % mean at 70 labels,
+    within a point of one label a round (98.37 %; the test above holds that >= 98.0).
+    98.08 % here; softrank, the rule before, gave 96.85 % (docs/peers.md). 40 s."""
+    assert POOL_DEFAULTS["batch_rule"] == "diverse"
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.sweep", "--sequential", "--seeds", "10", "--strategies", "margin:k10",
+         "--label-budget", "50", "--artifacts-dir", str(tmp_path)],
+        cwd=ROOT, env=prefect_server["env"], capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    doc = json.loads(next(tmp_path.glob("sweep-*/results.json")).read_text())
+    finals = [e["final_accuracy"] for e in doc["experiments"] if e["strategy"] == "margin:k10"]
+    assert len(finals) == 10 and {e["rounds"] for e in doc["experiments"]} == {5}
+    print(f"\ntutorial margin:k10, pool settings, 10 seeds: {100 * np.mean(finals):.2f} % at 70 labels")
+    assert np.mean(finals) >= 0.974, finals
