@@ -215,16 +215,20 @@ def _projections(post: Posterior, feats: Features) -> jax.Array:
     return contract("mcr,rk->mck", jat.reshape(m, c, n * k), post.eigvecs)
 
 
-CHUNK = 1000  # inputs per pass: the (chunk x r) float64 intermediates stay in cache
+CHUNK = 125  # inputs per pass: the (chunk x C x r) float64 intermediates stay in a core's L2 cache
 
 
 def _in_chunks(fn, x: jax.Array, *per_input) -> jax.Array:
     """``fn(x, *per_input)`` evaluated ``CHUNK`` inputs at a time (``lax.map``).
 
-    Every output row depends only on its own input, so this is the same computation;
-    it is 2-3x faster on the grid because each pass's intermediates (a few chunk x r
-    float64 arrays per layer) stay in cache instead of streaming 20 MB arrays
-    through memory several times per layer.
+    Every output row depends only on its own input, so this is the same computation
+    (bit for bit: the sums run over r, not over the inputs; measured on the tutorial's
+    grid at 20-150 labels with chunks of 64 to 1,000). It is 2-3x faster on the grid
+    than one pass because each pass's intermediates (a few chunk x C x r float64 arrays
+    per layer) stay in cache instead of streaming 20 MB arrays through memory several
+    times per layer; 125 inputs (about 0.6 MB at r = 192) keep them in a core's L2:
+    a margin round's covariance blocks at 70 labels 120 -> 87 ms against 1,000 inputs,
+    and two processes no longer slow each other down through the shared L3.
     """
     m = x.shape[0]
     if m <= CHUNK:

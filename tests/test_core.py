@@ -183,7 +183,7 @@ def test_chunked_evaluation_equals_evaluation_in_pieces(small_problem):
     x_many = np.asarray(jax.random.uniform(jax.random.key(5), (2 * laplace.CHUNK + 345, x.shape[1])), np.float32)
     classes = np.arange(len(x_many)) % experiment.n_classes_of(params)
     tau = jnp.float32(0.7)
-    pieces = [slice(i, i + 700) for i in range(0, len(x_many), 700)]  # each below CHUNK: not chunked
+    pieces = [slice(i, i + 100) for i in range(0, len(x_many), 100)]  # each below CHUNK: not chunked
     for fn, args in (
         (laplace.predictive_var, ()),
         (laplace.predictive_var_of, (classes,)),
