@@ -49,17 +49,20 @@ def cpu_fingerprint() -> str:
     return hashlib.sha256("\n".join(ident).encode()).hexdigest()[:12]
 
 
+def user_cache(environ=None) -> Path:
+    """The project's folder in the user's cache: ``$XDG_CACHE_HOME/bal-pipeline``
+    (``~/.cache/bal-pipeline``). Compiled programs and the code version live under it."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bal-pipeline"
+
+
 def directory(environ=None) -> Path | None:
     """Where the project keeps compiled programs on this CPU (None: off)."""
     environ = os.environ if environ is None else environ
     chosen = environ.get(SWITCH, "")
     if chosen.lower() == "off":
         return None
-    root = (
-        Path(chosen)
-        if chosen
-        else Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bal-pipeline" / "jax"
-    )
+    root = Path(chosen) if chosen else user_cache(environ) / "jax"
     return root / f"cpu-{cpu_fingerprint()}"
 
 

@@ -15,6 +15,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from alcore import compile_cache
+
 _ROOT = Path(__file__).resolve().parent.parent
 _CORE = _ROOT / "alcore"
 
@@ -78,8 +80,7 @@ def _sources_digest(core: Path, entry: str) -> str:
 
 
 def cache_dir(environ=None) -> Path:
-    environ = os.environ if environ is None else environ
-    return Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bal-pipeline" / "code-version"
+    return compile_cache.user_cache(environ) / "code-version"
 
 
 def cached_code_version(core: Path = _CORE, entry: str = "stages", folder: Path | None = None) -> str:
