@@ -77,7 +77,8 @@ def passive_baseline(
     before the rounds' task runs keep Prefect's client busy (a subflow created later
     waited up to 15 s for it)."""
     _record_run_id("flow", flow_run.id)
-    _PASSIVE_STARTED.set()
+    if (beside := _BESIDE.get()) is not None:
+        beside.started.set()
     log = get_run_logger()
     store = Store(config, accept_platform_mix=accept_platform_mix)
 
@@ -97,13 +98,6 @@ def passive_baseline(
     return result
 
 
-# Set when the passive subflow's run exists and its body starts. The loop waits for it
-# (about 0.1-0.3 s) before its rounds begin: created later, during the rounds' stream
-# of task-run events, the subflow's run waited for the server up to 15 s, often until
-# the rounds were over (measured on the temporary server).
-_PASSIVE_STARTED = threading.Event()
-
-
 class Beside:
     """The passive subflow running beside the loop, in a daemon thread of its own.
 
@@ -119,13 +113,18 @@ class Beside:
     def __init__(self, run: Callable[[], st.Passive]):
         self.future: Future = Future()
         self.run_ids: dict[str, str] = {}  # "flow"/"task": the subflow's and its task run's ids
+        # Set when the subflow's run exists and its body starts. The loop waits for it
+        # (about 0.1-0.3 s) before its rounds begin: created later, during the rounds'
+        # stream of task-run events, the subflow's run waited for the server up to 15 s,
+        # often until the rounds were over (measured on the temporary server).
+        self.started = threading.Event()
         self.abandoned = False
         self.thread = threading.Thread(
             target=contextvars.copy_context().run, args=(self._work, run), name="passive-baseline", daemon=True
         )
 
     def _work(self, run: Callable[[], st.Passive]) -> None:
-        _RUN_IDS.set(self.run_ids)
+        _BESIDE.set(self)
         try:
             self.future.set_result(run())
         except BaseException as e:  # noqa: BLE001 - handed to whoever asks for the result
@@ -155,13 +154,14 @@ class Beside:
             pass
 
 
-# In a Beside's thread: its run_ids, where the task and the subflow record theirs.
-_RUN_IDS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("passive_run_ids", default=None)
+# In a Beside's thread: the Beside, where the task and the subflow record their run ids
+# and the subflow says it started.
+_BESIDE: contextvars.ContextVar[Beside | None] = contextvars.ContextVar("passive_beside", default=None)
 
 
 def _record_run_id(kind: str, run_id) -> None:
-    if (ids := _RUN_IDS.get()) is not None:
-        ids[kind] = str(run_id)
+    if (beside := _BESIDE.get()) is not None:
+        beside.run_ids[kind] = str(run_id)
 
 
 def start_passive(
@@ -169,11 +169,10 @@ def start_passive(
 ) -> Beside:
     """Start the passive subflow beside the loop, added to ``started`` at once (the
     run may end while it waits); returns once its run has started."""
-    _PASSIVE_STARTED.clear()
     beside = Beside(lambda: run_passive_baseline(config, refresh, labels, accept_mix))
     started.append(beside)
     beside.thread.start()
-    _PASSIVE_STARTED.wait(timeout=60)
+    beside.started.wait(timeout=60)
     return beside
 
 
