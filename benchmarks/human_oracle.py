@@ -111,13 +111,15 @@ def answer_all(
 
 def paused(env: dict, api: str, artifacts: Path, data: str, truth) -> dict:
     artifacts.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.active_learning", "--oracle", "human", "--data", data,
-         "--artifacts-dir", str(artifacts)],
-        cwd=ROOT, env=env, stdout=open(artifacts.parent / "paused.log", "w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    timings = answer_all(api, artifacts, lambda: proc.poll() is not None, truth)
-    assert proc.wait() == 0, (artifacts.parent / "paused.log").read_text()[-3000:]
+    with open(artifacts.parent / "paused.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.active_learning", "--oracle", "human", "--data", data,
+             "--artifacts-dir", str(artifacts)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        timings = answer_all(api, artifacts, lambda: proc.poll() is not None, truth)
+        code = proc.wait()
+    assert code == 0, (artifacts.parent / "paused.log").read_text()[-3000:]
     rounds = {k: v["next_form_at"] - v["answered_at"] for k, v in timings.items() if "next_form_at" in v}
     per_round = [rounds[k] for k in sorted(rounds) if k.startswith("round-")]
     return {
