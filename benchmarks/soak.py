@@ -242,9 +242,11 @@ def main(argv=None):
                 raise RuntimeError(f"run {i + 1} ({run_id}) ended {run['state_type']}: {run['state']['message']}")
         doc["largest_tables_bytes"] = _largest_tables(home / "server", args.db)
         server_log = home / "server" / "server.log"
-        doc["database_is_locked_lines"] = (
-            server_log.read_text(errors="replace").count("database is locked") if server_log.exists() else None
-        )
+        log_lines = server_log.read_text(errors="replace").splitlines() if server_log.exists() else None
+        locked = None if log_lines is None else [i for i, line in enumerate(log_lines) if "database is locked" in line]
+        doc["database_is_locked_lines"] = None if locked is None else len(locked)
+        # where they came from: the lines before each (the logger, the service)
+        doc["database_is_locked_context"] = [log_lines[max(0, i - 60) : i + 1] for i in (locked or [])[:2]]
     except Exception as e:
         doc["error"] = f"{type(e).__name__}: {e}"
         for name in ("server.log", "worker.log"):
