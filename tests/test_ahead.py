@@ -130,6 +130,21 @@ def test_diverse_batches_take_the_best_of_each_cluster_of_the_top_candidates():
         acquisition.diverse_batch(scores[:5], inputs[:5], 10, factor=4.0, key=jax.random.key(0), exclude=[])
 
 
+def _tutorial_sweep(env: dict, folder, strategy: str) -> tuple[dict, list[float]]:
+    """The honest sweep of one strategy on the tutorial, 10 seeds, 50 labels after 20:
+    its results and the 10 final accuracies."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.sweep", "--sequential", "--seeds", "10", "--strategies", strategy,
+         "--label-budget", "50", "--artifacts-dir", str(folder)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    doc = json.loads(next(folder.glob("sweep-*/results.json")).read_text())
+    finals = [e["final_accuracy"] for e in doc["experiments"] if e["strategy"] == strategy]
+    assert len(finals) == 10
+    return doc, finals
+
+
 @pytest.mark.slow
 @pytest.mark.server
 def test_the_tutorial_margin_with_the_pool_settings_keeps_its_figure(prefect_server, tmp_path):
@@ -138,15 +153,8 @@ def test_the_tutorial_margin_with_the_pool_settings_keeps_its_figure(prefect_ser
     per-seed spread 0.37, so a CPU's other trajectories move the mean about 0.12) and
     95 % reached on every seed. A Monte-Carlo change once took it to 97.79 % unnoticed
     (docs/peers.md)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "flows.sweep", "--sequential", "--seeds", "10", "--strategies", "margin",
-         "--label-budget", "50", "--artifacts-dir", str(tmp_path)],
-        cwd=ROOT, env=prefect_server["env"], capture_output=True, text=True, timeout=1200,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    doc = json.loads(next(tmp_path.glob("sweep-*/results.json")).read_text())
-    finals = [e["final_accuracy"] for e in doc["experiments"] if e["strategy"] == "margin"]
-    assert len(finals) == 10 and {e["rounds"] for e in doc["experiments"]} == {50}
+    doc, finals = _tutorial_sweep(prefect_server["env"], tmp_path, "margin")
+    assert {e["rounds"] for e in doc["experiments"]} == {50}
     print(f"\ntutorial margin, pool settings, 10 seeds: {100 * np.mean(finals):.2f} % at 70 labels")
     assert np.mean(finals) >= 0.980, finals
     [row] = [r for r in doc["table"] if r["strategy"] == "margin"]
@@ -161,14 +169,7 @@ def test_batches_of_ten_stay_within_a_point_of_one_label_a_round(prefect_server,
     within a point of one label a round (98.37 %; the test above holds that >= 98.0).
     98.08 % here; softrank, the rule before, gave 96.85 % (docs/peers.md). 40 s."""
     assert POOL_DEFAULTS["batch_rule"] == "diverse"
-    proc = subprocess.run(
-        [sys.executable, "-m", "flows.sweep", "--sequential", "--seeds", "10", "--strategies", "margin:k10",
-         "--label-budget", "50", "--artifacts-dir", str(tmp_path)],
-        cwd=ROOT, env=prefect_server["env"], capture_output=True, text=True, timeout=1200,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    doc = json.loads(next(tmp_path.glob("sweep-*/results.json")).read_text())
-    finals = [e["final_accuracy"] for e in doc["experiments"] if e["strategy"] == "margin:k10"]
-    assert len(finals) == 10 and {e["rounds"] for e in doc["experiments"]} == {5}
+    doc, finals = _tutorial_sweep(prefect_server["env"], tmp_path, "margin:k10")
+    assert {e["rounds"] for e in doc["experiments"]} == {5}
     print(f"\ntutorial margin:k10, pool settings, 10 seeds: {100 * np.mean(finals):.2f} % at 70 labels")
     assert np.mean(finals) >= 0.974, finals
