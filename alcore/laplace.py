@@ -227,8 +227,7 @@ def _in_chunks(fn, x: jax.Array, *per_input) -> jax.Array:
     than one pass because each pass's intermediates (a few chunk x C x r float64 arrays
     per layer) stay in cache instead of streaming 20 MB arrays through memory several
     times per layer; 125 inputs (about 0.6 MB at r = 192) keep them in a core's L2:
-    a margin round's covariance blocks at 70 labels 120 -> 87 ms against 1,000 inputs,
-    and two processes no longer slow each other down through the shared L3.
+    a margin round's covariance blocks at 70 labels 120 -> 87 ms against 1,000 inputs.
     """
     m = x.shape[0]
     if m <= CHUNK:
