@@ -1,6 +1,6 @@
 """Human-oracle latency: from a submitted answer to the next form, at round 50 of digits.
 
-    python -m benchmarks.human_oracle [--data digits] [--out artifacts/human_oracle.json]
+    python -m benchmarks.human_oracle [--data digits] [--think-seconds 3] [--out artifacts/human_oracle.json]
 
 One invocation, a real ``prefect server`` of its own (free port, own PREFECT_HOME),
 scikit-learn's digits (50 rounds, one 8 x 8 image a round):
@@ -12,14 +12,17 @@ scikit-learn's digits (50 rounds, one 8 x 8 image a round):
 2. **Held** (the ``label`` deployment on a process worker, a person answering): the
    same experiment's folder, with rounds 49 and 50 (and their answers) removed, is the
    starting point; a deployment run replays the 48 finished rounds and pauses on round
-   49's form (``label_hold_seconds`` not yet over): the answer is timed to round 50's
-   form, in the same process.
+   49's form (``label_hold_seconds`` not yet over), which the person answers after
+   looking at it for ``--think-seconds``: the answer is timed to round 50's form, in
+   the same process.
 3. **Suspended** (the same, a person coming back): ``label_hold_seconds`` is 2, the
-   labeller waits until the run has *suspended* on round 49's form and its process has
-   exited (the worker has no child left), then answers; timed to round 50's form, in
-   total (the worker polls every ``PREFECT_WORKER_QUERY_SECONDS``: 1 s here; ``make
-   worker`` sets it with ``WORKER_POLL``) and split into the worker's pick-up, the
-   flow's new process and the replay.
+   labeller waits until the run has *suspended* on round 49's form, its process has
+   exited (the worker has no child left) and its standby (``runtime/standby.py``) is
+   ready, as it is for a person who comes back minutes later; then answers; timed to
+   round 50's form, in total (the worker polls every ``PREFECT_WORKER_QUERY_SECONDS``:
+   1 s here; ``make worker`` sets it with ``WORKER_POLL``) and split into the worker's
+   pick-up, the flow's process start (the hand-over to the standby) and the replay;
+   ``handed_to_standby`` says whether the standby took the run.
 
 The runs' logs (the command line's, each worker's with its flow runs') are kept in
 ``<out without .json>/``.
@@ -43,6 +46,7 @@ import sources
 from alcore.config import ExperimentConfig
 from alcore.problem import true_labels
 from benchmarks import start_worker, stop_worker, write_json
+from runtime import standby
 from runtime.local_server import PrefectServer
 from tests.labeller import resume, waiting_form
 
@@ -81,12 +85,22 @@ def suspended_on(api: str, flow_run_id: str) -> bool:
 
 
 def answer_all(
-    api: str, artifacts: Path, done, truth, *, timeout: float = 3600, after_suspend=(), released=lambda: True
+    api: str,
+    artifacts: Path,
+    done,
+    truth,
+    *,
+    timeout: float = 3600,
+    after_suspend=(),
+    released=lambda: True,
+    think: float = 0.0,
 ) -> dict:
-    """Answer every form as it comes (the forms in ``after_suspend`` only once the
-    run has suspended on them and ``released()``: its process has exited); per form:
-    the answer's time and when the next form (or the end) was reached."""
+    """Answer every form as it comes, ``think`` seconds after it is shown (the forms
+    in ``after_suspend`` only once the run has suspended on them and ``released()``:
+    its process has exited); per form: the answer's time and when the next form (or
+    the end) was reached."""
     timings: dict[str, dict] = {}
+    shown: dict[str, float] = {}
     last = None
     deadline = time.time() + timeout
     while time.time() < deadline and not done():
@@ -99,6 +113,8 @@ def answer_all(
                 timings[last]["next_form_at"] = time.time()
                 timings[last]["next_form"] = key
             if key in after_suspend and not (suspended_on(api, form["flow_run_id"]) and released()):
+                continue
+            if time.time() - shown.setdefault(key, time.time()) < think:
                 continue
             t = time.time()
             response = resume(api, form["flow_run_id"], truth(form))
@@ -145,7 +161,9 @@ def truncate(source: Path, dest: Path, keep_rounds: int) -> None:
     (dest / "results.json").unlink(missing_ok=True)
 
 
-def deployment_run(env: dict, api: str, artifacts: Path, config: dict, truth, *, after_suspend=()) -> dict:
+def deployment_run(
+    env: dict, api: str, artifacts: Path, config: dict, truth, *, after_suspend=(), think: float = 0.0
+) -> dict:
     """One run of the ``label`` deployment with ``config`` on a process worker, every
     form answered as it comes; the timings and the run's states."""
     env = {**env, "BAL_PROJECT_DIR": str(ROOT), "PREFECT_WORKER_QUERY_SECONDS": "1"}
@@ -164,25 +182,45 @@ def deployment_run(env: dict, api: str, artifacts: Path, config: dict, truth, *,
         def finished():
             return httpx.get(f"{api}/flow_runs/{run_id}").json()["state_type"] in ("COMPLETED", "FAILED", "CRASHED")
 
-        def released():  # the suspended run's process has exited: a person comes back to a freed worker
-            return not psutil.Process(worker.pid).children(recursive=True)
+        standbys: list[int] = []
 
-        timings = answer_all(api, artifacts, finished, truth, after_suspend=after_suspend, released=released)
+        def released():  # the suspended run's process has exited: a person comes back to a freed worker
+            # (minutes later, in the default label_hold_seconds: its standby is ready by then)
+            if psutil.Process(worker.pid).children(recursive=True) or standby.is_starting(run_id):
+                return False
+            standbys[:] = [
+                p.memory_info().rss
+                for p in psutil.process_iter(["cmdline"])
+                if "runtime.standby" in (p.info["cmdline"] or []) and run_id in p.info["cmdline"]
+            ]
+            return True
+
+        timings = answer_all(
+            api, artifacts, finished, truth, after_suspend=after_suspend, released=released, think=think
+        )
         assert httpx.get(f"{api}/flow_runs/{run_id}").json()["state_type"] == "COMPLETED"
     finally:
         stop_worker(worker)
     states = sorted(
         httpx.get(f"{api}/flow_run_states/", params={"flow_run_id": run_id}).json(), key=lambda s: s["timestamp"]
     )
-    return {"t0": t0, "timings": timings, "states": states}
+    log = artifacts.parent / f"worker-{artifacts.name}.log"
+    return {
+        "t0": t0,
+        "timings": timings,
+        "states": states,
+        "worker_log": log.read_text(errors="replace"),
+        "standby_rss_mb": [round(rss / 2**20) for rss in standbys],
+    }
 
 
-def held(env: dict, api: str, artifacts: Path, data: str, truth) -> dict:
-    run = deployment_run(env, api, artifacts, {"data": data, "label_hold_seconds": 600}, truth)
+def held(env: dict, api: str, artifacts: Path, data: str, truth, think: float) -> dict:
+    run = deployment_run(env, api, artifacts, {"data": data, "label_hold_seconds": 600}, truth, think=think)
     timing = run["timings"]["round-049-1"]
     first_pause = next(_ts(s["timestamp"]) for s in run["states"] if s["type"] == "PAUSED")
     return {
         "label_hold_seconds": 600,
+        "think_seconds": think,
         "first_form_after_start_seconds": first_pause - run["t0"],
         "answer_to_next_form_seconds": timing["next_form_at"] - timing["answered_at"],
         "suspended": any(s["name"] == "Suspended" for s in run["states"]),
@@ -211,12 +249,21 @@ def suspended(env: dict, api: str, artifacts: Path, data: str, truth) -> dict:
         "flow_process_start_seconds": running - picked_up,
         "replay_to_next_form_seconds": next_form - running,
         "states_after_answer": [(s["name"], round(_ts(s["timestamp"]) - answered, 3)) for s in after[:8]],
+        "handed_to_standby": "handed to its standby" in run["worker_log"],
+        "standby_rss_mb": run["standby_rss_mb"],
     }
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="digits", help="the problem (default: digits; tutorial: the 2-D grid)")
+    p.add_argument(
+        "--think-seconds",
+        type=float,
+        default=3.0,
+        help="held: how long the person looks at a form before answering (default 3 s; the run's background "
+        "warm-up uses that time)",
+    )
     p.add_argument("--out", default=str(ROOT / "artifacts" / "human_oracle.json"))
     args = p.parse_args(argv)
     truth = Truth(args.data)
@@ -231,7 +278,7 @@ def main(argv=None):
             print(json.dumps(out["paused"], indent=2), flush=True)
             folder = next((tmp / "paused").glob("al-*"))
             truncate(folder, tmp / "held" / folder.name, 48)
-            out["held"] = held(env, api, tmp / "held", args.data, truth)
+            out["held"] = held(env, api, tmp / "held", args.data, truth, args.think_seconds)
             print(json.dumps(out["held"], indent=2), flush=True)
             truncate(folder, tmp / "suspended" / folder.name, 48)
             out["suspended"] = suspended(env, api, tmp / "suspended", args.data, truth)

@@ -19,12 +19,14 @@ from prefect.futures import PrefectConcurrentFuture
 from prefect.states import Completed
 from prefect.utilities.annotations import quote
 
+import sources
 from alcore import stages as st
 from alcore import stopping
 from alcore.config import ExperimentConfig
 from flows import signals
 from oracles import Oracle, RoundContext
-from store.experiment import Restored, Store
+from runtime import standby
+from store.experiment import CHAIN, Restored, Store
 from store.layout import check_writable
 from tasks import stages
 from tasks.report import report
@@ -398,3 +400,24 @@ def describe_prefix(count: int) -> str:
 
 def append(a, rows):
     return np.concatenate([np.asarray(a), np.asarray(rows, dtype=np.asarray(a).dtype)])
+
+
+@standby.preparer
+def prepare_standby(parameters: dict) -> str:
+    """What a suspended run's standby (``runtime/standby.py``) does before the person
+    answers: run once the JAX programs of the rounds still to come and draw one figure,
+    so that the replay after the answer finds them warm (what ``warm_up`` does in a
+    running process). Changes no number and no file."""
+    config = sources.resolve(ExperimentConfig.model_validate((parameters or {}).get("config") or {}))
+    if config.oracle != "human":
+        return "nothing (no person answers this run)"
+    first = max(0, Store(config).probe() - len(CHAIN)) + 1
+    count = st.precompile(config, sources.draw(config), first_round=first, passive=False, initial=False, warm=True)
+    import io
+
+    import matplotlib.pyplot as plt
+
+    figure = plt.figure(figsize=(1, 1))
+    figure.savefig(io.BytesIO(), format="png")
+    plt.close(figure)
+    return f"{count} JAX programs of the rounds from round {first} run once, a figure drawn"

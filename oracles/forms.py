@@ -27,6 +27,7 @@ uses it, so a replay or a re-run never asks again for it. Keys name the form
 else happened in between.
 """
 
+import inspect
 import json
 import threading
 import time
@@ -46,6 +47,7 @@ from prefect.input.actions import filter_flow_run_input, read_flow_run_input
 from prefect.states import Paused, Running
 from prefect.utilities.engine import propose_state_sync
 
+from runtime import standby
 from store.files import write_text
 from store.ledger import AnswerBook, FormAnswer, PointAnswer, now
 from tasks.report import data_uri
@@ -171,6 +173,7 @@ def _wait(form, describe: Callable[[], str], key: str, timeout: int, after_save:
         if answered is not None:  # answered while the hold ran out
             return answered, f"paused-{key}"
         timeout = max(1, timeout - hold)
+        standby.spawn(flow_run.id, inspect.getsourcefile(get_run_context().flow.fn))  # the next process, made ready
     return suspend_flow_run(wait_for_input=model, timeout=timeout, key=suspend_key), f"suspended-{suspend_key}"
 
 

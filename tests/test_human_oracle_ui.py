@@ -11,6 +11,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,8 +19,10 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
+from runtime import standby
 from tests.helpers import ROOT, TINY, start_worker, stop_worker
 from tests.labeller import label_until_done, waiting_form
 from tests.test_deployments_ui import _browser, _wait_for
@@ -254,8 +257,8 @@ def _children(pid: int) -> list[int]:
 def test_a_label_deployment_run_suspends_and_continues_on_a_new_worker(prefect_server, tmp_path):
     """The `label` deployment on a process worker: a form waits paused for
     label_hold_seconds (answered within them, the run goes on in the same process),
-    then suspends (the flow's process exits); an answer then re-runs it from the top,
-    restoring what is done. The worker is SIGKILLed while the run is suspended and a
+    then suspends (the flow's process exits, leaving a standby process ready); an
+    answer then re-runs it from the top, in the standby, restoring what is done. The worker is SIGKILLed while the run is suspended and a
     new one started; the answers (the truth's, through the API) give exactly a
     truth-oracle run's results."""
     env = {**prefect_server["env"], "BAL_PROJECT_DIR": str(ROOT), "PREFECT_WORKER_QUERY_SECONDS": "1"}
@@ -292,7 +295,11 @@ def test_a_label_deployment_run_suspends_and_continues_on_a_new_worker(prefect_s
         second = start_worker(env, tmp_path / "worker-2.log")
         label_until_done(api, forms(artifacts), truth, done=done, timeout=300)
         final = HTTP.get(f"{api}/flow_runs/{run_id}").json()
-        assert final["state_type"] == "COMPLETED", (tmp_path / "worker-2.log").read_text()[-3000:]
+        second_log = (tmp_path / "worker-2.log").read_text()
+        assert final["state_type"] == "COMPLETED", second_log[-3000:]
+        # the suspended run's standby, started before the answer, took it over (runtime/standby.py)
+        assert f"flow run {run_id} handed to its standby" in second_log, second_log[-3000:]
+        assert not standby.socket_path(run_id).exists() and not standby.is_starting(run_id)
     finally:
         for worker in (first, second):
             if worker is not None:
@@ -315,6 +322,62 @@ def test_a_label_deployment_run_suspends_and_continues_on_a_new_worker(prefect_s
     assert {k: human[k] for k in same} == {k: truth_doc[k] for k in same}
     assert human["passive_accuracy"] is None
     assert [e["ask"] for e in ledger(artifacts)] == ["initial", "calibration", "round-001", "round-002"]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_run_handed_to_its_standby_ends_on_a_signal_to_its_launcher(prefect_server, tmp_path):
+    """`make stop` (and a worker cancelling a run) sends SIGTERM to a flow run's
+    process: for a run handed to its standby (runtime/standby.py) that process is the
+    launcher, which passes the signal on. The run, held on its next form in the
+    standby, ends Crashed; the standby exits, and so does the launcher (by the same
+    signal: tests/test_standby.py)."""
+    env = {**prefect_server["env"], "BAL_PROJECT_DIR": str(ROOT), "PREFECT_WORKER_QUERY_SECONDS": "1"}
+    api = prefect_server["api_url"]
+    artifacts = tmp_path / "a"
+    config = {
+        **TINY, "seed": 713, "rounds": 3, "oracle": "human", "label_hold_seconds": 6, "artifacts_dir": str(artifacts)
+    }  # fmt: skip
+    _prefect(env, "work-pool", "create", "bal-pool", "--type", "process", "--overwrite")
+    _prefect(env, "--no-prompt", "deploy", "--name", "label", "--params", json.dumps({"config": config}))
+    worker = start_worker(env, tmp_path / "worker.log")
+    try:
+        out = _prefect(env, "deployment", "run", "active-learning/label", "--params", json.dumps({"config": config}))
+        run_id = next(w for w in out.stdout.split() if len(w) == 36 and w.count("-") == 4)
+        state = lambda: HTTP.get(f"{api}/flow_runs/{run_id}").json()["state"]  # noqa: E731
+        label_until_done(api, forms(artifacts), truth, done=lambda: waiting_form(api, run_id) == "round-001-1",
+                         only=lambda key: key in ("initial-1", "calibration-1"), timeout=300)  # fmt: skip
+        deadline = time.time() + 120
+        while time.time() < deadline and not (
+            state()["name"] == "Suspended" and standby.socket_path(run_id).exists() and not _children(worker.pid)
+        ):
+            time.sleep(0.2)
+        assert standby.socket_path(run_id).exists(), "no standby listens for the suspended run"
+        label_until_done(api, forms(artifacts), truth, done=lambda: waiting_form(api, run_id) == "round-002-1",
+                         only=lambda key: key == "round-001-1", timeout=120)  # fmt: skip
+        log = (tmp_path / "worker.log").read_text()
+        handed = re.search(rf"flow run {run_id} handed to its standby \(pid (\d+)\)", log)
+        assert handed, log[-3000:]
+        standby_pid = int(handed.group(1))
+        (launcher,) = psutil.Process(worker.pid).children(recursive=True)
+        assert launcher.pid != standby_pid and not _gone(standby_pid)
+        launcher.send_signal(signal.SIGTERM)  # while the run waits, held, on round 2's form
+        launcher.wait(timeout=60)  # not our child: its status is the worker's, which logs it
+        deadline = time.time() + 30
+        while time.time() < deadline and not (_gone(standby_pid) and state()["type"] == "CRASHED"):
+            time.sleep(0.2)
+        assert state()["type"] == "CRASHED", state()
+        assert _gone(standby_pid)
+    finally:
+        stop_worker(worker)
+        for dep in HTTP.post(f"{api}/deployments/filter", json={}).json():
+            if dep["name"] == "label":
+                HTTP.delete(f"{api}/deployments/{dep['id']}")
 
 
 def test_a_custom_run_of_the_label_deployment_with_nothing_changed_is_the_cli_experiment(prefect_server, tmp_path):

@@ -18,7 +18,7 @@ ALLOWED = {
     "sources": {"alcore"},  # the data: files, bundled sets
     "store": {"alcore", "sources"},  # the experiment folder
     "tasks": {"alcore", "sources", "store"},  # Prefect tasks, figures
-    "oracles": {"alcore", "sources", "store", "tasks"},  # who labels
+    "oracles": {"alcore", "sources", "store", "tasks", "runtime"},  # who labels (a suspension starts a standby)
     "runtime": {"alcore", "sources", "store"},  # processes: command line, server, guards, Prefect's internals
     "flows": {"alcore", "sources", "store", "tasks", "oracles", "runtime"},  # the flows
     "benchmarks": {"alcore", "sources", "store", "tasks", "oracles", "runtime", "flows", "tests"},  # tests' labeller

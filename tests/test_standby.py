@@ -1,0 +1,150 @@
+"""A suspended run's standby process (runtime/standby.py): what it compares before it
+takes a run, and when it gives up. The hand-over itself, through a worker and a
+deployment, is tests/test_human_oracle_ui.py's suspension test."""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from runtime import standby
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_lifetime_comes_from_the_environment_and_bad_values_are_refused():
+    assert standby.lifetime_seconds({}) == standby.DEFAULT_SECONDS
+    assert standby.lifetime_seconds({standby.SECONDS_ENV: " 90 "}) == 90
+    assert standby.lifetime_seconds({standby.SECONDS_ENV: "0"}) == 0
+    for bad in ("soon", "-1", "1.5"):
+        with pytest.raises(ValueError, match=standby.SECONDS_ENV):
+            standby.lifetime_seconds({standby.SECONDS_ENV: bad})
+
+
+def test_the_code_fingerprint_follows_every_source_file_of_the_project(tmp_path, monkeypatch):
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    source = package / "sub" / "mod.py"
+    source.write_text("x = 1\n")
+    (tmp_path / "prefect.yaml").write_text("name: x\n")
+    (tmp_path / "notes").mkdir()  # not a package: not followed
+    monkeypatch.setattr(standby, "ROOT", tmp_path)
+    before = standby.code_fingerprint()
+    (tmp_path / "notes" / "scratch.py").write_text("y = 2\n")
+    assert standby.code_fingerprint() == before
+    source.write_text("x = 2\n")
+    os.utime(source, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert standby.code_fingerprint() != before
+    again = standby.code_fingerprint()
+    (tmp_path / "prefect.yaml").write_text("name: y\n")
+    assert standby.code_fingerprint() != again
+
+
+def test_a_flow_process_not_started_by_the_launcher_starts_no_standby(monkeypatch):
+    monkeypatch.setattr(standby, "LAUNCH_ENV", None)
+    assert standby.spawn(uuid.uuid4(), None) is None
+    monkeypatch.setattr(standby, "LAUNCH_ENV", {standby.SECONDS_ENV: "0"})
+    monkeypatch.setenv(standby.LAUNCHED_ENV, "1")
+    assert standby.spawn(uuid.uuid4(), None) is None  # lifetime 0: none
+
+
+def _post(url: str, payload: dict) -> dict:
+    """POST, retried while the server answers 503 (a fresh server does, for a moment)."""
+    for _ in range(20):
+        response = httpx.post(url, json=payload, timeout=60)
+        if response.status_code != 503:
+            break
+        time.sleep(0.5)
+    assert response.status_code in (200, 201), response.text
+    return response.json()
+
+
+def _paused_flow_run(api: str) -> str:
+    flow = _post(f"{api}/flows/", {"name": "standby-test"})
+    run_id = _post(f"{api}/flow_runs/", {"flow_id": flow["id"]})["id"]
+    for state in ({"type": "RUNNING"}, {"type": "PAUSED", "name": "Suspended"}):
+        _post(f"{api}/flow_runs/{run_id}/set_state", {"state": state, "force": True})
+    return run_id
+
+
+def _hand_over(env: dict, run_id: str) -> subprocess.CompletedProcess:
+    """A launcher's hand-over from a process of its own (``hand_over`` only: the test
+    reads what it returned)."""
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from runtime import standby; print(standby.hand_over({run_id!r}))"
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "PREFECT__FLOW_RUN_ID": run_id},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+
+
+@pytest.mark.slow
+def test_a_standby_refuses_another_environment_and_leaves_when_its_run_ends(prefect_server, tmp_path):
+    """A real standby process for a suspended flow run on a real server: a launcher
+    whose environment differs is refused (and told which variable) and the standby
+    keeps waiting; a launcher of another run finds none; once the run is cancelled the
+    standby leaves, removing its socket."""
+    short = Path(tempfile.mkdtemp(prefix="sb-", dir="/tmp"))  # a socket's path is at most 107 bytes
+    api, env = prefect_server["api_url"], {**prefect_server["env"], "TMPDIR": str(short)}
+    run_id = _paused_flow_run(api)
+    log = tmp_path / "standby.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runtime.standby", run_id, "120", ""],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        sock = short / f"bal-standby-{os.getuid()}" / f"{run_id}.sock"
+        deadline = time.time() + 60
+        while not sock.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert sock.exists(), log.read_text()
+
+        refused = _hand_over({**env, "BAL_SOMETHING_NEW": "1"}, run_id)
+        assert refused.stdout.strip() == "None", refused.stdout + refused.stderr
+        assert "refused (the environment differs: BAL_SOMETHING_NEW)" in refused.stderr
+        assert proc.poll() is None and sock.exists()  # still waiting for its run
+
+        gone = _hand_over(env, str(uuid.uuid4()))
+        assert gone.stdout.strip() == "None"  # another run: no standby, nothing said
+
+        _post(f"{api}/flow_runs/{run_id}/set_state", {"state": {"type": "CANCELLED"}, "force": True})
+        assert proc.wait(timeout=30) == 0
+        assert not sock.exists()
+        assert "leaving: the run is Cancelled" in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def test_a_temporary_folder_too_long_for_a_socket_falls_back_to_tmp(monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", "/" + "x" * 80)
+    assert standby.standby_dir() == Path("/tmp") / f"bal-standby-{os.getuid()}"
+    monkeypatch.setattr(tempfile, "tempdir", "/short")
+    assert standby.standby_dir() == Path("/short") / f"bal-standby-{os.getuid()}"
+
+
+@pytest.mark.slow
+def test_a_launcher_ends_as_its_standby_ended():
+    """The launcher's own end mirrors the standby's: its exit code, or death by the
+    same signal (what the worker and `make stop` see)."""
+    for status, expected in ((("exit", 0), 0), (("exit", 3), 3), (("signal", 15), -15), (("signal", 2), -2)):
+        code = f"from runtime.standby import _exit_like; _exit_like({status!r})"
+        assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60).returncode == expected, status
