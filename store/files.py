@@ -1,8 +1,8 @@
 """Checksummed, atomic files for stage results (plain Python; no Prefect).
 
 Layout of one file: an 8-byte magic, a 4-byte little-endian format version, the
-32-byte SHA-256 of the payload, then the payload (a joblib pickle of plain Python and
-numpy objects). Writes go to a temporary file in the same folder, then are renamed
+32-byte SHA-256 of the payload, then the payload (a pickle, protocol 5, of plain Python
+and numpy objects; files of format 3 hold a joblib pickle and still load). Writes go to a temporary file in the same folder, then are renamed
 over the target, so a kill at any moment leaves either the old file or the new one,
 never a mix. Stage records are not fsynced: they can be recomputed, and a file an
 operating-system crash garbled fails its checksum and is recomputed (an fsync cost
@@ -22,6 +22,7 @@ import errno
 import hashlib
 import io
 import os
+import pickle
 import struct
 import tempfile
 from pathlib import Path
@@ -30,7 +31,11 @@ from typing import Any
 import joblib
 
 MAGIC = b"BALSTAT\x00"
-FORMAT_VERSION = 3  # 3: stage records with their platform; 2: {"key", "record"}; 1: bare payloads
+# 4: a plain pickle (a round's record 0.3 ms to write, 0.14 ms to read, against joblib's
+# 2.1 and 1.5 ms, measured on the tutorial's); 3: the same in a joblib pickle, still read;
+# 2: {"key", "record"}; 1: bare payloads
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (3, 4)
 _HEADER = struct.Struct("<8sI32s")
 
 
@@ -107,9 +112,7 @@ def save(path: Path, obj: Any, *, durable: bool = True) -> str:
     """Write ``obj`` to ``path`` atomically (and fsynced, with its folder, if
     ``durable``); returns the payload's SHA-256 (hex)."""
     path = Path(path)
-    buf = io.BytesIO()
-    joblib.dump(obj, buf)
-    payload = buf.getvalue()
+    payload = pickle.dumps(obj, protocol=5)
     digest = hashlib.sha256(payload).digest()
     _replace(path, (_HEADER.pack(MAGIC, FORMAT_VERSION, digest), payload), durable=durable)
     if durable:
@@ -143,13 +146,14 @@ def load(path: Path) -> Any:
     magic, version, digest = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise DamagedFile(path, "not a result file (bad magic bytes)")
-    if version != FORMAT_VERSION:
-        raise DamagedFile(path, f"format version {version}, this code reads version {FORMAT_VERSION}")
+    if version not in READABLE_VERSIONS:
+        versions = " and ".join(map(str, READABLE_VERSIONS))
+        raise DamagedFile(path, f"format version {version}, this code reads versions {versions}")
     payload = data[_HEADER.size :]
     if hashlib.sha256(payload).digest() != digest:
         raise DamagedFile(path, "checksum mismatch (truncated or corrupted payload)")
     try:
-        return joblib.load(io.BytesIO(payload))
+        return pickle.loads(payload) if version == 4 else joblib.load(io.BytesIO(payload))
     except Exception as e:  # a payload that hashes right but does not unpickle
         raise DamagedFile(path, f"payload does not load ({type(e).__name__}: {e})") from e
 

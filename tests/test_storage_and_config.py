@@ -28,6 +28,25 @@ def test_roundtrip_and_no_temporary_files_left(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["r.joblib"]
 
 
+def test_files_of_the_previous_format_a_joblib_pickle_still_load(tmp_path):
+    import hashlib
+    import io
+
+    import joblib
+
+    obj = {"key": "k", "record": {"scores": np.linspace(0, 1, 1000)}, "platform": None, "seconds": 0.5}
+    buf = io.BytesIO()
+    joblib.dump(obj, buf)
+    payload = buf.getvalue()
+    path = tmp_path / "old.joblib"
+    path.write_bytes(files.MAGIC + struct.pack("<I", 3) + hashlib.sha256(payload).digest() + payload)
+    back = files.load(path)
+    np.testing.assert_array_equal(back["record"]["scores"], obj["record"]["scores"])
+    assert back["seconds"] == 0.5
+    files.save(path, obj)
+    assert struct.unpack_from("<I", path.read_bytes(), 8)[0] == files.FORMAT_VERSION == 4
+
+
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [
