@@ -122,6 +122,25 @@ class Store:
         self.seconds[stage_name(stage, round_index)] = seconds
         return files.save_record(path, key, record, self.platform, seconds)
 
+    def shared_draw(self):
+        """The data stage's result as another experiment drew it (same key, same numeric
+        platform; ``share_draw``), or None."""
+        key = self.key(st.DATA)
+        try:
+            record, platform, _ = files.load_record(self.workspace.draw_file(key), key, st.RECORDS[st.DATA.name])
+        except (FileNotFoundError, files.DamagedFile, files.StaleFile):
+            return None
+        return record if platform == self.platform else None
+
+    def share_draw(self, data) -> None:
+        """Offer this drawn data to the experiments that draw the same (a sweep's other
+        strategies of the seed, on other workers: a draw's TypiClust costs 1.2-2 s)."""
+        key = self.key(st.DATA)
+        path = self.workspace.draw_file(key)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            files.save_record(path, key, data, self.platform)
+
     def load(self, stage: st.Stage, round_index: int | None = None) -> tuple:
         """A stage's record; raises FileNotFoundError, DamagedFile or StaleFile."""
         return self._load(stage, round_index)[0]

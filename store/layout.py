@@ -55,6 +55,12 @@ class Workspace:
         sweep trains one per seed: ``<artifacts_dir>/passive/passive-<hash>.joblib``."""
         return self.root.parent / "passive" / f"passive-{passive_digest(config)}.joblib"
 
+    def draw_file(self, key: str) -> Path:
+        """A data stage's result shared by every experiment that draws the same data
+        (a sweep's strategies of one seed, on any of its workers):
+        ``<artifacts_dir>/draws/<key>.joblib``."""
+        return self.root.parent / "draws" / f"{key}.joblib"
+
     def write_config(self, config: ExperimentConfig) -> None:
         files.write_text(self.config_file, json.dumps(config.model_dump(), indent=2, sort_keys=True) + "\n")
 

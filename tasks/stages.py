@@ -58,8 +58,16 @@ def restore(store: Store, what: str, passive: bool = False) -> Restored:
 @stage_task("data", "data/generate")
 def generate_data(store: Store, reuse: bool = False):
     """Initial and calibration points, the grid and its true labels, the sampling key
-    (``reuse``: this process's earlier draw of the same data, read-only: a sweep's)."""
-    return sources.draw(store.config, reuse=reuse)
+    (``reuse``, a sweep's: the same draw made by another experiment, on any worker,
+    or by this process before, read-only)."""
+    if not reuse:
+        return sources.draw(store.config)
+    shared = store.shared_draw()
+    if shared is not None:
+        return shared
+    data = sources.draw(store.config, reuse=True)
+    store.share_draw(data)
+    return data
 
 
 @stage_task("data-label", "data/label")

@@ -184,6 +184,37 @@ def test_reused_draws_are_shared_read_only_and_only_for_the_same_data(tmp_path):
     assert sources.draw(on_file, reuse=True) is not first
 
 
+def test_a_sweeps_draw_is_shared_through_the_artifacts_folder_with_every_worker(tmp_path, monkeypatch):
+    """Another process (a sweep's other worker) takes a seed's draw from
+    ``<artifacts_dir>/draws/`` instead of drawing again: the same arrays; a draw of
+    another seed or another numeric platform is not taken."""
+    from store.experiment import Store
+    from tasks.stages import generate_data
+
+    draw = generate_data.fn.__wrapped__
+    config = sources.resolve(
+        ExperimentConfig(data="moons", pool_size=120, seed=11, acquisition="margin", artifacts_dir=str(tmp_path))
+    )
+    first = draw(Store(config), reuse=True)
+    files = sorted((tmp_path / "draws").iterdir())
+    assert len(files) == 1
+
+    def no_drawing(*args, **kwargs):
+        raise AssertionError("drew again")
+
+    monkeypatch.setattr(sources, "draw", no_drawing)  # as in a worker that never drew it
+    other = draw(Store(config.model_copy(update={"acquisition": "bald"})), reuse=True)
+    for a, b in zip(first, other, strict=True):
+        if isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(AssertionError, match="drew again"):
+        draw(Store(config.model_copy(update={"seed": 12})), reuse=True)
+    elsewhere = Store(config)
+    elsewhere.platform = {**elsewhere.platform, "cpu": "another"}
+    with pytest.raises(AssertionError, match="drew again"):
+        draw(elsewhere, reuse=True)
+
+
 @pytest.mark.slow
 @pytest.mark.server
 def test_runs_on_digits_and_on_a_labelled_csv(prefect_server, tmp_path):
