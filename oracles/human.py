@@ -57,14 +57,19 @@ class HumanOracle:
         return out[0], out[1]
 
     def label_passive(self, data: Data, points: np.ndarray) -> list[int]:
-        """The passive baseline's points, one form."""
-        return self._points_answered(data, "passive", points, f"the passive baseline's {len(points)} points")
+        """The passive baseline's points, one form (their items found by their pool
+        indices: the tutorial's are drawn on the square, and have none)."""
+        pool = st.passive_indices(self.config, data)
+        what = f"the passive baseline's {len(points)} points"
+        return self._points_answered(data, "passive", points, what, pool=pool)
 
-    def _points_answered(self, data: Data, ask: str, points: np.ndarray, what: str) -> list[int]:
+    def _points_answered(
+        self, data: Data, ask: str, points: np.ndarray, what: str, pool: np.ndarray | None = None
+    ) -> list[int]:
         if len(points) == 0:  # nothing to ask (marglik calibration holds out no points): no form
             return []
         answers = self.book.for_ask(ask)
-        answer = answers[-1] if answers else self._ask_points(data, ask, points, what)
+        answer = answers[-1] if answers else self._ask_points(data, ask, points, what, pool)
         return [answer.labels[i] for i in range(len(points))]
 
     def _items(self, data: Data, where: str, indices, points: np.ndarray, stem: str) -> str:
@@ -98,15 +103,18 @@ class HumanOracle:
             parts.append(f"Every feature, in the data's own units:\n\n{header}\n{rows}")
         return "\n\n".join(parts)
 
-    def _ask_points(self, data: Data, ask: str, points: np.ndarray, what: str):
+    def _ask_points(self, data: Data, ask: str, points: np.ndarray, what: str, pool: np.ndarray | None = None):
         described = [data.describe(p) for p in points]
 
         def body() -> str:  # drawn only when the form is shown
             path = self.folder / "forms" / f"{ask}.png"
             png = maps.for_data(data).points(path, points, f"{len(points)} points to label")
             rows = "\n".join(f"| point_{n} | {text} |" for n, text in enumerate(described, start=1))
-            where = ask if ask in ("initial", "calibration") else ""
-            items = self._items(data, where, range(len(points)), points, ask)
+            if pool is not None:  # points of the pool (the passive baseline's)
+                items = self._items(data, "pool", pool, points, ask)
+            else:
+                where = ask if ask in ("initial", "calibration") else ""
+                items = self._items(data, where, range(len(points)), points, ask)
             return (
                 f"Label {what}: choose the class of every point.\n\n"
                 + (f"{items}\n\n" if items else "")

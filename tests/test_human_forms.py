@@ -168,6 +168,27 @@ def test_a_files_image_column_is_shown_and_a_missing_image_is_refused_naming_row
         )
 
 
+def test_the_passive_baselines_form_shows_a_files_items_too(tmp_path, monkeypatch):
+    """The passive baseline's points are pool points: their form shows their image
+    column, found by their pool indices, as a round's form does."""
+    from tests.helpers import ROOT
+
+    example = ROOT / "docs" / "examples" / "shapes.csv"
+    oracle, data = _oracle(tmp_path, data="file", data_file=str(example), item_column="image", n_initial=8, rounds=5)
+    asked = {}
+
+    def ask(book, **form):
+        asked.update(form)
+        raise RuntimeError("asked")  # the form is not answered here: only its body is read
+
+    monkeypatch.setattr(forms, "ask", ask)
+    points = st.passive_points(oracle.config, data)[0]
+    with pytest.raises(RuntimeError, match="asked"):
+        oracle.label_passive(data, points)
+    body = asked["body"]()
+    assert "The image of each point" in body and body.count("data:image/png;base64,") == 2  # items and map
+
+
 def test_a_files_text_column_is_shown_as_text(tmp_path):
     path = tmp_path / "notes.csv"
     rows = ["a,b,label,note"] + [f"{i},{i % 5},{'yes' if i % 2 else 'no'},note | number {i}" for i in range(40)]
