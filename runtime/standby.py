@@ -75,13 +75,29 @@ def standby_dir() -> Path:
     """Where standbys listen and log, private to the user: in the temporary folder,
     or in /tmp where that folder's path is too long for a socket's (107 bytes)."""
     folder = Path(tempfile.gettempdir()) / f"bal-standby-{os.getuid()}"
-    if len(os.fsencode(folder)) + len("/12345678-1234-1234-1234-123456789012.sock") > 107:
+    if len(os.fsencode(folder)) + len("/12345678-1234-1234-1234-123456789012.4194304.tmp") > 107:
         folder = Path("/tmp") / f"bal-standby-{os.getuid()}"
     return folder
 
 
 def socket_path(flow_run_id: str) -> Path:
     return standby_dir() / f"{flow_run_id}.sock"
+
+
+def private_dir() -> Path | None:
+    """:func:`standby_dir`, created if need be, or None when it is not this user's
+    alone (another user could then listen in a standby's place and be handed a run's
+    environment and streams): no standby then."""
+    folder = standby_dir()
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        st = folder.lstat()
+    except OSError:
+        return None
+    if st.st_uid != os.getuid() or st.st_mode & 0o077 or not os.path.isdir(folder) or folder.is_symlink():
+        print(f"{folder} is not private to this user: no standby", file=sys.stderr, flush=True)
+        return None
+    return folder
 
 
 def lifetime_seconds(env=os.environ) -> int:
@@ -198,7 +214,7 @@ def hand_over(run_id: str) -> tuple[str, int] | None:
     """Give the run to its standby and wait for its end: ("exit", code) or ("signal",
     number); None when no standby took it (none listens, or it refused)."""
     path = socket_path(run_id)
-    if not _wait_ready(run_id):
+    if not path.parent.is_dir() or private_dir() is None or not _wait_ready(run_id):
         return None
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
@@ -278,7 +294,7 @@ def spawn(flow_run_id, entrypoint: str | None) -> subprocess.Popen | None:
     """Start a standby for ``flow_run_id`` (about to suspend), unless this process was
     not started by :func:`launch` (its deployment predates the standby), the lifetime
     is 0, or one already listens. ``entrypoint``: the deployment's
-    ``path/to/file.py:flow``, whose imports the standby makes. Never raises: a standby
+    file (``path/to/file.py``), whose imports the standby makes. Never raises: a standby
     only saves time."""
     try:
         if LAUNCH_ENV is None or os.environ.get(LAUNCHED_ENV) != "1":
@@ -286,8 +302,9 @@ def spawn(flow_run_id, entrypoint: str | None) -> subprocess.Popen | None:
         seconds = lifetime_seconds(LAUNCH_ENV)
         if seconds == 0 or _listening(socket_path(str(flow_run_id))) or is_starting(str(flow_run_id)):
             return None
-        folder = standby_dir()
-        folder.mkdir(mode=0o700, exist_ok=True)
+        folder = private_dir()
+        if folder is None:
+            return None
         env = dict(LAUNCH_ENV)
         log = open(folder / f"{flow_run_id}.log", "ab")
         with log:
@@ -387,7 +404,8 @@ def serve(flow_run_id: str, seconds: int, entrypoint: str) -> None:
         except Exception as exc:  # noqa: BLE001 - preparing only saves time
             _log(f"preparing failed: {exc!r}")
     path = socket_path(flow_run_id)
-    path.parent.mkdir(mode=0o700, exist_ok=True)
+    if private_dir() is None:
+        raise RuntimeError(f"{path.parent} is not private to this user")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     partial = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
     listener.bind(str(partial))

@@ -148,3 +148,19 @@ def test_a_launcher_ends_as_its_standby_ended():
     for status, expected in ((("exit", 0), 0), (("exit", 3), 3), (("signal", 15), -15), (("signal", 2), -2)):
         code = f"from runtime.standby import _exit_like; _exit_like({status!r})"
         assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60).returncode == expected, status
+
+
+def test_no_standby_where_its_folder_is_not_private(monkeypatch):
+    """Another user who could write the standbys' folder could listen in a standby's
+    place and be handed a run's environment (its API key) and streams."""
+    short = tempfile.mkdtemp(prefix="sb-", dir="/tmp")  # short enough for a socket: no fallback to /tmp
+    monkeypatch.setattr(tempfile, "tempdir", short)
+    folder = standby.standby_dir()
+    assert folder.parent == Path(short)
+    assert standby.private_dir() == folder and folder.stat().st_mode & 0o777 == 0o700
+    folder.chmod(0o733)
+    assert standby.private_dir() is None
+    run_id = str(uuid.uuid4())
+    (folder / f"{run_id}.sock").touch()  # whatever listens there is not asked
+    assert standby.hand_over(run_id) is None
+    shutil.rmtree(short)
