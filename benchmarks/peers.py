@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from alcore import experiment as ex
 from alcore import stages as st
 from alcore.config import ExperimentConfig, digest
 from alcore.sweep_stats import accuracy_at, labels_to_reach, mean_interval
@@ -98,7 +99,8 @@ def run_peer(peer: str, config: ExperimentConfig, budget: int) -> dict:
         method = {"margin": "margin_sampling", "entropy": "entropy"}[strategy]
         query = UncertaintySampling(method=method, random_state=config.seed)
     clf = peer_classifier(model, x_all, data.n_classes, config.seed)
-    labels, accuracy, seconds = [len(labelled)], [], []
+    labels, accuracy, seconds, chosen = [len(labelled)], [], [], []
+    beside = 0 if data.initial_indices is not None else len(data.x_initial)  # x_all's rows before the pool
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence warnings of the GP's and the MLP's fits
         clf.fit(x_all, y)
@@ -110,17 +112,48 @@ def run_peer(peer: str, config: ExperimentConfig, budget: int) -> dict:
             else:
                 picked = query.query(X=x_all, y=y, clf=clf, fit_clf=False)
             y[picked] = truth[picked]
+            chosen += [int(i) - beside for i in np.atleast_1d(picked)]
             clf.fit(x_all, y)
             accuracy.append(float(np.mean(clf.predict(data.x_test) == data.y_test)))
             seconds.append(time.perf_counter() - t0)
             labels.append(labels[-1] + len(np.atleast_1d(picked)))
-    return {"labels": labels, "accuracy": accuracy, "round_seconds": seconds}
+    return {"labels": labels, "accuracy": accuracy, "round_seconds": seconds, "chosen": chosen}
+
+
+def model_on_picks(config: ExperimentConfig, chosen: list[int], prior_precisions: list[float], at: list[int]) -> dict:
+    """The project's model on another method's labelled sets: ``config``'s network
+    trained as its own rounds train it (``alcore.stages.retrain``: the schedule, the
+    prior in the loss) on the initial points plus the first ``chosen`` pool indices
+    (a peer's picks), with the prior precision the project's own round of that label
+    count trained with (``prior_precisions[k - 1]`` for the k-th acquired label: the
+    calibration's, then each round's after it); its test accuracy at each count of
+    ``at`` (those the picks reach). On the project's own picks it gives the project's
+    own curve (tested).
+
+    Level with the peer's own accuracy, the model is not what is behind: the peer's
+    strategy chose better points (the project's acquisition is)."""
+    data = sources.draw(config)
+    initial = st.initial_training(st.INITIAL.view(config), data)
+    view = st.ROUND.view(config)
+    out = {}
+    for n in at:
+        k = n - config.n_initial  # acquired labels at that count
+        if k < 1 or k > min(len(chosen), len(prior_precisions)):
+            continue  # the picks do not reach that count
+        picks = np.asarray(chosen[:k])
+        x = np.concatenate([data.x_initial, data.pool[picks]])
+        y = np.concatenate([data.y_initial, data.pool_labels[picks]]).astype(np.int32)
+        retrained = st.retrain(view, initial.state, x, y, prior_prec=prior_precisions[k - 1])
+        out[n] = ex.metrics(retrained.state.params, data.x_test, data.y_test)["accuracy"]
+    return out
 
 
 def _peer_job(peer: str, config_json: str, budget: int, cache: str) -> dict:
     path = Path(cache)
     if path.is_file():
-        return json.loads(path.read_text())
+        cached = json.loads(path.read_text())
+        if "chosen" in cached:  # older curves lack the picks (model_on_picks needs them): computed again
+            return cached
     result = run_peer(peer, ExperimentConfig.model_validate_json(config_json), budget)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result))
@@ -246,6 +279,42 @@ def goals(
     return out
 
 
+def cross_rows(
+    rows: dict[str, dict[int, dict]], reference: ExperimentConfig, crossed: list[str], seeds: list[int], at: list[int]
+) -> tuple[list[dict], float]:
+    """Per crossed peer: its accuracy on its own picks, the project's model on the
+    same picks (:func:`model_on_picks`) and the project's on its own, at each count.
+    Also the control: the largest difference between the project's model on its own
+    picks and its own curve, at those counts (0: the crossed rows are trained exactly
+    as the project's rounds are)."""
+    docs = {}
+    for seed in seeds:
+        c = reference.model_copy(update={"seed": seed})
+        doc = json.loads(Workspace.for_config(c).results_file.read_text())
+        in_force = [doc["prior_precision"], *doc["prior_precision_per_round"]]  # round k trains with [k - 1]
+        docs[seed] = (c, doc, in_force)
+    control = 0.0
+    if crossed:
+        for seed, (c, doc, in_force) in docs.items():
+            for n, a in model_on_picks(c, doc["chosen_indices"], in_force, at).items():
+                control = max(control, abs(a - _at(rows[OURS][seed], n)))
+    out = []
+    for peer in crossed:
+        mine = {n: [] for n in at}
+        for seed, (c, _, in_force) in docs.items():
+            for n, a in model_on_picks(c, rows[peer][seed]["chosen"], in_force, at).items():
+                mine[n].append(a)
+        for name, curves in ((peer, rows[peer]), (f"{OURS} model, {peer}'s picks", None), (OURS, rows[OURS])):
+            row = {"method": name, "seeds": len(seeds)}
+            for n in at:
+                values = (
+                    mine[n] if curves is None else [a for a in (_at(cv, n) for cv in curves.values()) if a is not None]
+                )
+                row[f"acc@{n}"] = _cell(values)
+            out.append(row)
+    return out, control
+
+
 # ---------------------------------------------------------------- the run
 
 
@@ -259,6 +328,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-strategy", default="margin:k10", help="tutorial only: a batch strategy ('' for none)")
     p.add_argument("--peers", default=",".join(PEERS))
     p.add_argument("--at", default="70,150", help="label counts of the accuracy columns (wins at the first)")
+    p.add_argument(
+        "--cross",
+        default="gp_margin",
+        help="peers whose picks the project's model also learns from (its accuracy on their labelled sets: is the gap the model or the acquisition?); '' for none",
+    )
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="an experiment field (JSON)")
     p.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1))
     p.add_argument("--sequential", action="store_true", help="the project's experiments in this process, no Dask")
@@ -333,13 +407,25 @@ def main(argv=None) -> int:
         timings[f"{data}/peers"] = time.perf_counter() - t
         for (peer, c, _, _), r in zip(jobs, results, strict=True):
             rows.setdefault(peer, {})[c.seed] = r
+        crossed, control = cross_rows(rows, reference, [p for p in args.cross.split(",") if p in peers], seeds, at)
         batch = args.batch_strategy if data == "tutorial" and args.batch_strategy else None
         rows_table = table(rows, peers, at)
         said = goals(data, rows, peers, at, batch)
         print(f"\n### {data} ({len(seeds)} seeds, {args.label_budget} acquired labels)\n")
         print(markdown(rows_table))
         print("\n" + "\n".join(f"- {g}" for g in said), flush=True)
-        document["data"][data] = {"table": rows_table, "goals": said, "curves": rows, "args": vars(args)}
+        if crossed:
+            print(f"\nThe project's model on each method's picks (`{OURS}`'s settings and prior precisions):\n")
+            print(markdown(crossed))
+            print(f"\ncontrol: the project's model on its own picks is {100 * control:.2f} points from its own curve")
+        document["data"][data] = {
+            "table": rows_table,
+            "goals": said,
+            "cross": crossed,
+            "cross_control": control,
+            "curves": rows,
+            "args": vars(args),
+        }
     document["seconds"] = {**timings, "total": time.perf_counter() - t0}
     root.mkdir(parents=True, exist_ok=True)
     path = root / "peers.json"

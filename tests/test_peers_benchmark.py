@@ -39,6 +39,14 @@ def test_peers_benchmark_prints_one_sane_table_per_data_set(prefect_server, tmp_
         for seed in ("0", "1"):  # every method starts from the same initial points, one label a round
             assert {tuple(c[seed]["labels"]) for c in curves.values()} == {(20, 21, 22, 23)}
         assert any(g.startswith(("MET", "NOT MET")) for g in doc["data"][data]["goals"])
+        # the project's model on the GP's picks (--cross's default), beside both methods' own
+        assert [r["method"] for r in doc["data"][data]["cross"]] == [
+            "gp_margin", "margin model, gp_margin's picks", "margin"]  # fmt: skip
+        assert all(len(curves["gp_margin"][seed]["chosen"]) == 3 for seed in ("0", "1"))
+        crossed = float(doc["data"][data]["cross"][1]["acc@23"].split(" ± ")[0])
+        assert 30.0 <= crossed <= 100.0, doc["data"][data]["cross"]
+        # the control: the project's model on its own picks gives its own curve, exactly
+        assert doc["data"][data]["cross_control"] == 0.0, doc["data"][data]["cross"]
     # a second invocation computes nothing again: the peers' curves and the experiments are stored
     again = subprocess.run(
         [sys.executable, "-m", "benchmarks.peers", *args],
