@@ -1,7 +1,7 @@
 """Sweep speed against its math, worker scaling, and the server under the sweep's load.
 
     python -m benchmarks.sweep_speed [--seeds 10] [--strategies max_std,...] [--label-budget 50]
-        [--workers 2,1] [--set FIELD=VALUE ...] [--out artifacts/sweep_speed.json]
+        [--workers 2,1] [--set FIELD=VALUE ...] [--out artifacts/sweep_speed.json] [--probe-only]
 
 In one invocation: the same sweep (the default one unless told otherwise: 10 seeds x
 6 strategies, every stage recomputed) on a local Dask cluster of each worker count,
@@ -15,8 +15,12 @@ command line against it. Printed as JSON:
   sweep ran: every API call a prober made twice a second (``/health`` and a database
   read), the slowest and how many took over 5 s, "database is locked" lines in its
   log, and whether every experiment's task run reached it Completed (none dropped);
-- the speed-up of the most workers over one, and whether every count gave the same
+- the speed-up of the most workers over one, the same math's cost with every worker
+  busy against one (``math_all_over_one``), and whether every count gave the same
   numbers;
+- a core probe: one register-bound loop alone, then one per worker at once (about 2x
+  slower: the vCPUs share execution units, and no worker count can scale; about 1x:
+  they share only caches and memory);
 - the single experiment: a round in the flow (its task runs and bookkeeping) against
   the round's compute, medians.
 """
@@ -35,6 +39,28 @@ from pathlib import Path
 from benchmarks import ROOT, Prober, task_runs_of, write_json
 from flows.sweep import DEFAULT_STRATEGIES
 from runtime.local_server import NICE, PrefectServer
+
+# An integer loop that stays in a core's registers and L1: no memory traffic.
+_SPIN = (
+    "import time\nt = time.perf_counter(); x = 0\n"
+    "for _ in range(25_000_000): x = (x * 1103515245 + 12345) & 0xFFFFFFFF\n"
+    "print(time.perf_counter() - t)"
+)
+
+
+def core_probe(processes: int) -> dict:
+    """The same register-bound loop in one process, then in ``processes`` at once: the
+    slowdown says whether the cores share execution units (SMT siblings: about 2x) or
+    only caches and memory (about 1x). With about 1x, whatever the sweep's math loses
+    with every worker busy (``math_all_over_one``) is cache and memory contention."""
+
+    def spin(n: int) -> list[float]:
+        procs = [subprocess.Popen([sys.executable, "-c", _SPIN], stdout=subprocess.PIPE, text=True) for _ in range(n)]
+        return [float(proc.communicate()[0]) for proc in procs]
+
+    alone = spin(1)[0]
+    together = spin(processes)
+    return {"alone_seconds": alone, "together_seconds": together, "slowdown": max(together) / alone}
 
 
 def math_seconds(experiment: dict) -> float:
@@ -109,6 +135,7 @@ def main(argv=None):
     p.add_argument("--workers", default="2,1", help="worker counts, comma-separated")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     p.add_argument("--no-single", action="store_true", help="skip the single experiment")
+    p.add_argument("--probe-only", action="store_true", help="only the core probe (a few seconds)")
     p.add_argument("--out", default=str(ROOT / "artifacts" / "sweep_speed.json"))
     args = p.parse_args(argv)
     out = {
@@ -117,9 +144,14 @@ def main(argv=None):
         "label_budget": args.label_budget,
         "cpus": os.cpu_count(),
     }
+    counts = [int(w) for w in args.workers.split(",")]
+    out["core_probe"] = core_probe(max(counts))
+    print(json.dumps({"core_probe": out["core_probe"]}), flush=True)
+    if args.probe_only:
+        return
     with tempfile.TemporaryDirectory(prefix="bal-sweep-speed-") as tmp:
         sweeps = []
-        for workers in (int(w) for w in args.workers.split(",")):
+        for workers in counts:
             sweeps.append(run_sweep(Path(tmp), workers, args))
             print(json.dumps({k: v for k, v in sweeps[-1].items() if k != "final"}), flush=True)
         if not args.no_single:
@@ -129,6 +161,8 @@ def main(argv=None):
     most = max(sweeps, key=lambda s: s["workers"])
     if one is not None and most is not one:
         out["speedup"] = {f"{most['workers']}_over_1": one["wall_seconds"] / most["wall_seconds"]}
+        # the same math, all workers busy against one: what sharing the machine costs it
+        out["math_all_over_one"] = most["math_seconds"] / one["math_seconds"]
     out["same_results"] = all(s["final"] == sweeps[0]["final"] for s in sweeps)
     write_json(out, args.out)
     print(json.dumps({k: out[k] for k in out if k != "sweeps"}, indent=2))

@@ -327,3 +327,20 @@ def test_a_killed_sweep_resumes_to_the_numbers_of_an_uninterrupted_one(prefect_s
     assert len(resumed) == 4 and resumed.keys() == reference.keys()
     assert {k: v[:3] for k, v in resumed.items()} == {k: v[:3] for k, v in reference.items()}
     assert any("round-03" in v[3] for v in resumed.values()), "nothing was restored: the kill came too late"
+
+
+@pytest.mark.slow
+def test_the_sweep_benchmarks_core_probe_times_one_loop_alone_then_one_per_worker(tmp_path):
+    """benchmarks/sweep_speed's core probe, run as the benchmark runs it: one timing
+    alone, one per worker together, and the slowdown their ratio."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.sweep_speed", "--probe-only", "--workers", "3,1",
+         "--out", str(tmp_path / "s.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    probe = json.loads(proc.stdout.splitlines()[0])["core_probe"]
+    assert len(probe["together_seconds"]) == 3 and probe["alone_seconds"] > 0.05
+    assert probe["slowdown"] == pytest.approx(max(probe["together_seconds"]) / probe["alone_seconds"])
+    # three loops on this machine's cores: at least as slow as the slowest core allows
+    assert probe["slowdown"] >= 0.5 * 3 / max(3, os.cpu_count() or 1)
