@@ -127,12 +127,15 @@ def model_on_picks(config: ExperimentConfig, chosen: list[int], prior_precisions
     (a peer's picks), with the prior precision the project's own round of that label
     count trained with (``prior_precisions[k - 1]`` for the k-th acquired label: the
     calibration's, then each round's after it); its test accuracy at each count of
-    ``at`` (those the picks reach). On the project's own picks it gives the project's
-    own curve (tested).
+    ``at`` (those the picks reach). Under the scratch schedule (the pools' and the
+    honest protocol's) it gives, on the project's own picks, the project's own curve
+    (tested); under warm or fresh retraining a round starts from the last round's
+    state, not the initial one, and the control in :func:`cross_rows` shows the
+    difference.
 
     Level with the peer's own accuracy, the model is not what is behind: the peer's
     strategy chose better points (the project's acquisition is)."""
-    data = sources.draw(config)
+    data = sources.draw(config, reuse=True)  # the control and every crossed peer: one draw a seed
     initial = st.initial_training(st.INITIAL.view(config), data)
     view = st.ROUND.view(config)
     out = {}
