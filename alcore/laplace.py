@@ -215,7 +215,8 @@ def _projections(post: Posterior, feats: Features) -> jax.Array:
     return contract("mcr,rk->mck", jat.reshape(m, c, n * k), post.eigvecs)
 
 
-CHUNK = 125  # inputs per pass: the (chunk x C x r) float64 intermediates stay in a core's L2 cache
+# inputs per pass: the (chunk x C x r) float64 intermediates stay in a core's L2, beside another worker's
+CHUNK = 64
 
 
 def _in_chunks(fn, x: jax.Array, *per_input) -> jax.Array:
@@ -228,6 +229,8 @@ def _in_chunks(fn, x: jax.Array, *per_input) -> jax.Array:
     per layer) stay in cache instead of streaming 20 MB arrays through memory several
     times per layer; 125 inputs (about 0.6 MB at r = 192) keep them in a core's L2:
     a margin round's covariance blocks at 70 labels 120 -> 87 ms against 1,000 inputs.
+    64 costs the same alone and less with every core busy (the default sweep's math on
+    2 workers 439 -> 384 s, on 1 worker 339 s either way: benchmarks/sweep_speed).
     """
     m = x.shape[0]
     if m <= CHUNK:
