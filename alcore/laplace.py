@@ -215,8 +215,7 @@ def _projections(post: Posterior, feats: Features) -> jax.Array:
     return contract("mcr,rk->mck", jat.reshape(m, c, n * k), post.eigvecs)
 
 
-# inputs per pass: the (chunk x C x r) float64 intermediates stay in a core's L2, beside another worker's
-CHUNK = 64
+CHUNK = 64  # inputs per pass: the (chunk x C x r) float64 intermediates stay in a core's L2, beside another's
 
 
 def _in_chunks(fn, x: jax.Array, *per_input) -> jax.Array:

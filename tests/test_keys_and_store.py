@@ -128,7 +128,7 @@ def _edit(path, old, new):
 def test_code_version_ignores_comments_docstrings_and_formatting(core_copy):
     before = code_version(core_copy)
     _edit(core_copy / "training.py", '"""Training exactly', '"""Training, reworded: exactly')
-    _edit(core_copy / "laplace.py", "CHUNK = 125  #", "CHUNK = 125  # a new comment;")
+    _edit(core_copy / "laplace.py", "CHUNK = 64  #", "CHUNK = 64  # a new comment;")
     _edit(core_copy / "model.py", "HIDDEN_LAYERS = 3  #", "HIDDEN_LAYERS = (\n    3\n)  #")
     _edit(core_copy / "experiment.py", "def accuracy(preds", "\n\n# spacing\ndef accuracy(preds")
     _edit(core_copy / "sweep_stats.py", "level: float = 0.95", "level: float = 0.9")  # not a stage's code
@@ -138,7 +138,7 @@ def test_code_version_ignores_comments_docstrings_and_formatting(core_copy):
 @pytest.mark.parametrize(
     ("module", "old", "new"),
     [
-        ("laplace.py", "CHUNK = 125", "CHUNK = 500"),
+        ("laplace.py", "CHUNK = 64", "CHUNK = 500"),
         ("calibration.py", "N_ECE_BINS = 15", "N_ECE_BINS = 10"),
         ("training.py", "return optax.adam(learning_rate)", "return optax.adamw(learning_rate)"),
         ("__init__.py", 'MATH_VERSION = "4"', 'MATH_VERSION = "5"'),
@@ -167,7 +167,7 @@ def test_the_kept_code_version_is_the_computed_one_and_any_edit_computes_it_agai
     assert first == code_version(core_copy) and len(list(kept.iterdir())) == 1
     (next(kept.iterdir())).write_text("0123456789ab")  # what is kept is what is returned
     assert cached_code_version(core_copy, folder=kept) == "0123456789ab"
-    _edit(core_copy / "laplace.py", "CHUNK = 125", "CHUNK = 500")
+    _edit(core_copy / "laplace.py", "CHUNK = 64", "CHUNK = 500")
     assert cached_code_version(core_copy, folder=kept) == code_version(core_copy) != first
     _edit(core_copy / "laplace.py", "CHUNK = 500  #", "CHUNK = 500  # only a comment, but new bytes;")
     assert cached_code_version(core_copy, folder=kept) == code_version(core_copy)
