@@ -127,18 +127,6 @@ EPIG = Strategy(
     quantity="expected predictive information gain [nats]",
 )
 
-# EPIG is retired from the registry (no choice of a run, a sweep or the run form):
-# measured with the better model of the peers comparison (scratch retraining with the
-# prior, TypiClust start; tutorial seeds 0-1, 70 labels) it reached 88.2 % where margin
-# reached 98.9 %, at twice margin's cost a round. Its score is largest where a label
-# would most change the predictions on the targets, which under the linearised Laplace
-# posterior is where the GGN's curvature vanishes: points the network already predicts
-# confidently. The score (alcore/epig.py) stays, tested against a brute-force
-# computation; ``register(EPIG)`` brings the strategy back for an experiment.
-EPIG = Strategy(
-    "epig", "largest expected information gain about predictions on the pool (EPIG)", "epig", min_samples=256
-)
-
 
 def names() -> tuple[str, ...]:
     """The registered strategies' names, in registration order."""

@@ -47,6 +47,8 @@ def test_pool_defaults_are_the_measured_winner_and_the_tutorial_keeps_its_own():
     assert (tutorial.batch_size, tutorial.learning_rate, tutorial.batch_rule) == (10, 1e-3, "greedy")
     assert ExperimentConfig(data="wine", batch_size=10).batch_size == 10  # given fields win
     assert "epig" not in strategies.names() and strategies.EPIG.score == "epig"
+    # the retired strategy keeps what its maps' colourbar says when registered again
+    assert strategies.EPIG.quantity == "expected predictive information gain [nats]"
 
 
 def test_the_prior_in_the_loss_adds_exactly_tau_over_two_theta_squared_per_epoch():
