@@ -181,11 +181,13 @@ ui:  ## print (and try to open) the UI's address
 # The worker's flow runs first (SIGTERM: each records itself Crashed, "aborted by a
 # termination signal", and frees its deployment's concurrency slot; a worker stopping
 # first would kill them unrecorded, left Running), then the worker (SIGINT: it ignores
-# SIGTERM while it runs flows), then the server, then PostgreSQL. Each is waited for
+# SIGTERM while it runs flows), then the idle standbys of suspended runs (asked to
+# leave), then the server, then PostgreSQL. Each is waited for
 # (STOP_TIMEOUT seconds, then SIGKILL); the exit status says whether all is gone.
 stop:  ## stop the worker, the server and its PostgreSQL; wait until they are gone
 	@status=0; \
 	$(SERVICE) stop worker $(SERVER_HOME)/worker.pid INT $(STOP_TIMEOUT) TERM || status=1; \
+	if [ -x $(BIN)/python ]; then $(BIN)/python -m runtime.standby --dismiss || status=1; fi; \
 	$(SERVICE) stop server $(SERVER_HOME)/server.pid TERM $(STOP_TIMEOUT) || status=1; \
 	if [ -f $(PG_DATA)/PG_VERSION ]; then $(SHELL) ops/postgres.sh stop $(PG_DATA) $(STOP_TIMEOUT) || status=1; fi; \
 	if [ $$status = 0 ]; then echo "nothing left running"; \

@@ -24,7 +24,7 @@ over (``BAL_STANDBY_SECONDS`` in the worker's environment, 3600 by default; 0 st
 none), when the run left its suspension without it (started elsewhere, cancelled,
 expired), when the server has not answered for a minute, or when its launcher dies
 after the hand-over (it then stops the run with SIGTERM, as a killed process would have
-stopped). Its log, until the hand-over, is ``<flow run id>.log`` beside its socket in
+stopped). ``make stop`` dismisses the idle ones (:func:`dismiss`). Its log, until the hand-over, is ``<flow run id>.log`` beside its socket in
 :func:`standby_dir`.
 
 This module imports nothing but the standard library at import time: the launcher
@@ -60,6 +60,7 @@ POLL_SECONDS = 2.0
 STARTING_WAIT_SECONDS = 30  # a launcher waits this long for a standby still preparing
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 MESSAGE_BYTES = 1 << 20
+DISMISSED = "dismissed"  # what _take returns for dismiss()'s message
 
 # What a standby prepares once its imports are done (registered by a module the flow
 # imports, with :func:`preparer`): called with the flow run's parameters, returns what
@@ -287,6 +288,33 @@ def _exit_like(status: tuple[str, int]) -> None:
     os._exit(value)
 
 
+def dismiss() -> tuple[int, int]:
+    """Ask every standby of this user that listens to leave (``make stop``, once the
+    worker is stopped: no run will be handed over). Returns (dismissed, starting): a
+    standby still importing cannot be asked yet; it leaves a minute after the server
+    stops answering."""
+    folder = standby_dir()
+    if not folder.is_dir() or private_dir() is None:
+        return 0, 0
+    dismissed = 0
+    for path in sorted(folder.glob("*.sock")):
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            conn.settimeout(5)
+            conn.connect(str(path))
+            conn.sendall(json.dumps({"dismiss": True}).encode())
+            dismissed += 1
+            conn.recv(16)  # closed once the standby read it (it may be polling the server)
+        except ConnectionRefusedError:  # a killed standby's socket
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+    starting = sum(is_starting(p.stem) for p in folder.glob("*.starting"))
+    return dismissed, starting
+
+
 # ---------------------------------------------------------------- the flow's side
 
 
@@ -426,6 +454,9 @@ def serve(flow_run_id: str, seconds: int, entrypoint: str) -> None:
                     return
                 continue
             taken = _take(conn, own_env, fingerprint)
+            if taken is DISMISSED:
+                _log("leaving: dismissed (make stop)")
+                return
             if taken is not None:
                 break
     finally:
@@ -441,7 +472,7 @@ def serve(flow_run_id: str, seconds: int, entrypoint: str) -> None:
 
 def _take(conn: socket.socket, own_env: dict, fingerprint: tuple):
     """The launcher's payload and streams, once accepted; None (and the launcher told
-    why) when refused."""
+    why) when refused; :data:`DISMISSED` when :func:`dismiss` asks it to leave."""
     try:
         conn.settimeout(5)
         data, fds, _, _ = socket.recv_fds(conn, MESSAGE_BYTES, 3)
@@ -453,6 +484,11 @@ def _take(conn: socket.socket, own_env: dict, fingerprint: tuple):
         _log(f"a launcher's hand-over failed: {exc!r}")
         conn.close()
         return None
+    if "dismiss" in payload:  # dismiss(): no run to take, leave
+        for fd in fds:
+            os.close(fd)
+        conn.close()
+        return DISMISSED
     refusal = None
     if code_fingerprint() != fingerprint:
         refusal = "the project's sources or packages changed since it started"
@@ -555,6 +591,10 @@ def _remove_marker(flow_run_id: str) -> None:
 
 
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["--dismiss"]:
+        dismissed, starting = dismiss()
+        print(f"standbys: {dismissed} dismissed" + (f", {starting} still starting" if starting else ""))
+        return
     flow_run_id, seconds, entrypoint = argv[0], int(argv[1]), (argv[2] if len(argv) > 2 else "")
     try:
         serve(flow_run_id, seconds, entrypoint)

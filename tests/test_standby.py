@@ -89,6 +89,27 @@ def _hand_over(env: dict, run_id: str) -> subprocess.CompletedProcess:
     )
 
 
+def _standby(env: dict, run_id: str, log: Path) -> tuple[subprocess.Popen, Path]:
+    """A real standby process for ``run_id`` (lifetime 120 s), once it listens; its socket."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runtime.standby", run_id, "120", ""],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    sock = Path(env["TMPDIR"]) / f"bal-standby-{os.getuid()}" / f"{run_id}.sock"
+    deadline = time.time() + 60
+    while not sock.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    if not sock.exists():
+        proc.kill()
+        pytest.fail(log.read_text())
+    return proc, sock
+
+
 @pytest.mark.slow
 def test_a_standby_refuses_another_environment_and_leaves_when_its_run_ends(prefect_server, tmp_path):
     """A real standby process for a suspended flow run on a real server: a launcher
@@ -99,22 +120,8 @@ def test_a_standby_refuses_another_environment_and_leaves_when_its_run_ends(pref
     api, env = prefect_server["api_url"], {**prefect_server["env"], "TMPDIR": str(short)}
     run_id = _paused_flow_run(api)
     log = tmp_path / "standby.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "runtime.standby", run_id, "120", ""],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc, sock = _standby(env, run_id, log)
     try:
-        sock = short / f"bal-standby-{os.getuid()}" / f"{run_id}.sock"
-        deadline = time.time() + 60
-        while not sock.exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.1)
-        assert sock.exists(), log.read_text()
-
         refused = _hand_over({**env, "BAL_SOMETHING_NEW": "1"}, run_id)
         assert refused.stdout.strip() == "None", refused.stdout + refused.stderr
         assert "refused (the environment differs: BAL_SOMETHING_NEW)" in refused.stderr
@@ -164,3 +171,28 @@ def test_no_standby_where_its_folder_is_not_private(monkeypatch):
     (folder / f"{run_id}.sock").touch()  # whatever listens there is not asked
     assert standby.hand_over(run_id) is None
     shutil.rmtree(short)
+
+
+@pytest.mark.slow
+def test_make_stop_dismisses_idle_standbys(prefect_server, tmp_path):
+    """``python -m runtime.standby --dismiss`` (what ``make stop`` runs once the worker
+    is stopped) makes a real, listening standby leave at once, socket removed, while
+    its run is still suspended; nothing is left to dismiss after."""
+    short = Path(tempfile.mkdtemp(prefix="sb-", dir="/tmp"))
+    env = {**prefect_server["env"], "TMPDIR": str(short)}
+    log = tmp_path / "standby.log"
+    proc, sock = _standby(env, _paused_flow_run(prefect_server["api_url"]), log)
+    dismiss = [sys.executable, "-m", "runtime.standby", "--dismiss"]
+    try:
+        out = subprocess.run(dismiss, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and out.stdout.strip() == "standbys: 1 dismissed", out.stdout + out.stderr
+        assert proc.wait(timeout=30) == 0
+        assert not sock.exists()
+        assert "leaving: dismissed (make stop)" in log.read_text()
+        again = subprocess.run(dismiss, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert again.stdout.strip() == "standbys: 0 dismissed"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(short, ignore_errors=True)
