@@ -188,7 +188,7 @@ class Loop:
             "prior precision %.4f (calibrated by %s on %d points)",
             calibration.prior_prec,
             calibration.objective.upper(),
-            len(data.y_calibration),
+            len(data.y_initial if calibration.objective == "marglik" else data.y_calibration),
         )
         self.initial, self.prior_prec = initial, calibration.prior_prec
         return initial, calibration

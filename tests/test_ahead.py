@@ -141,6 +141,8 @@ def _tutorial_sweep(env: dict, folder, strategy: str) -> tuple[dict, list[float]
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    # the marginal likelihood needs no held-out points: the log counts the labelled ones
+    assert (proc.stdout + proc.stderr).count("(calibrated by MARGLIK on 20 points)") == 10
     doc = json.loads(next(folder.glob("sweep-*/results.json")).read_text())
     finals = [e["final_accuracy"] for e in doc["experiments"] if e["strategy"] == strategy]
     assert len(finals) == 10
