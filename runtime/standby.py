@@ -24,8 +24,8 @@ over (``BAL_STANDBY_SECONDS`` in the worker's environment, 3600 by default; 0 st
 none), when the run left its suspension without it (started elsewhere, cancelled,
 expired), when the server has not answered for a minute, or when its launcher dies
 after the hand-over (it then stops the run with SIGTERM, as a killed process would have
-stopped). ``make stop`` dismisses the idle ones (:func:`dismiss`). Its log, until the hand-over, is ``<flow run id>.log`` beside its socket in
-:func:`standby_dir`.
+stopped); ``make stop`` dismisses the idle ones (:func:`dismiss`). Its log, until the
+hand-over, is ``<flow run id>.log`` beside its socket in :func:`standby_dir`.
 
 This module imports nothing but the standard library at import time: the launcher
 must stay cheap.
