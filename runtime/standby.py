@@ -25,7 +25,8 @@ none), when the run left its suspension without it (started elsewhere, cancelled
 expired), when the server has not answered for a minute, or when its launcher dies
 after the hand-over (it then stops the run with SIGTERM, as a killed process would have
 stopped); ``make stop`` dismisses the idle ones (:func:`dismiss`). Its log, until the
-hand-over, is ``<flow run id>.log`` beside its socket in :func:`standby_dir`.
+hand-over, is ``<flow run id>.log`` beside its socket in :func:`standby_dir`
+(removed a week after its last line, :func:`prune_logs`).
 
 This module imports nothing but the standard library at import time: the launcher
 must stay cheap.
@@ -58,6 +59,7 @@ SERVER_PATIENCE_SECONDS = 60  # a server silent this long: the standby gives up
 LEFT_SUSPENSION_SECONDS = 15  # running this long without it: the run went on elsewhere
 POLL_SECONDS = 2.0
 STARTING_WAIT_SECONDS = 30  # a launcher waits this long for a standby still preparing
+LOG_KEEP_SECONDS = 7 * 86400  # a standby's log is removed this long after its last line
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 MESSAGE_BYTES = 1 << 20
 DISMISSED = "dismissed"  # what _take returns for dismiss()'s message
@@ -315,6 +317,25 @@ def dismiss() -> tuple[int, int]:
     return dismissed, starting
 
 
+def prune_logs(keep_seconds: float = LOG_KEEP_SECONDS) -> list[Path]:
+    """Remove the standbys' logs in :func:`standby_dir` whose last line is older than
+    ``keep_seconds``, but not one whose standby still listens or starts; returns the
+    removed ones (every :func:`spawn` prunes: the folder does not grow with every
+    suspension)."""
+    removed = []
+    cutoff = time.time() - keep_seconds
+    for log in standby_dir().glob("*.log"):
+        run_id = log.stem
+        try:
+            old = log.stat().st_mtime < cutoff
+        except FileNotFoundError:
+            continue
+        if old and not _listening(socket_path(run_id)) and not is_starting(run_id):
+            log.unlink(missing_ok=True)
+            removed.append(log)
+    return removed
+
+
 # ---------------------------------------------------------------- the flow's side
 
 
@@ -333,6 +354,7 @@ def spawn(flow_run_id, entrypoint: str | None) -> subprocess.Popen | None:
         folder = private_dir()
         if folder is None:
             return None
+        prune_logs()
         env = dict(LAUNCH_ENV)
         log = open(folder / f"{flow_run_id}.log", "ab")
         with log:

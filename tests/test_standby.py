@@ -4,6 +4,7 @@ deployment, is tests/test_human_oracle_ui.py's suspension test."""
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -195,4 +196,31 @@ def test_make_stop_dismisses_idle_standbys(prefect_server, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def test_old_standby_logs_are_pruned_but_not_a_live_standbys(monkeypatch):
+    """Every suspension leaves a log: those whose last line is over a week old go, unless
+    their standby still listens (a real socket here) or is starting (a live pid)."""
+    short = tempfile.mkdtemp(prefix="sb-", dir="/tmp")
+    monkeypatch.setattr(tempfile, "tempdir", short)
+    folder = standby.private_dir()
+    week = time.time() - standby.LOG_KEEP_SECONDS - 60
+    runs = {name: str(uuid.uuid4()) for name in ("old", "fresh", "listening", "starting")}
+    for name, run_id in runs.items():
+        log = folder / f"{run_id}.log"
+        log.write_text("...")
+        if name != "fresh":
+            os.utime(log, (week, week))
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(str(standby.socket_path(runs["listening"])))
+    listener.listen(1)
+    standby.starting_path(runs["starting"]).write_text(str(os.getpid()))
+    try:
+        assert standby.prune_logs() == [folder / f"{runs['old']}.log"]
+        assert sorted(p.stem for p in folder.glob("*.log")) == sorted(
+            runs[n] for n in ("fresh", "listening", "starting")
+        )
+    finally:
+        listener.close()
         shutil.rmtree(short, ignore_errors=True)
