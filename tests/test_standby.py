@@ -2,6 +2,7 @@
 takes a run, and when it gives up. The hand-over itself, through a worker and a
 deployment, is tests/test_human_oracle_ui.py's suspension test."""
 
+import contextlib
 import os
 import shutil
 import socket
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 import uuid
 from pathlib import Path
 
@@ -90,8 +92,15 @@ def _hand_over(env: dict, run_id: str) -> subprocess.CompletedProcess:
     )
 
 
-def _standby(env: dict, run_id: str, log: Path) -> tuple[subprocess.Popen, Path]:
-    """A real standby process for ``run_id`` (lifetime 120 s), once it listens; its socket."""
+@contextlib.contextmanager
+def _standby(prefect_server, tmp_path):
+    """A real standby process (lifetime 120 s) for a new suspended flow run, once it
+    listens, in a temporary folder short enough for a socket's path (107 bytes at
+    most): its run id, process, socket, environment and log; killed and removed after."""
+    short = Path(tempfile.mkdtemp(prefix="sb-", dir="/tmp"))
+    env = {**prefect_server["env"], "TMPDIR": str(short)}
+    run_id = _paused_flow_run(prefect_server["api_url"])
+    log = tmp_path / "standby.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "runtime.standby", run_id, "120", ""],
@@ -101,14 +110,18 @@ def _standby(env: dict, run_id: str, log: Path) -> tuple[subprocess.Popen, Path]
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    sock = Path(env["TMPDIR"]) / f"bal-standby-{os.getuid()}" / f"{run_id}.sock"
-    deadline = time.time() + 60
-    while not sock.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-    if not sock.exists():
-        proc.kill()
-        pytest.fail(log.read_text())
-    return proc, sock
+    try:
+        sock = short / f"bal-standby-{os.getuid()}" / f"{run_id}.sock"
+        deadline = time.time() + 60
+        while not sock.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert sock.exists(), log.read_text()
+        yield types.SimpleNamespace(run_id=run_id, proc=proc, sock=sock, env=env, log=log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(short, ignore_errors=True)
 
 
 @pytest.mark.slow
@@ -117,12 +130,8 @@ def test_a_standby_refuses_another_environment_and_leaves_when_its_run_ends(pref
     whose environment differs is refused (and told which variable) and the standby
     keeps waiting; a launcher of another run finds none; once the run is cancelled the
     standby leaves, removing its socket."""
-    short = Path(tempfile.mkdtemp(prefix="sb-", dir="/tmp"))  # a socket's path is at most 107 bytes
-    api, env = prefect_server["api_url"], {**prefect_server["env"], "TMPDIR": str(short)}
-    run_id = _paused_flow_run(api)
-    log = tmp_path / "standby.log"
-    proc, sock = _standby(env, run_id, log)
-    try:
+    with _standby(prefect_server, tmp_path) as sb:
+        api, env, run_id, proc, sock = prefect_server["api_url"], sb.env, sb.run_id, sb.proc, sb.sock
         refused = _hand_over({**env, "BAL_SOMETHING_NEW": "1"}, run_id)
         assert refused.stdout.strip() == "None", refused.stdout + refused.stderr
         assert "refused (the environment differs: BAL_SOMETHING_NEW)" in refused.stderr
@@ -134,12 +143,7 @@ def test_a_standby_refuses_another_environment_and_leaves_when_its_run_ends(pref
         _post(f"{api}/flow_runs/{run_id}/set_state", {"state": {"type": "CANCELLED"}, "force": True})
         assert proc.wait(timeout=30) == 0
         assert not sock.exists()
-        assert "leaving: the run is Cancelled" in log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(short, ignore_errors=True)
+        assert "leaving: the run is Cancelled" in sb.log.read_text()
 
 
 def test_a_temporary_folder_too_long_for_a_socket_falls_back_to_tmp(monkeypatch):
@@ -179,24 +183,15 @@ def test_make_stop_dismisses_idle_standbys(prefect_server, tmp_path):
     """``python -m runtime.standby --dismiss`` (what ``make stop`` runs once the worker
     is stopped) makes a real, listening standby leave at once, socket removed, while
     its run is still suspended; nothing is left to dismiss after."""
-    short = Path(tempfile.mkdtemp(prefix="sb-", dir="/tmp"))
-    env = {**prefect_server["env"], "TMPDIR": str(short)}
-    log = tmp_path / "standby.log"
-    proc, sock = _standby(env, _paused_flow_run(prefect_server["api_url"]), log)
     dismiss = [sys.executable, "-m", "runtime.standby", "--dismiss"]
-    try:
-        out = subprocess.run(dismiss, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    with _standby(prefect_server, tmp_path) as sb:
+        out = subprocess.run(dismiss, env=sb.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0 and out.stdout.strip() == "standbys: 1 dismissed", out.stdout + out.stderr
-        assert proc.wait(timeout=30) == 0
-        assert not sock.exists()
-        assert "leaving: dismissed (make stop)" in log.read_text()
-        again = subprocess.run(dismiss, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert sb.proc.wait(timeout=30) == 0
+        assert not sb.sock.exists()
+        assert "leaving: dismissed (make stop)" in sb.log.read_text()
+        again = subprocess.run(dismiss, env=sb.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert again.stdout.strip() == "standbys: 0 dismissed"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(short, ignore_errors=True)
 
 
 def test_old_standby_logs_are_pruned_but_not_a_live_standbys(monkeypatch):
